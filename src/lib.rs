@@ -1,0 +1,5 @@
+//! Sluice: a Kafka-compatible, thread-per-core message broker on io_uring.
+//!
+//! Module map (see ARCHITECTURE.md for the invariants):
+//! - [`limits`]: every bound, named, with units in the name.
+pub mod limits;
