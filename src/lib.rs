@@ -3,3 +3,9 @@
 //! Module map (see ARCHITECTURE.md for the invariants):
 //! - [`limits`]: every bound, named, with units in the name.
 pub mod limits;
+pub mod catalog;
+pub mod config;
+pub mod kafka;
+pub mod protocol;
+pub mod runtime;
+pub mod server;
