@@ -1,1 +1,4 @@
+//! The one integration-test binary: modules below, compiled once.
 
+mod broker;
+mod wire;
