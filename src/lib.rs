@@ -2,4 +2,6 @@
 //!
 //! Module map (see ARCHITECTURE.md for the invariants):
 //! - [`limits`]: every bound, named, with units in the name.
+//! - [`storage`]: partition logs in Kafka's on-disk layout (segments, indexes, recovery, retention).
 pub mod limits;
+pub mod storage;
