@@ -23,7 +23,10 @@ pub async fn handle(ctx: RequestContext, req: ListOffsetsRequest) -> Option<List
         let meta = snap.topic(t.name.0.as_str());
         let mut partitions = Vec::new();
         for p in t.partitions {
-            let mut pr = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_timestamp(-1).with_offset(-1).with_leader_epoch(0);
+            let mut pr = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_timestamp(-1).with_offset(-1);
+            if ctx.version() >= 4 {
+                pr.leader_epoch = 0;
+            }
             let Some(m) = meta.filter(|m| p.partition_index >= 0 && p.partition_index < m.partitions) else {
                 pr.error_code = ResponseError::UnknownTopicOrPartition.code();
                 partitions.push(pr);
