@@ -35,7 +35,7 @@ def bootstrap(broker):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
-    if report.failed and call.when in ("setup", "call"):
+    if report.failed and call.when == "call":  # a failed start already carries the log
         for b in getattr(item, "sluice_brokers", []):
             report.sections.append((f"sluice broker log ({b.log_path})", b.log_tail()))
     return report
