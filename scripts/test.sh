@@ -57,7 +57,7 @@ fi
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install the Rust toolchain (rustup) first"
 echo "cargo:   $(cargo --version)"
 echo "python:  $("$PYTHON" --version 2>&1) ($(command -v "$PYTHON"))"
-echo "kcat:    $(kcat -V 2>&1 | head -n 1)"
+echo "kcat:    $(kcat -V 2>&1 | grep -m1 Version || true)"
 
 # ---------------------------------------------------------------------------------------------
 section "2/5 python venv (.venv)"
