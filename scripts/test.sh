@@ -83,7 +83,7 @@ else
 fi
 "$VENV/bin/python" - <<'PY'
 import confluent_kafka, kafka, pytest
-print(f"kafka-python {kafka.__version__}, confluent-kafka {confluent_kafka.version()[0]} "
+print(f"kafka-python {kafka.__version__}, confluent-kafka {confluent_kafka.__version__} "
       f"(librdkafka {confluent_kafka.libversion()[0]}), pytest {pytest.__version__}")
 PY
 
