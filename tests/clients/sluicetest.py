@@ -5,6 +5,7 @@ target/debug/sluice), started on free loopback ports with a fresh data directory
 """
 
 import ctypes
+import logging
 import os
 import signal
 import socket
@@ -168,8 +169,10 @@ class Broker:
         self._append_log(f"===== stopped (exit {self.proc.returncode})\n")
         self.proc = None
         log = self.log_text()
-        if "panicked at" in log:
-            self.problems.append("the broker log reports a panic")
+        at = log.find("panicked at")
+        if at >= 0:
+            excerpt = log[max(0, at - 2000):at + 4000]
+            self.problems.append(f"the broker log reports a panic:\n{excerpt}\n--- end of panic excerpt")
 
     def _append_log(self, line):
         with open(self.log_path, "ab") as log:
@@ -203,10 +206,15 @@ def wait_until(predicate, timeout_s, what):
 
 # --- confluent-kafka conveniences ----------------------------------------------------------------
 
+# librdkafka's own log lines go to Python logging (shown with a failed test) instead of stderr,
+# where clients still reconnecting to a killed broker would print them long after their test.
+LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
+
+
 
 def admin_client(bootstrap):
     from confluent_kafka.admin import AdminClient
-    return AdminClient({"bootstrap.servers": bootstrap})
+    return AdminClient({"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOGGER})
 
 
 def create_topic(bootstrap, name, partitions, config=None, timeout_s=15.0):
@@ -244,6 +252,7 @@ def consumer(bootstrap, **extra):
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "enable.partition.eof": True,
+        "logger": LIBRDKAFKA_LOGGER,
     }
     conf.update(extra)
     return Consumer(conf)

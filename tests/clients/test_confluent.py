@@ -10,8 +10,8 @@ from confluent_kafka import (OFFSET_BEGINNING, OFFSET_END, TIMESTAMP_CREATE_TIME
 from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions,
                                    NewTopic, OffsetSpec, ResourceType)
 
-from sluicetest import (admin_client, consume_all, consumer, create_topic, wait_for_partitions,
-                        wait_until)
+from sluicetest import (LIBRDKAFKA_LOGGER, admin_client, consume_all, consumer, create_topic,
+                        wait_for_partitions, wait_until)
 
 FLUSH_TIMEOUT_S = 30
 ADMIN_TIMEOUT_S = 15
@@ -36,9 +36,19 @@ def idempotent_producer(bootstrap, **extra):
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
+        "logger": LIBRDKAFKA_LOGGER,
     }
     conf.update(extra)
     return Producer(conf)
+
+
+def produce_items(bootstrap, topic, items, **extra):
+    """produce_all with a fresh idempotent producer, closed afterwards."""
+    producer = idempotent_producer(bootstrap, **extra)
+    try:
+        return produce_all(producer, topic, items)
+    finally:
+        producer.close()
 
 
 def produce_all(producer, topic, items):
@@ -94,8 +104,7 @@ def test_idempotent_producer_round_trips_every_codec(bootstrap, codec):
     items.append(item(None, b"", []))  # null key, empty value
     items.append(item(b"null-value", None, []))
 
-    producer = idempotent_producer(bootstrap, **{"compression.type": codec})
-    reports = produce_all(producer, topic, items)
+    reports = produce_items(bootstrap, topic, items, **{"compression.type": codec})
 
     messages = consume_all(bootstrap, topic, 2)
     assert len(messages) == len(items)
@@ -113,7 +122,7 @@ def test_keyed_ordering_per_partition(bootstrap):
     create_topic(bootstrap, topic, 4)
     keys = [f"account-{k}".encode() for k in range(16)]
     items = [item(key, f"{key.decode()}:{seq}".encode()) for seq in range(40) for key in keys]
-    reports = produce_all(idempotent_producer(bootstrap), topic, items)
+    reports = produce_items(bootstrap, topic, items)
 
     offsets_seen = {(r.partition, r.offset) for r in reports}
     assert len(offsets_seen) == len(items), "two messages acknowledged at the same offset"
@@ -174,6 +183,7 @@ def test_consumer_from_beginning_and_end(bootstrap):
                 received.append(msg)
     finally:
         c.close()
+        producer.close()
     values = [m.value().decode() for m in received]
     assert not any(v.startswith("old-") for v in values), values
     first_probe = int(values[0].split("-")[1])
@@ -187,10 +197,9 @@ def test_offsets_by_timestamp(bootstrap):
     topic = "times"
     create_topic(bootstrap, topic, 1)
     base = int(time.time() * 1000) - 600_000  # ten minutes ago, one message per second
-    producer = idempotent_producer(bootstrap)
     # Two produce calls so the log holds more than one batch.
-    produce_all(producer, topic, [item(None, f"m{i}".encode(), ts=base + i * 1000) for i in range(20)])
-    produce_all(producer, topic, [item(None, f"m{i}".encode(), ts=base + i * 1000) for i in range(20, 30)])
+    produce_items(bootstrap, topic, [item(None, f"m{i}".encode(), ts=base + i * 1000) for i in range(20)])
+    produce_items(bootstrap, topic, [item(None, f"m{i}".encode(), ts=base + i * 1000) for i in range(20, 30)])
 
     c = consumer(bootstrap)
     try:
@@ -269,8 +278,8 @@ def test_admin_topic_lifecycle(broker):
     # CreatePartitions: 2 -> 4; the new partitions take writes.
     assert admin.create_partitions([NewPartitions("adm", 4)])["adm"].result(ADMIN_TIMEOUT_S) is None
     wait_for_partitions(admin, "adm", 4)
-    reports = produce_all(idempotent_producer(broker.bootstrap), "adm",
-                          [item(None, f"p{p}".encode(), partition=p) for p in range(4)])
+    reports = produce_items(broker.bootstrap, "adm",
+                            [item(None, f"p{p}".encode(), partition=p) for p in range(4)])
     assert [(r.partition, r.offset) for r in reports] == [(p, 0) for p in range(4)]
 
     # DeleteTopics.

@@ -31,7 +31,16 @@ def kcat(bootstrap, *args, stdin=None):
 
 def consume_json(bootstrap, topic):
     out = kcat(bootstrap, "-C", "-t", topic, "-e", "-o", "beginning", "-J", "-q")
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
+    # One JSON envelope per message; parse them one after another, whatever separates them.
+    decoder = json.JSONDecoder()
+    records, pos = [], 0
+    while True:
+        while pos < len(out) and out[pos].isspace():
+            pos += 1
+        if pos == len(out):
+            return records
+        record, pos = decoder.raw_decode(out, pos)
+        records.append(record)
 
 
 def test_metadata_lists_topic_and_partitions(broker):

@@ -6,7 +6,7 @@ import time
 import pytest
 from confluent_kafka import Producer
 
-from sluicetest import consume_all, create_topic
+from sluicetest import LIBRDKAFKA_LOGGER, consume_all, create_topic
 
 TOPIC = "durable"
 PARTITIONS = 3
@@ -24,7 +24,7 @@ def parse_value(raw):
 
 def new_producer(bootstrap, **extra):
     conf = {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-            "linger.ms": 2}
+            "linger.ms": 2, "logger": LIBRDKAFKA_LOGGER}
     conf.update(extra)
     return Producer(conf)
 
@@ -85,6 +85,7 @@ def test_acknowledged_messages_survive_kill9(broker):
     assert producer.flush(60) == 0
     assert not failed, f"{len(failed)} deliveries failed, e.g. {list(failed.items())[:3]}"
     assert len(acked) == N
+    producer.close()
 
     broker.restart_after_crash()
 
@@ -96,6 +97,7 @@ def test_acknowledged_messages_survive_kill9(broker):
     producer2 = new_producer(broker.bootstrap)
     produce(producer2, "b", range(30), after, failed)
     assert producer2.flush(30) == 0 and not failed
+    producer2.close()
     for part, off in after.values():
         assert off >= ends.get(part, 0)
     acked.update(after)
@@ -125,6 +127,7 @@ def test_kill9_while_producing(broker):
     assert remaining == 0, "messages neither delivered nor failed after the timeout"
     assert len(acked) + len(failed) == N
     assert len(acked) >= acked_at_kill >= N // 4
+    producer.close()
 
     broker.start()
     sent = {value_of("c", i) for i in range(N)}
