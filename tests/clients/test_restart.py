@@ -133,3 +133,20 @@ def test_kill9_while_producing(broker):
     sent = {value_of("c", i) for i in range(N)}
     check_log(consume_all(broker.bootstrap, TOPIC, PARTITIONS, timeout_s=60), acked,
               maybe=sent - set(acked))
+
+
+@pytest.mark.timeout(120)
+def test_clean_shutdown_keeps_acks1_messages(broker):
+    """acks=1 is acknowledged before fdatasync; a clean stop (SIGTERM) must still flush all of it."""
+    create_topic(broker.bootstrap, TOPIC, PARTITIONS)
+    acked, failed = {}, {}
+    producer = new_producer(broker.bootstrap, **{"enable.idempotence": False, "acks": 1,
+                                                "max.in.flight.requests.per.connection": 1})
+    produce(producer, "d", range(N), acked, failed)
+    assert producer.flush(60) == 0 and not failed and len(acked) == N
+    producer.close()
+
+    broker.stop()  # SIGTERM; the fixture fails the test if this is not a clean, zero exit
+    broker.start()
+
+    check_log(consume_all(broker.bootstrap, TOPIC, PARTITIONS, timeout_s=60), acked)
