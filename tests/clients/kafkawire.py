@@ -106,12 +106,13 @@ def encode_record(offset_delta, timestamp_delta, key, value, headers=()):
 
 def encode_record_batch(records, base_timestamp_ms, *, producer_id=-1, producer_epoch=-1,
                         base_sequence=-1, attributes=0, partition_leader_epoch=0,
-                        timestamp_step_ms=0, corrupt_crc=False):
+                        timestamp_step_ms=0, corrupt_crc=False, declared_count=None):
     """An uncompressed RecordBatch v2 as a producer sends it (baseOffset 0).
 
     `records` is a list of (key, value) or (key, value, headers); record i gets offset delta i
     and timestamp base_timestamp_ms + i * timestamp_step_ms. With corrupt_crc the stored CRC is
-    wrong (bit-flipped), everything else valid.
+    wrong (bit-flipped), everything else valid. `declared_count` makes the header lie about the
+    number of records (with a CRC that matches the lie).
     """
     assert records, "a batch holds at least one record"
     body = bytearray()
@@ -122,7 +123,8 @@ def encode_record_batch(records, base_timestamp_ms, *, producer_id=-1, producer_
     max_timestamp = base_timestamp_ms + (len(records) - 1) * timestamp_step_ms
     covered = _BATCH_CRC_COVERED_HEADER.pack(
         attributes, len(records) - 1, base_timestamp_ms, max_timestamp,
-        producer_id, producer_epoch, base_sequence, len(records)) + bytes(body)
+        producer_id, producer_epoch, base_sequence,
+        len(records) if declared_count is None else declared_count) + bytes(body)
     crc = crc32c(covered)
     if corrupt_crc:
         crc ^= 0x00010000
@@ -142,7 +144,9 @@ ERROR_NONE = 0
 ERROR_CORRUPT_MESSAGE = 2
 ERROR_UNKNOWN_TOPIC_OR_PARTITION = 3
 ERROR_NOT_LEADER_OR_FOLLOWER = 6
+ERROR_MESSAGE_TOO_LARGE = 10
 ERROR_UNSUPPORTED_VERSION = 35
+ERROR_INVALID_RECORD = 87
 
 
 def _string(s):

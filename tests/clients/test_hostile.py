@@ -141,34 +141,55 @@ def produce_v3(conn, correlation_id, topic, batch):
     return error, base_offset
 
 
-def test_produce_with_bad_crc_is_rejected(broker):
-    topic = "raw"
+def produce_until_writable(conn, topic, batch, correlation_id):
+    """Produces `batch`, retrying (bounded) while a fresh partition's leadership settles, which
+    real Kafka reports with NOT_LEADER / UNKNOWN_TOPIC errors for a moment after creation."""
+    deadline = time.monotonic() + 15
+    while True:
+        error, base_offset = produce_v3(conn, correlation_id, topic, batch)
+        if error not in (kw.ERROR_NOT_LEADER_OR_FOLLOWER, kw.ERROR_UNKNOWN_TOPIC_OR_PARTITION):
+            return error, base_offset
+        assert time.monotonic() < deadline, f"partition not writable: error {error}"
+        correlation_id += 1
+
+
+def check_bad_batch_rejected(broker, topic, bad_batch, expected_errors):
+    """good batch A, the bad batch, good batch B on one connection: the bad one gets one of
+    expected_errors, takes no offsets, and the log holds exactly A then B."""
     create_topic(broker.bootstrap, topic, 1)
     now = int(time.time() * 1000)
     good_a = kw.encode_record_batch([(b"a", f"a{i}".encode()) for i in range(3)], now)
-    corrupt = kw.encode_record_batch([(b"c", f"c{i}".encode()) for i in range(4)], now, corrupt_crc=True)
     good_b = kw.encode_record_batch([(None, f"b{i}".encode()) for i in range(3)], now)
-
     with connect(broker) as conn:
-        # Bounded retry while a fresh partition's leadership settles (real Kafka can say so).
-        deadline = time.monotonic() + 15
-        correlation_id = 100
-        while True:
-            correlation_id += 1
-            error, base_offset = produce_v3(conn, correlation_id, topic, good_a)
-            if error not in (kw.ERROR_NOT_LEADER_OR_FOLLOWER, kw.ERROR_UNKNOWN_TOPIC_OR_PARTITION):
-                break
-            assert time.monotonic() < deadline, f"partition not writable: error {error}"
-        assert (error, base_offset) == (kw.ERROR_NONE, 0)
-
-        error, _ = produce_v3(conn, 200, topic, corrupt)
-        assert error == kw.ERROR_CORRUPT_MESSAGE
-
+        assert produce_until_writable(conn, topic, good_a, 100) == (kw.ERROR_NONE, 0)
+        error, _ = produce_v3(conn, 200, topic, bad_batch)
+        assert error in expected_errors, f"error code {error}, expected one of {expected_errors}"
         # The same connection goes on working, and the bad batch took no offsets.
-        error, base_offset = produce_v3(conn, 201, topic, good_b)
-        assert (error, base_offset) == (kw.ERROR_NONE, 3)
+        assert produce_v3(conn, 201, topic, good_b) == (kw.ERROR_NONE, 3)
 
     messages = consume_all(broker.bootstrap, topic, 1)
     assert [(m.offset(), m.value()) for m in messages] == \
         [(i, f"a{i}".encode()) for i in range(3)] + [(3 + i, f"b{i}".encode()) for i in range(3)]
     assert_serving(broker)
+
+
+def test_produce_with_bad_crc_is_rejected(broker):
+    now = int(time.time() * 1000)
+    corrupt = kw.encode_record_batch([(b"c", f"c{i}".encode()) for i in range(4)], now, corrupt_crc=True)
+    check_bad_batch_rejected(broker, "raw-crc", corrupt, {kw.ERROR_CORRUPT_MESSAGE})
+
+
+def test_produce_with_lying_record_count_is_rejected(broker):
+    now = int(time.time() * 1000)
+    lying = kw.encode_record_batch([(b"c", f"c{i}".encode()) for i in range(3)], now, declared_count=5)
+    # Kafka answers INVALID_RECORD (87); CORRUPT_MESSAGE (2) says the same.
+    check_bad_batch_rejected(broker, "raw-count", lying,
+                             {kw.ERROR_INVALID_RECORD, kw.ERROR_CORRUPT_MESSAGE})
+
+
+def test_produce_batch_over_message_max_bytes_is_rejected(broker):
+    now = int(time.time() * 1000)
+    # One 2 MiB record: above the default message.max.bytes (1 MiB + 12), far below the request
+    # size limit, so the request is read and the batch refused.
+    big = kw.encode_record_batch([(None, bytes(2 * 1024 * 1024))], now)
+    check_bad_batch_rejected(broker, "raw-big", big, {kw.ERROR_MESSAGE_TOO_LARGE})
