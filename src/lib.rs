@@ -2,4 +2,6 @@
 //!
 //! Module map (see ARCHITECTURE.md for the invariants):
 //! - [`limits`]: every bound, named, with units in the name.
+//! - [`client`]: a small async Kafka client on compio (CLI tools and the load generator).
+pub mod client;
 pub mod limits;
