@@ -3,5 +3,9 @@
 //! Module map (see ARCHITECTURE.md for the invariants):
 //! - [`limits`]: every bound, named, with units in the name.
 //! - [`client`]: a small async Kafka client on compio (CLI tools and the load generator).
+//! - [`cli`]: `sluice topic|produce|consume|bench` argument structs and their `run`.
+//! - [`bench`]: the open-loop load generator, histograms, reports, plots.
+pub mod bench;
+pub mod cli;
 pub mod client;
 pub mod limits;
