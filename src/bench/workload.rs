@@ -97,6 +97,8 @@ struct OmbWorkload {
     linger_ms: Option<u64>,
     compression: Option<String>,
     in_flight: Option<usize>,
+    /// Warm-up as a duration ("2s"); wins over warmupDurationMinutes.
+    warmup: Option<String>,
     phases: Option<Vec<OmbPhase>>,
     #[serde(flatten)]
     other: std::collections::BTreeMap<String, serde_norway::Value>,
@@ -154,6 +156,9 @@ impl Workload {
         }
         if let Some(v) = w.warmup_duration_minutes {
             self.warmup_s = v * 60.0;
+        }
+        if let Some(v) = &w.warmup {
+            self.warmup_s = parse_duration(v)?.as_secs_f64();
         }
         if let Some(v) = w.acks {
             self.acks = v;
@@ -319,5 +324,32 @@ testDurationMinutes: 15
         w.message_size = 100;
         w.acks = "2".into();
         assert!(w.validate().is_err());
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn shipped_workload_files_parse_and_default_yaml_matches_the_code() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/workloads");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+                continue;
+            }
+            let mut w = Workload::default();
+            w.apply_file(&path).unwrap();
+            w.validate().unwrap();
+            n += 1;
+        }
+        assert!(n >= 2);
+        let mut from_file = Workload::default();
+        from_file.apply_file(&dir.join("default.yaml")).unwrap();
+        let code = Workload::default();
+        assert_eq!(from_file, code);
     }
 }
