@@ -42,16 +42,19 @@ impl Environment {
                     .map(|(_, v)| v.trim().to_owned())
             })
             .unwrap_or_else(|| "unknown".into());
+        // The commit of the source tree this binary was built from (or of the working directory).
+        let git = |dir: &str| {
+            std::process::Command::new("git")
+                .args(["-C", dir, "rev-parse", "--short=12", "HEAD"])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        };
         let commit = option_env!("SLUICE_GIT_COMMIT")
             .map(str::to_owned)
-            .or_else(|| {
-                std::process::Command::new("git")
-                    .args(["rev-parse", "--short=12", "HEAD"])
-                    .output()
-                    .ok()
-                    .filter(|o| o.status.success())
-                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            })
+            .or_else(|| git(env!("CARGO_MANIFEST_DIR")))
+            .or_else(|| git("."))
             .unwrap_or_else(|| "unknown".into());
         Environment {
             kernel,
@@ -137,7 +140,14 @@ pub fn table(w: &Workload, env: &Environment, results: &[PhaseResult]) -> String
             "  {:<12} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
             "latency", "p50", "p90", "p99", "p99.9", "p99.99", "max"
         );
-        for (name, l) in [("publish", &r.publish), ("end-to-end", &r.e2e)] {
+        for (name, l, n) in [
+            ("publish", &r.publish, r.measured.publish.len()),
+            ("end-to-end", &r.e2e, r.measured.e2e.len()),
+        ] {
+            if n == 0 {
+                let _ = writeln!(s, "  {name:<12} {:>10}", "(not measured)");
+                continue;
+            }
             let _ = writeln!(
                 s,
                 "  {:<12} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
@@ -170,7 +180,11 @@ pub fn table(w: &Workload, env: &Environment, results: &[PhaseResult]) -> String
 }
 
 
-fn latency_json(l: &LatencySummary) -> Value {
+/// Percentiles in microseconds; every key null when nothing was measured (e.g. no consumers).
+fn latency_json(l: &LatencySummary, count: u64) -> Value {
+    if count == 0 {
+        return json!({"p50": null, "p90": null, "p99": null, "p999": null, "p9999": null, "max": null});
+    }
     json!({"p50": l.p50, "p90": l.p90, "p99": l.p99, "p999": l.p999, "p9999": l.p9999, "max": l.max})
 }
 
@@ -218,8 +232,8 @@ pub fn to_json(w: &Workload, env: &Environment, results: &[PhaseResult]) -> Valu
                 "duration_s": r.phase.duration_s,
                 "results": {
                     "throughput": {"msgs_per_s": r.msgs_per_s, "mb_per_s": r.mb_per_s, "consumed_msgs_per_s": r.consumed_msgs_per_s},
-                    "publish_latency_us": latency_json(&r.publish),
-                    "e2e_latency_us": latency_json(&r.e2e),
+                    "publish_latency_us": latency_json(&r.publish, r.measured.publish.len()),
+                    "e2e_latency_us": latency_json(&r.e2e, r.measured.e2e.len()),
                     "generator_cpu_s": r.generator_cpu_s,
                     "wall_s": r.wall_s,
                     "acked_msgs": r.acked_total,
@@ -248,8 +262,14 @@ pub fn to_json(w: &Workload, env: &Environment, results: &[PhaseResult]) -> Valu
             "msgs_per_s": head.map(|r| r.msgs_per_s).unwrap_or(0.0),
             "mb_per_s": head.map(|r| r.mb_per_s).unwrap_or(0.0),
         },
-        "publish_latency_us": latency_json(&head.map(|r| r.publish).unwrap_or_default()),
-        "e2e_latency_us": latency_json(&head.map(|r| r.e2e).unwrap_or_default()),
+        "publish_latency_us": latency_json(
+            &head.map(|r| r.publish).unwrap_or_default(),
+            head.map(|r| r.measured.publish.len()).unwrap_or(0),
+        ),
+        "e2e_latency_us": latency_json(
+            &head.map(|r| r.e2e).unwrap_or_default(),
+            head.map(|r| r.measured.e2e.len()).unwrap_or(0),
+        ),
         "timeline": timeline_json(results),
     })
 }
