@@ -565,8 +565,8 @@ impl PartitionLog {
             .await?;
             if let Some((pos, reason)) = end.damage {
                 if last {
-                    tracing::warn!(path = %path.display(), position = pos, offset = seg.next_offset, %reason,
-                        "truncating torn or corrupt tail");
+                    tracing::warn!(path = %path.display(), position = pos, offset = seg.next_offset,
+                        bytes_dropped = file_len - pos, %reason, "truncating torn or corrupt tail of the active segment");
                     if let Some(w) = &seg.write {
                         fs.set_len(w, pos).await.map_err(|e| io_err(&path, e))?;
                         fs.sync_data(w).await.map_err(|e| io_err(&path, e))?;
