@@ -25,12 +25,12 @@ use futures::lock::Mutex;
 
 use super::batch::{self, BatchError, BatchHeader, HEADER_BYTES};
 use super::fs::Fs;
-use super::index::{OffsetIndex, TimeIndex};
+use super::index::{OffsetIndex, TimeIndex, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use super::producer::{Check, ProducerTable, SeqError};
 use super::{AppendInfo, LogConfig, ReadSlice, StorageError};
 use crate::limits::{
     APPEND_BYTES_MAX, BATCH_BYTES_MAX, HEADER_SCAN_READ_BYTES, HWM_WAITERS_PRUNE_COUNT,
-    PRODUCER_SNAPSHOT_BYTES_MAX, RECOVERY_READ_BYTES, SEGMENT_BYTES_MAX,
+    PRODUCER_SNAPSHOT_BYTES_MAX, RECOVERY_READ_BYTES,
 };
 
 const CLEAN_MARKER: &str = ".clean-shutdown";
@@ -404,8 +404,18 @@ fn empty_segment(base: i64, path: PathBuf, read: File, read_std: Arc<std::fs::Fi
 
 /// Loads a segment's index files if present and sane, positioning `seg` at the last indexed batch.
 async fn load_indexes(fs: &Fs, seg: &mut Segment, file_len: u64) -> Result<(), String> {
-    let ib = fs.read_small(&seg.index_path(), SEGMENT_BYTES_MAX).await.map_err(|e| e.to_string())?.ok_or("missing")?;
-    let tb = fs.read_small(&seg.time_index_path(), SEGMENT_BYTES_MAX).await.map_err(|e| e.to_string())?.ok_or("missing")?;
+    // At most one entry per batch, and a batch is at least a header long.
+    let entries_max = file_len / HEADER_BYTES as u64 + 1;
+    let ib = fs
+        .read_small(&seg.index_path(), entries_max * INDEX_ENTRY_BYTES as u64)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("missing")?;
+    let tb = fs
+        .read_small(&seg.time_index_path(), entries_max * TIME_INDEX_ENTRY_BYTES as u64)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("missing")?;
     let index = OffsetIndex::decode(&ib, file_len)?;
     let time_index = TimeIndex::decode(&tb, u32::MAX)?;
     if let Some(&(rel, pos)) = index.entries.last() {
@@ -553,8 +563,9 @@ impl PartitionLog {
                     }
                 }
             } else {
-                let ib = fs.read_small(&seg.index_path(), SEGMENT_BYTES_MAX).await.ok().flatten().unwrap_or_default();
-                let tb = fs.read_small(&seg.time_index_path(), SEGMENT_BYTES_MAX).await.ok().flatten().unwrap_or_default();
+                let bound = (file_len / HEADER_BYTES as u64 + 1) * TIME_INDEX_ENTRY_BYTES as u64;
+                let ib = fs.read_small(&seg.index_path(), bound).await.ok().flatten().unwrap_or_default();
+                let tb = fs.read_small(&seg.time_index_path(), bound).await.ok().flatten().unwrap_or_default();
                 Some([ib, tb].concat())
             };
             let end = validate_scan(&fs, &mut seg, file_len, interval, |h| {

@@ -579,9 +579,13 @@ mod props {
                 }
                 log.wait_durable(log.log_end_offset() - 1).await.unwrap();
                 check(&log, &spans).await;
-                drop(log);
-                let log = open(dir.path(), cfg).await;
+                drop(log); // unclean: full scan
+                let log = open(dir.path(), cfg.clone()).await;
                 check(&log, &spans).await;
+                log.close().await.unwrap();
+                let log = open(dir.path(), cfg).await; // clean: indexes trusted
+                check(&log, &spans).await;
+                assert_eq!(log.log_end_offset(), spans.last().unwrap().1 + 1);
             });
         }
     }
