@@ -25,6 +25,8 @@ pub struct FaultPlan {
     fsync_errno: AtomicI32,
     writes: AtomicU64,
     fsyncs: AtomicU64,
+    /// Fired (and emptied) at the start of each fsync: lets tests wait for one without polling.
+    fsync_waiters: std::sync::Mutex<Vec<futures::channel::oneshot::Sender<()>>>,
 }
 
 impl Default for FaultPlan {
@@ -36,6 +38,7 @@ impl Default for FaultPlan {
             fsync_errno: AtomicI32::new(libc::EIO),
             writes: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
+            fsync_waiters: std::sync::Mutex::new(Vec::new()),
         }
     }
 }
@@ -69,6 +72,17 @@ impl FaultPlan {
         self.fsyncs.load(Ordering::SeqCst)
     }
 
+    /// Resolves when the next fsync/fdatasync is issued through a `Fs` using this plan.
+    pub fn next_fsync(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        if let Ok(mut w) = self.fsync_waiters.lock() {
+            w.push(tx);
+        }
+        async move {
+            let _ = rx.await;
+        }
+    }
+
     /// How many of `len` bytes may be written; `Some(errno)` if the write must then fail.
     fn before_write(&self, len: u64) -> (u64, Option<i32>) {
         self.writes.fetch_add(1, Ordering::SeqCst);
@@ -86,6 +100,11 @@ impl FaultPlan {
 
     fn before_fsync(&self) -> Option<i32> {
         self.fsyncs.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut w) = self.fsync_waiters.lock() {
+            for tx in w.drain(..) {
+                let _ = tx.send(());
+            }
+        }
         self.fail_fsync.load(Ordering::SeqCst).then(|| self.fsync_errno.load(Ordering::SeqCst))
     }
 }

@@ -505,6 +505,25 @@ async fn hwm_changed_and_relaxed_flush() {
 }
 
 #[compio::test]
+async fn flush_ms_fsyncs_on_its_own_and_segment_ms_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new();
+    let cfg = LogConfig { flush_ms: Some(20), segment_ms: 0, ..LogConfig::default() };
+    let log = PartitionLog::open(Fs::faulty(plan.clone()), dir.path().to_path_buf(), cfg).await.unwrap();
+    let fsync = plan.next_fsync();
+    let info = log.append(batch_of(2, 10, 0), 0).await.unwrap();
+    assert_eq!(log.high_watermark(), 2);
+    assert_eq!(log.durable_offset(), 0);
+    // Bounded wait: the flusher's flush.ms timer must issue the fsync without another append.
+    compio::time::timeout(std::time::Duration::from_secs(10), fsync).await.expect("no fsync within 10 s");
+    log.wait_durable(info.last_offset).await.unwrap();
+    // segment.ms = 0: the next append rolls (the segment is already old enough).
+    assert_eq!(log.segment_count(), 1);
+    log.append(batch_of(1, 10, 0), 0).await.unwrap();
+    assert_eq!(log.segment_count(), 2);
+}
+
+#[compio::test]
 async fn read_slice_survives_segment_deletion() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), small_cfg()).await;
