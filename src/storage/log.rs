@@ -376,6 +376,29 @@ async fn validate_scan(
     }
 }
 
+/// True if the batch at `pos` claims a plausible length and a whole, CRC-valid batch starts
+/// right after it: then the damage at `pos` is mid-log corruption, not a torn tail.
+async fn valid_batch_follows(fs: &Fs, file: &File, pos: u64, file_len: u64) -> bool {
+    let Ok(b) = fs.read_at(file, HEADER_BYTES, pos).await else { return false };
+    let Some(h) = BatchHeader::parse(&b) else { return false };
+    if h.batch_length < (HEADER_BYTES - batch::LOG_OVERHEAD_BYTES) as i32 || h.total_bytes() > u64::from(BATCH_BYTES_MAX) {
+        return false;
+    }
+    let next = pos + h.total_bytes();
+    if next + HEADER_BYTES as u64 > file_len {
+        return false;
+    }
+    let Ok(nb) = fs.read_at(file, HEADER_BYTES, next).await else { return false };
+    let Some(nh) = BatchHeader::parse(&nb) else { return false };
+    if nh.check_shape(file_len - next, BATCH_BYTES_MAX).is_err() {
+        return false;
+    }
+    match fs.read_at(file, nh.total_bytes() as usize, next).await {
+        Ok(whole) => batch::validate(&whole, BATCH_BYTES_MAX).is_ok(),
+        Err(_) => false,
+    }
+}
+
 async fn open_segment_files(fs: &Fs, path: &Path, writable: bool, create: bool) -> Result<(File, Arc<std::fs::File>, Option<File>), StorageError> {
     let write = if writable { Some(fs.open_write(path, create).await.map_err(|e| io_err(path, e))?) } else { None };
     let read = fs.open_read(path).await.map_err(|e| io_err(path, e))?;
@@ -491,7 +514,8 @@ impl PartitionLog {
     ///   rebuilt if missing or corrupt), each segment is scanned only from its last index entry, and
     ///   producer state comes from the snapshot;
     /// - otherwise every batch of every segment is validated (CRC), indexes and producer state are
-    ///   rebuilt, a torn/corrupt tail of the last segment is truncated, and damage in a sealed
+    ///   rebuilt, a torn/corrupt tail of the last segment is truncated (reported as corruption
+    ///   too when valid batches follow the bad one), and damage in a sealed
     ///   segment is reported (tracing::error + [`PartitionLog::corruption_reports`]); the log stays
     ///   readable up to the damage and reads continue at the next segment.
     pub async fn open(fs: Fs, dir: PathBuf, config: LogConfig) -> Result<PartitionLog, StorageError> {
@@ -576,8 +600,17 @@ impl PartitionLog {
             .await?;
             if let Some((pos, reason)) = end.damage {
                 if last {
-                    tracing::warn!(path = %path.display(), position = pos, offset = seg.next_offset,
-                        bytes_dropped = file_len - pos, %reason, "truncating torn or corrupt tail of the active segment");
+                    if valid_batch_follows(&fs, &seg.read, pos, file_len).await {
+                        // Not a torn tail: good data follows the bad batch. The log must end
+                        // somewhere consistent, so it is still truncated, but loudly.
+                        tracing::error!(path = %path.display(), position = pos, offset = seg.next_offset,
+                            bytes_dropped = file_len - pos, %reason,
+                            "corrupt batch followed by valid data in the active segment; truncating here");
+                        corruption.push(CorruptionReport { path: path.clone(), position: pos, offset: seg.next_offset, reason: reason.clone() });
+                    } else {
+                        tracing::warn!(path = %path.display(), position = pos, offset = seg.next_offset,
+                            bytes_dropped = file_len - pos, %reason, "truncating torn or corrupt tail of the active segment");
+                    }
                     if let Some(w) = &seg.write {
                         fs.set_len(w, pos).await.map_err(|e| io_err(&path, e))?;
                         fs.sync_data(w).await.map_err(|e| io_err(&path, e))?;

@@ -214,6 +214,28 @@ async fn recovery_garbled_crc_in_tail_and_sealed_damage_reported() {
 }
 
 #[compio::test]
+async fn mid_active_segment_corruption_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path(), LogConfig::default()).await;
+        for i in 0..10 {
+            log.append(batch_of(2, 50, i), 0).await.unwrap();
+        }
+        log.wait_durable(19).await.unwrap();
+    }
+    let p = seg_files(dir.path(), "log").pop().unwrap();
+    let mut bytes = std::fs::read(&p).unwrap();
+    let one = bytes.len() / 10;
+    bytes[one * 4 + 65] ^= 1; // inside the 5th batch's records
+    std::fs::write(&p, &bytes).unwrap();
+    let log = open(dir.path(), LogConfig::default()).await;
+    assert_eq!(log.log_end_offset(), 8);
+    let r = log.corruption_reports();
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].position, r[0].offset), ((one * 4) as u64, 8));
+}
+
+#[compio::test]
 async fn corrupt_and_missing_index_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = small_cfg();
