@@ -25,9 +25,23 @@ fn append_bench(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Bytes(batch_bytes * IN_FLIGHT as u64));
     for (name, flush_messages) in [("fsync", None), ("nofsync", Some(u64::MAX))] {
-        let dir = tempfile::tempdir_in(std::env::var("SLUICE_BENCH_DIR").unwrap_or_else(|_| "/tmp".into())).unwrap();
-        let cfg = LogConfig { flush_messages, segment_bytes: 256 * 1024 * 1024, retention_bytes: 512 * 1024 * 1024, ..LogConfig::default() };
-        let log = rt.block_on(PartitionLog::open(Fs::real(), dir.path().to_path_buf(), cfg)).unwrap();
+        let dir = tempfile::tempdir_in(
+            std::env::var("SLUICE_BENCH_DIR").unwrap_or_else(|_| "/tmp".into()),
+        )
+        .unwrap();
+        let cfg = LogConfig {
+            flush_messages,
+            segment_bytes: 256 * 1024 * 1024,
+            retention_bytes: 512 * 1024 * 1024,
+            ..LogConfig::default()
+        };
+        let log = rt
+            .block_on(PartitionLog::open(
+                Fs::real(),
+                dir.path().to_path_buf(),
+                cfg,
+            ))
+            .unwrap();
         g.bench_function(name, |bench| {
             bench.iter_custom(|iters| {
                 rt.block_on(async {
@@ -56,9 +70,20 @@ fn append_bench(c: &mut Criterion) {
 
 fn read_bench(c: &mut Criterion) {
     let rt = compio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir_in(std::env::var("SLUICE_BENCH_DIR").unwrap_or_else(|_| "/tmp".into())).unwrap();
-    let cfg = LogConfig { flush_messages: Some(u64::MAX), ..LogConfig::default() };
-    let log = rt.block_on(PartitionLog::open(Fs::real(), dir.path().to_path_buf(), cfg)).unwrap();
+    let dir =
+        tempfile::tempdir_in(std::env::var("SLUICE_BENCH_DIR").unwrap_or_else(|_| "/tmp".into()))
+            .unwrap();
+    let cfg = LogConfig {
+        flush_messages: Some(u64::MAX),
+        ..LogConfig::default()
+    };
+    let log = rt
+        .block_on(PartitionLog::open(
+            Fs::real(),
+            dir.path().to_path_buf(),
+            cfg,
+        ))
+        .unwrap();
     let b = batch::simple_batch(RECORDS_PER_BATCH, RECORD_BYTES, 1);
     rt.block_on(async {
         for _ in 0..(64 * 1024 * 1024 / b.len()) {
@@ -79,7 +104,9 @@ fn read_bench(c: &mut Criterion) {
                 for _ in 0..iters {
                     let s = log.read(off, slice_bytes, true).await.unwrap();
                     use std::os::unix::fs::FileExt;
-                    s.file.read_exact_at(&mut buf[..s.len as usize], s.position).unwrap();
+                    s.file
+                        .read_exact_at(&mut buf[..s.len as usize], s.position)
+                        .unwrap();
                     off += (s.len as u64 / b.len() as u64 * RECORDS_PER_BATCH as u64) as i64;
                     if off >= end {
                         off = 0;
