@@ -93,3 +93,6 @@ pub const BENCH_DRAIN_MS_MAX: u64 = 5_000;
 pub const BENCH_LATENCY_NS_MAX: u64 = 3_600 * 1_000_000_000;
 /// Size of a `--workload` file the bench reads.
 pub const BENCH_WORKLOAD_FILE_BYTES_MAX: u64 = 1024 * 1024;
+/// Default per-shard budget for request bytes read and not yet answered
+/// (`queued.max.request.bytes`); past it connections stop reading their sockets.
+pub const QUEUED_REQUEST_BYTES_PER_SHARD_DEFAULT: usize = 256 * 1024 * 1024;
