@@ -108,22 +108,28 @@ class Broker:
         return self
 
     def _wait_ready(self):
-        """Bounded wait until the listen port accepts a TCP connection."""
+        """Bounded wait until both the Kafka port and the admin port accept TCP connections
+        (a broker that got one listener but not the other is not up)."""
         deadline = time.monotonic() + BROKER_START_TIMEOUT_S
+        pending = [self.port, self.admin_port]
         while True:
             code = self.proc.poll()
             if code is not None:
                 self.proc = None
                 raise BrokerError(f"sluice serve exited with code {code} before accepting "
-                                  f"connections on {self.bootstrap}; its log:\n{self.log_tail()}")
+                                  f"connections on {self.bootstrap} and admin port {self.admin_port}; "
+                                  f"its log:\n{self.log_tail()}")
             try:
-                with socket.create_connection((self.host, self.port), timeout=1.0):
-                    return
+                with socket.create_connection((self.host, pending[0]), timeout=1.0):
+                    pending.pop(0)
+                    if not pending:
+                        return
+                    continue
             except OSError:
                 pass
             if time.monotonic() > deadline:
                 self.kill9()
-                raise BrokerError(f"sluice serve did not accept connections on {self.bootstrap} "
+                raise BrokerError(f"sluice serve did not accept connections on port {pending[0]} "
                                   f"within {BROKER_START_TIMEOUT_S:.0f} s; its log:\n{self.log_tail()}")
             time.sleep(0.05)
 
@@ -139,6 +145,27 @@ class Broker:
         self.proc.wait(timeout=BROKER_STOP_TIMEOUT_S)
         self._append_log(f"===== killed with SIGKILL (exit {self.proc.returncode})\n")
         self.proc = None
+        self._wait_ports_released()
+
+    def _wait_ports_released(self):
+        """After the process is gone its listening sockets can outlive it for a moment (the
+        kernel tears an io_uring instance down asynchronously, and pending accepts hold the
+        socket), still completing handshakes nobody will serve. Wait (bounded) until both ports
+        refuse connections, so a restart binds and serves on its own sockets."""
+        began = time.monotonic()
+        deadline = began + BROKER_STOP_TIMEOUT_S
+        for port in (self.port, self.admin_port):
+            while True:
+                try:
+                    with socket.create_connection((self.host, port), timeout=1.0):
+                        pass
+                except OSError:
+                    break
+                if time.monotonic() > deadline:
+                    raise BrokerError(f"port {port} still accepts connections "
+                                      f"{BROKER_STOP_TIMEOUT_S:.0f} s after the broker was killed")
+                time.sleep(0.02)
+        self._append_log(f"===== ports released {1000 * (time.monotonic() - began):.0f} ms after exit\n")
 
     def restart_after_crash(self):
         """kill -9, then start again on the same data directory and ports."""
