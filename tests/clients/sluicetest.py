@@ -5,6 +5,7 @@ target/debug/sluice), started on free loopback ports with a fresh data directory
 """
 
 import ctypes
+import http.client
 import logging
 import os
 import signal
@@ -108,30 +109,44 @@ class Broker:
         return self
 
     def _wait_ready(self):
-        """Bounded wait until both the Kafka port and the admin port accept TCP connections
-        (a broker that got one listener but not the other is not up)."""
+        """Bounded wait until the Kafka port accepts TCP and the admin endpoint's /readyz answers
+        200 (every shard recovered its partitions and listens)."""
         deadline = time.monotonic() + BROKER_START_TIMEOUT_S
-        pending = [self.port, self.admin_port]
+        last = "no answer yet"
         while True:
             code = self.proc.poll()
             if code is not None:
                 self.proc = None
-                raise BrokerError(f"sluice serve exited with code {code} before accepting "
-                                  f"connections on {self.bootstrap} and admin port {self.admin_port}; "
-                                  f"its log:\n{self.log_tail()}")
-            try:
-                with socket.create_connection((self.host, pending[0]), timeout=1.0):
-                    pending.pop(0)
-                    if not pending:
-                        return
-                    continue
-            except OSError:
-                pass
+                raise BrokerError(f"sluice serve exited with code {code} before it was ready "
+                                  f"({last}); its log:\n{self.log_tail()}")
+            last = self._readiness()
+            if last is None:
+                return
             if time.monotonic() > deadline:
                 self.kill9()
-                raise BrokerError(f"sluice serve did not accept connections on port {pending[0]} "
-                                  f"within {BROKER_START_TIMEOUT_S:.0f} s; its log:\n{self.log_tail()}")
+                raise BrokerError(f"sluice serve not ready within {BROKER_START_TIMEOUT_S:.0f} s "
+                                  f"({last}); its log:\n{self.log_tail()}")
             time.sleep(0.05)
+
+    def _readiness(self):
+        """None when ready, else what is missing."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1.0):
+                pass
+        except OSError as e:
+            return f"Kafka port {self.port}: {e}"
+        conn = http.client.HTTPConnection(self.host, self.admin_port, timeout=2.0)
+        try:
+            conn.request("GET", "/readyz")
+            response = conn.getresponse()
+            body = response.read(256).decode("utf-8", "replace").strip()
+            if response.status == 200:
+                return None
+            return f"GET /readyz on {self.admin_port}: {response.status} {body}"
+        except (OSError, http.client.HTTPException) as e:
+            return f"GET /readyz on {self.admin_port}: {e}"
+        finally:
+            conn.close()
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
