@@ -43,3 +43,54 @@ pub const BENCH_DRAIN_MS_MAX: u64 = 5_000;
 pub const BENCH_LATENCY_NS_MAX: u64 = 3_600 * 1_000_000_000;
 /// Size of a `--workload` file the bench reads.
 pub const BENCH_WORKLOAD_FILE_BYTES_MAX: u64 = 1024 * 1024;
+
+/// Default `socket.request.max.bytes` (Kafka's default: 100 MiB).
+pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: u32 = 100 * 1024 * 1024;
+/// Default `message.max.bytes` (Kafka's default: 1 MiB + 12 bytes of log overhead).
+pub const MESSAGE_MAX_BYTES_DEFAULT: u32 = 1024 * 1024 + 12;
+/// Default `max.connections` for the whole broker.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
+/// Requests read from one connection and not yet answered (Kafka: `queued.max.requests`
+/// is per broker; clients keep at most 5 in flight, we allow headroom for pipelining tools).
+pub const IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 32;
+/// Jobs queued from one shard to another before the sender waits (back-pressure).
+pub const CROSS_SHARD_QUEUE_JOBS_MAX: usize = 1024;
+/// Topic name length (Kafka: 249 characters).
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// Partitions one topic may have.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+/// Partitions in the whole broker (every one holds open files).
+pub const PARTITIONS_TOTAL_MAX: usize = 50_000;
+/// Topics in one CreateTopics / DeleteTopics / Metadata request.
+pub const TOPICS_PER_REQUEST_MAX: usize = 10_000;
+/// Longest a Fetch may long-poll, whatever the client asks (Kafka caps it by its request timeout).
+pub const FETCH_WAIT_MS_MAX: i32 = 60_000;
+/// Bytes one Fetch response may carry, whatever the client asks.
+pub const FETCH_RESPONSE_BYTES_MAX: i32 = 64 * 1024 * 1024;
+/// Bytes of the catalog file; a larger one is refused as corrupt.
+pub const CATALOG_FILE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Interval between storage housekeeping passes (retention, segment.ms rolls).
+pub const HOUSEKEEPING_INTERVAL_MS: u64 = 5_000;
+// ---- storage (src/storage) ----
+
+/// Largest single RecordBatch accepted (wire size incl. the 12-byte log overhead),
+/// whatever `max.message.bytes` says; also bounds recovery's read buffer.
+pub const BATCH_BYTES_MAX: u32 = 64 * 1024 * 1024;
+/// Largest `records` blob accepted by one `PartitionLog::append` call.
+pub const APPEND_BYTES_MAX: usize = 128 * 1024 * 1024;
+/// Largest segment: positions in `.index` are u32 and Kafka's segment.bytes is an i32.
+pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
+/// Smallest segment.bytes accepted (Kafka's own lower bound is 14 bytes; one header is 61).
+pub const SEGMENT_BYTES_MIN: u64 = 61;
+/// Idempotent producer: batches remembered per producer for duplicate detection (Kafka: 5).
+pub const PRODUCER_BATCHES_RETAINED_COUNT: usize = 5;
+/// Idempotent producer: producer ids tracked per partition; the least recently written is evicted.
+pub const PRODUCERS_PER_PARTITION_MAX: usize = 65_536;
+/// Read size used when scanning batch headers (reads, time lookups, clean recovery).
+pub const HEADER_SCAN_READ_BYTES: usize = 8 * 1024;
+/// Read size used when validating whole segments during recovery.
+pub const RECOVERY_READ_BYTES: usize = 1024 * 1024;
+/// Hwm long-poll waiters are pruned of abandoned entries when the list reaches this length.
+pub const HWM_WAITERS_PRUNE_COUNT: usize = 1024;
+/// Largest producer snapshot file read at open.
+pub const PRODUCER_SNAPSHOT_BYTES_MAX: u64 = 64 * 1024 * 1024;

@@ -1,0 +1,228 @@
+//! The catalog: topics, their ids, partition counts and configs.
+//!
+//! Written durably before any change is visible: the whole catalog is a small JSON file,
+//! replaced atomically (write temp, fdatasync, rename, fsync the directory). Readers on every
+//! shard take an immutable [`CatalogSnapshot`] (an `Arc`); a change publishes a new snapshot.
+//! Changes are rare (admin requests), so the writer is a plain mutex and the file I/O runs on
+//! the runtime's blocking pool, never on a shard's event loop.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::limits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("catalog {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("catalog writer task failed")]
+    Writer,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TopicMeta {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: i32,
+    /// Topic-level config overrides, by Kafka name (`retention.ms`, ...).
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CatalogData {
+    pub cluster_id: String,
+    pub topics: BTreeMap<String, TopicMeta>,
+    /// Producer ids below this were (or may have been) handed out; reserved in blocks.
+    #[serde(default)]
+    pub producer_id_next: i64,
+}
+
+/// An immutable view of the catalog at one version.
+#[derive(Debug, Default)]
+pub struct CatalogSnapshot {
+    pub version: u64,
+    pub data: CatalogData,
+    by_id: HashMap<Uuid, String>,
+}
+
+impl CatalogSnapshot {
+    fn new(version: u64, data: CatalogData) -> Self {
+        let by_id = data.topics.values().map(|t| (t.id, t.name.clone())).collect();
+        CatalogSnapshot { version, data, by_id }
+    }
+    pub fn topic(&self, name: &str) -> Option<&TopicMeta> {
+        self.data.topics.get(name)
+    }
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicMeta> {
+        self.by_id.get(id).and_then(|n| self.data.topics.get(n))
+    }
+    pub fn topics(&self) -> impl Iterator<Item = &TopicMeta> {
+        self.data.topics.values()
+    }
+    pub fn partition_total(&self) -> usize {
+        self.data.topics.values().map(|t| t.partitions.max(0) as usize).sum()
+    }
+}
+
+pub struct Catalog {
+    path: PathBuf,
+    current: RwLock<Arc<CatalogSnapshot>>,
+    writer: Mutex<()>,
+}
+
+const CATALOG_FILE: &str = "catalog.json";
+
+impl Catalog {
+    /// Opens `<data_dir>/__sluice/catalog.json`, creating an empty catalog with a fresh
+    /// cluster id when there is none.
+    pub fn open(data_dir: &Path) -> Result<Catalog, CatalogError> {
+        let dir = data_dir.join("__sluice");
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CatalogError::Io { path, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let path = dir.join(CATALOG_FILE);
+        let data = match std::fs::metadata(&path) {
+            Ok(meta) => {
+                if meta.len() > limits::CATALOG_FILE_BYTES_MAX {
+                    return Err(CatalogError::Corrupt {
+                        path,
+                        reason: format!("{} bytes, more than {}", meta.len(), limits::CATALOG_FILE_BYTES_MAX),
+                    });
+                }
+                let bytes = std::fs::read(&path).map_err(io(&path))?;
+                serde_json::from_slice::<CatalogData>(&bytes)
+                    .map_err(|e| CatalogError::Corrupt { path: path.clone(), reason: e.to_string() })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let data = CatalogData { cluster_id: new_cluster_id(), topics: BTreeMap::new(), producer_id_next: 0 };
+                write_atomically(&path, &data)?;
+                data
+            }
+            Err(e) => return Err(CatalogError::Io { path, source: e }),
+        };
+        Ok(Catalog { path, current: RwLock::new(Arc::new(CatalogSnapshot::new(1, data))), writer: Mutex::new(()) })
+    }
+
+    pub fn snapshot(&self) -> Arc<CatalogSnapshot> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Applies `change` to a copy of the catalog, writes it durably, then publishes it.
+    /// `change` returning Err leaves the catalog untouched. Blocking: call through
+    /// [`Catalog::update`] from a shard.
+    pub fn update_blocking<T, E>(
+        &self,
+        change: impl FnOnce(&mut CatalogData) -> Result<T, E>,
+    ) -> Result<Result<T, E>, CatalogError> {
+        let _guard = match self.writer.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let current = self.snapshot();
+        let mut data = current.data.clone();
+        let out = match change(&mut data) {
+            Ok(out) => out,
+            Err(e) => return Ok(Err(e)),
+        };
+        write_atomically(&self.path, &data)?;
+        let next = Arc::new(CatalogSnapshot::new(current.version + 1, data));
+        match self.current.write() {
+            Ok(mut g) => *g = next,
+            Err(p) => *p.into_inner() = next,
+        }
+        Ok(Ok(out))
+    }
+
+    /// [`Catalog::update_blocking`] on the runtime's blocking pool.
+    pub async fn update<T, E, F>(self: &Arc<Self>, change: F) -> Result<Result<T, E>, CatalogError>
+    where
+        F: FnOnce(&mut CatalogData) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let me = self.clone();
+        compio::runtime::spawn_blocking(move || me.update_blocking(change)).await.map_err(|_| CatalogError::Writer)?
+    }
+}
+
+fn new_cluster_id() -> String {
+    // Kafka cluster ids are 16 random bytes, base64url without padding (22 characters).
+    let id = Uuid::new_v4();
+    let hex = id.simple().to_string();
+    hex[..22].to_string()
+}
+
+fn write_atomically(path: &Path, data: &CatalogData) -> Result<(), CatalogError> {
+    let io = |source| CatalogError::Io { path: path.to_path_buf(), source };
+    let tmp = path.with_extension("json.tmp");
+    let bytes = serde_json::to_vec_pretty(data).map_err(|e| CatalogError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(&bytes).map_err(io)?;
+    f.sync_data().map_err(io)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn survives_reopen_and_rejects_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(dir.path()).unwrap();
+        let cluster = cat.snapshot().data.cluster_id.clone();
+        let r: Result<(), ()> = cat
+            .update_blocking(|d| {
+                d.topics.insert(
+                    "orders".into(),
+                    TopicMeta { name: "orders".into(), id: Uuid::new_v4(), partitions: 3, configs: BTreeMap::new() },
+                );
+                Ok(())
+            })
+            .unwrap();
+        r.unwrap();
+        assert_eq!(cat.snapshot().version, 2);
+        let again = Catalog::open(dir.path()).unwrap();
+        let snap = again.snapshot();
+        assert_eq!(snap.data.cluster_id, cluster);
+        assert_eq!(snap.topic("orders").unwrap().partitions, 3);
+        let id = snap.topic("orders").unwrap().id;
+        assert_eq!(snap.topic_by_id(&id).unwrap().name, "orders");
+
+        std::fs::write(dir.path().join("__sluice").join(CATALOG_FILE), b"{not json").unwrap();
+        assert!(matches!(Catalog::open(dir.path()), Err(CatalogError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn failed_change_leaves_catalog_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(dir.path()).unwrap();
+        let r: Result<(), &str> = cat.update_blocking(|d| {
+            d.topics.clear();
+            Err("no")
+        }).unwrap();
+        assert_eq!(r, Err("no"));
+        assert_eq!(cat.snapshot().version, 1);
+    }
+}

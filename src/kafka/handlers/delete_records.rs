@@ -1,0 +1,53 @@
+//! DeleteRecords: move a partition's log start offset forward.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+use kafka_protocol::protocol::VersionRange;
+
+use crate::kafka::error;
+use crate::kafka::RequestContext;
+use crate::runtime::owner_shard;
+
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
+
+pub async fn handle(ctx: RequestContext, req: DeleteRecordsRequest) -> Option<DeleteRecordsResponse> {
+    let snap = ctx.shard.shared.catalog.snapshot();
+    let n = ctx.shard.shared.shard_count();
+    let mut topics = Vec::new();
+    for t in req.topics {
+        let meta = snap.topic(t.name.0.as_str());
+        let mut partitions = Vec::new();
+        for p in t.partitions {
+            let mut pr = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_low_watermark(-1);
+            let Some(m) = meta.filter(|m| p.partition_index >= 0 && p.partition_index < m.partitions) else {
+                pr.error_code = ResponseError::UnknownTopicOrPartition.code();
+                partitions.push(pr);
+                continue;
+            };
+            let (topic, part, offset) = (m.name.clone(), p.partition_index, p.offset);
+            let r = ctx
+                .shard
+                .run_on(owner_shard(&m.id, part, n), move |s| async move {
+                    let Some(log) = s.log(&topic, part) else {
+                        return Err(ResponseError::UnknownTopicOrPartition.code());
+                    };
+                    // -1 means "up to the high watermark".
+                    let target = if offset == -1 { log.high_watermark() } else { offset };
+                    if target < 0 || target > log.high_watermark() {
+                        return Err(ResponseError::OffsetOutOfRange.code());
+                    }
+                    log.delete_records(target).await.map_err(|e| error::storage(&e))
+                })
+                .await
+                .unwrap_or_else(|e| Err(error::shard_gone(&e)));
+            match r {
+                Ok(low) => pr.low_watermark = low,
+                Err(code) => pr.error_code = code,
+            }
+            partitions.push(pr);
+        }
+        topics.push(DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(partitions));
+    }
+    Some(DeleteRecordsResponse::default().with_topics(topics))
+}

@@ -1,0 +1,65 @@
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3) and by timestamp.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::protocol::VersionRange;
+
+use crate::kafka::error;
+use crate::kafka::RequestContext;
+use crate::runtime::owner_shard;
+
+pub const VERSIONS: VersionRange = VersionRange { min: 1, max: 8 };
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+pub async fn handle(ctx: RequestContext, req: ListOffsetsRequest) -> Option<ListOffsetsResponse> {
+    let snap = ctx.shard.shared.catalog.snapshot();
+    let n = ctx.shard.shared.shard_count();
+    let mut topics = Vec::new();
+    for t in req.topics {
+        let meta = snap.topic(t.name.0.as_str());
+        let mut partitions = Vec::new();
+        for p in t.partitions {
+            let mut pr = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_timestamp(-1).with_offset(-1).with_leader_epoch(0);
+            let Some(m) = meta.filter(|m| p.partition_index >= 0 && p.partition_index < m.partitions) else {
+                pr.error_code = ResponseError::UnknownTopicOrPartition.code();
+                partitions.push(pr);
+                continue;
+            };
+            let (topic, part, ts) = (m.name.clone(), p.partition_index, p.timestamp);
+            let r = ctx
+                .shard
+                .run_on(owner_shard(&m.id, part, n), move |s| async move {
+                    let Some(log) = s.log(&topic, part) else {
+                        return Err(ResponseError::UnknownTopicOrPartition.code());
+                    };
+                    match ts {
+                        LATEST => Ok((-1, log.high_watermark())),
+                        EARLIEST => Ok((-1, log.log_start_offset())),
+                        MAX_TIMESTAMP => Ok(log.max_timestamp()),
+                        ts if ts >= 0 => match log.offset_for_timestamp(ts).await {
+                            Ok(Some((off, found_ts))) => Ok((found_ts, off)),
+                            Ok(None) => Ok((-1, -1)),
+                            Err(e) => Err(error::storage(&e)),
+                        },
+                        _ => Err(ResponseError::InvalidRequest.code()),
+                    }
+                })
+                .await
+                .unwrap_or_else(|e| Err(error::shard_gone(&e)));
+            match r {
+                Ok((ts, off)) => {
+                    pr.timestamp = ts;
+                    pr.offset = off;
+                }
+                Err(code) => pr.error_code = code,
+            }
+            partitions.push(pr);
+        }
+        topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions));
+    }
+    Some(ListOffsetsResponse::default().with_topics(topics))
+}

@@ -1,0 +1,117 @@
+//! Metadata: brokers (this one), topics with partitions, leaders and topic ids.
+//! Auto-creates requested topics when `auto.create.topics.enable` and the client allows it.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
+use uuid::Uuid;
+
+use crate::catalog::TopicMeta;
+use crate::kafka::topics::{self, NewTopic};
+use crate::kafka::RequestContext;
+use crate::limits;
+
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 12 };
+
+/// The host and port clients should connect to: the advertised listener, or else the address
+/// this client reached us on.
+pub fn advertised(ctx: &RequestContext) -> (String, i32) {
+    match &ctx.shard.config().advertised_listener {
+        Some((h, p)) => (h.clone(), *p as i32),
+        None => (ctx.local_addr.ip().to_string(), ctx.local_addr.port() as i32),
+    }
+}
+
+pub fn topic_response(t: &TopicMeta, node: i32) -> MetadataResponseTopic {
+    let partitions = (0..t.partitions)
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p)
+                .with_leader_id(BrokerId(node))
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![BrokerId(node)])
+                .with_isr_nodes(vec![BrokerId(node)])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(t.name.clone()))))
+        .with_topic_id(t.id)
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(i32::MIN)
+}
+
+fn error_topic(name: Option<String>, id: Uuid, e: ResponseError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(e.code())
+        .with_name(name.map(|n| TopicName(StrBytes::from_string(n))))
+        .with_topic_id(id)
+        .with_topic_authorized_operations(i32::MIN)
+}
+
+pub async fn handle(ctx: RequestContext, req: MetadataRequest) -> Option<MetadataResponse> {
+    let node = ctx.shard.config().node_id;
+    let (host, port) = advertised(&ctx);
+    let all = match &req.topics {
+        None => true,
+        Some(t) => t.is_empty() && ctx.version() == 0,
+    };
+    // v0..v3 always auto-create; v4+ say whether the client allows it.
+    let allow_create = ctx.shard.config().auto_create_topics && (ctx.version() < 4 || req.allow_auto_topic_creation);
+    let mut topics = Vec::new();
+    if all {
+        let snap = ctx.shard.shared.catalog.snapshot();
+        topics.extend(snap.topics().map(|t| topic_response(t, node)));
+    } else {
+        let requested = req.topics.unwrap_or_default();
+        for rt in requested.into_iter().take(limits::TOPICS_PER_REQUEST_MAX) {
+            let snap = ctx.shard.shared.catalog.snapshot();
+            let name = rt.name.map(|n| n.0.to_string());
+            let found = match &name {
+                Some(n) => snap.topic(n).cloned(),
+                None => snap.topic_by_id(&rt.topic_id).cloned(),
+            };
+            match (found, name) {
+                (Some(t), _) => topics.push(topic_response(&t, node)),
+                (None, None) => topics.push(error_topic(None, rt.topic_id, ResponseError::UnknownTopicId)),
+                (None, Some(n)) => {
+                    if let Err(e) = topics::validate_topic_name(&n) {
+                        topics.push(error_topic(Some(n), Uuid::nil(), ResponseError::try_from_code(e.code).unwrap_or(ResponseError::InvalidTopicException)));
+                        continue;
+                    }
+                    if !allow_create {
+                        topics.push(error_topic(Some(n), Uuid::nil(), ResponseError::UnknownTopicOrPartition));
+                        continue;
+                    }
+                    let new = NewTopic { name: n.clone(), partitions: -1, replication_factor: -1, configs: Default::default() };
+                    match topics::create_topic(&ctx.shard, new, false).await {
+                        Ok(t) => topics.push(topic_response(&t, node)),
+                        Err(e) if e.code == ResponseError::TopicAlreadyExists.code() => {
+                            // Created concurrently by another request: answer with it.
+                            match ctx.shard.shared.catalog.snapshot().topic(&n) {
+                                Some(t) => topics.push(topic_response(t, node)),
+                                None => topics.push(error_topic(Some(n), Uuid::nil(), ResponseError::LeaderNotAvailable)),
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(topic = %n, error = %e.message, "auto-creation failed");
+                            topics.push(error_topic(Some(n), Uuid::nil(), ResponseError::try_from_code(e.code).unwrap_or(ResponseError::UnknownServerError)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let snap = ctx.shard.shared.catalog.snapshot();
+    Some(
+        MetadataResponse::default()
+            .with_brokers(vec![MetadataResponseBroker::default()
+                .with_node_id(BrokerId(node))
+                .with_host(StrBytes::from_string(host))
+                .with_port(port)])
+            .with_cluster_id(Some(StrBytes::from_string(snap.data.cluster_id.clone())))
+            .with_controller_id(BrokerId(node))
+            .with_topics(topics)
+            .with_cluster_authorized_operations(i32::MIN),
+    )
+}

@@ -1,0 +1,137 @@
+//! One file per Kafka API. Each declares `VERSIONS` (what Sluice answers) and `handle`.
+//! [`APIS`] lists them all: ApiVersions is derived from it and dispatch checks it.
+
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_records;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod fetch;
+pub mod incremental_alter_configs;
+pub mod init_producer_id;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use bytes::Bytes;
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Decodable, Encodable, VersionRange};
+
+use crate::kafka::{Reply, RequestContext};
+use crate::protocol;
+
+/// An API Sluice answers, with the versions it supports.
+pub struct ApiSpec {
+    pub key: ApiKey,
+    pub versions: VersionRange,
+}
+
+const fn spec(key: ApiKey, versions: VersionRange) -> ApiSpec {
+    ApiSpec { key, versions }
+}
+
+/// The single table of supported APIs and versions.
+pub const APIS: &[ApiSpec] = &[
+    spec(ApiKey::Produce, produce::VERSIONS),
+    spec(ApiKey::Fetch, fetch::VERSIONS),
+    spec(ApiKey::ListOffsets, list_offsets::VERSIONS),
+    spec(ApiKey::Metadata, metadata::VERSIONS),
+    spec(ApiKey::ApiVersions, api_versions::VERSIONS),
+    spec(ApiKey::CreateTopics, create_topics::VERSIONS),
+    spec(ApiKey::DeleteTopics, delete_topics::VERSIONS),
+    spec(ApiKey::DeleteRecords, delete_records::VERSIONS),
+    spec(ApiKey::InitProducerId, init_producer_id::VERSIONS),
+    spec(ApiKey::DescribeConfigs, describe_configs::VERSIONS),
+    spec(ApiKey::CreatePartitions, create_partitions::VERSIONS),
+    spec(ApiKey::IncrementalAlterConfigs, incremental_alter_configs::VERSIONS),
+    spec(ApiKey::DescribeCluster, describe_cluster::VERSIONS),
+];
+
+pub fn supported(key: ApiKey) -> Option<VersionRange> {
+    APIS.iter().find(|a| a.key == key).map(|a| a.versions)
+}
+
+/// Decodes the body, runs the handler and encodes the response frame.
+async fn route<Req, Resp, Fut>(
+    ctx: RequestContext,
+    mut body: Bytes,
+    handle: impl FnOnce(RequestContext, Req) -> Fut,
+) -> Reply
+where
+    Req: Decodable,
+    Resp: Encodable,
+    Fut: std::future::Future<Output = Option<Resp>>,
+{
+    let version = ctx.version();
+    let api = ctx.api;
+    let correlation_id = ctx.header.correlation_id;
+    let req = match protocol::decode_body::<Req>(&mut body, version) {
+        Ok(r) => r,
+        Err(e) => return Reply::Close(format!("malformed {api:?} v{version} request: {e}")),
+    };
+    match handle(ctx, req).await {
+        None => Reply::Nothing,
+        Some(resp) => match protocol::encode_response(api, version, correlation_id, &resp) {
+            Ok(frame) => Reply::Frame(frame),
+            Err(e) => Reply::Close(format!("encoding {api:?} v{version} response failed: {e}")),
+        },
+    }
+}
+
+/// Starts answering one request whose header is already decoded.
+///
+/// What must happen in arrival order on a connection (the appends of a Produce) happens
+/// before this returns; the returned future finishes the request and may run concurrently
+/// with later requests of the same connection. Responses still leave in request order.
+pub async fn dispatch(ctx: RequestContext, body: Bytes) -> LocalBoxFuture<'static, Reply> {
+    let version = ctx.version();
+    let Some(range) = supported(ctx.api) else {
+        let msg = format!("unsupported API {:?}", ctx.api);
+        return async move { Reply::Close(msg) }.boxed_local();
+    };
+    if version < range.min || version > range.max {
+        let reply = if ctx.api == ApiKey::ApiVersions {
+            api_versions::unsupported_version(&ctx)
+        } else {
+            Reply::Close(format!("unsupported version {version} of {:?} (supported {range})", ctx.api))
+        };
+        return async move { reply }.boxed_local();
+    }
+    match ctx.api {
+        ApiKey::Produce => produce::submit(ctx, body).await,
+        ApiKey::Fetch => route(ctx, body, fetch::handle).boxed_local(),
+        ApiKey::ListOffsets => route(ctx, body, list_offsets::handle).boxed_local(),
+        ApiKey::Metadata => route(ctx, body, metadata::handle).boxed_local(),
+        ApiKey::ApiVersions => route(ctx, body, api_versions::handle).boxed_local(),
+        ApiKey::CreateTopics => route(ctx, body, create_topics::handle).boxed_local(),
+        ApiKey::DeleteTopics => route(ctx, body, delete_topics::handle).boxed_local(),
+        ApiKey::DeleteRecords => route(ctx, body, delete_records::handle).boxed_local(),
+        ApiKey::InitProducerId => route(ctx, body, init_producer_id::handle).boxed_local(),
+        ApiKey::DescribeConfigs => route(ctx, body, describe_configs::handle).boxed_local(),
+        ApiKey::CreatePartitions => route(ctx, body, create_partitions::handle).boxed_local(),
+        ApiKey::IncrementalAlterConfigs => route(ctx, body, incremental_alter_configs::handle).boxed_local(),
+        ApiKey::DescribeCluster => route(ctx, body, describe_cluster::handle).boxed_local(),
+        other => {
+            let msg = format!("unsupported API {other:?}");
+            async move { Reply::Close(msg) }.boxed_local()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_within_codec_ranges() {
+        for a in APIS {
+            let codec = a.key.valid_versions();
+            assert!(a.versions.min >= codec.min && a.versions.max <= codec.max, "{:?}", a.key);
+            assert!(!a.versions.is_empty());
+        }
+    }
+}

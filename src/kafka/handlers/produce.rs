@@ -1,0 +1,191 @@
+//! Produce (acks 0, 1 and all).
+//!
+//! Two phases, so that one connection's pipelined produce requests are appended in the order
+//! they arrived while still sharing fsyncs: [`submit`] appends every partition's batches (the
+//! connection reads its next request only after this), then the returned future waits for
+//! durability (acks=all) and builds the response. Each partition's append runs on the shard
+//! that owns it.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
+
+use crate::kafka::error;
+use crate::kafka::{Reply, RequestContext};
+use crate::protocol;
+use crate::runtime::{owner_shard, Shard};
+use crate::storage::AppendInfo;
+
+pub const VERSIONS: VersionRange = VersionRange { min: 3, max: 11 };
+
+/// Where one partition stands: its append's result, or the error code and message.
+type Outcome = Result<AppendInfo, (i16, String)>;
+
+struct PartitionJob {
+    topic_index: usize,
+    partition: i32,
+    owner: usize,
+    topic: String,
+    outcome: Outcome,
+}
+
+fn fail(code: ResponseError, msg: impl Into<String>) -> Outcome {
+    Err((code.code(), msg.into()))
+}
+
+/// Phase 1: validate and append. Returns the future of phase 2 (durability + response).
+pub async fn submit(ctx: RequestContext, mut body: Bytes) -> LocalBoxFuture<'static, Reply> {
+    let version = ctx.version();
+    let req: ProduceRequest = match protocol::decode_body(&mut body, version) {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = format!("malformed Produce v{version} request: {e}");
+            return async move { Reply::Close(msg) }.boxed_local();
+        }
+    };
+    let acks = req.acks;
+    let snap = ctx.shard.shared.catalog.snapshot();
+    let n = ctx.shard.shared.shard_count();
+    let mut jobs = Vec::new();
+    let mut topic_names = Vec::new();
+    let mut appends = Vec::new();
+    for (ti, td) in req.topic_data.into_iter().enumerate() {
+        topic_names.push(td.name.clone());
+        let meta = snap.topic(td.name.0.as_str());
+        for pd in td.partition_data {
+            let p = pd.index;
+            let mut job = PartitionJob { topic_index: ti, partition: p, owner: 0, topic: td.name.0.to_string(), outcome: fail(ResponseError::UnknownServerError, "") };
+            let pre = if !(-1..=1).contains(&acks) {
+                Some(fail(ResponseError::InvalidRequiredAcks, format!("acks must be 0, 1 or -1, got {acks}")))
+            } else if req.transactional_id.is_some() {
+                Some(fail(ResponseError::TransactionalIdAuthorizationFailed, "transactions are not supported yet"))
+            } else {
+                match meta {
+                    Some(m) if p >= 0 && p < m.partitions => match &pd.records {
+                        Some(r) if !r.is_empty() => {
+                            job.owner = owner_shard(&m.id, p, n);
+                            None
+                        }
+                        _ => Some(fail(ResponseError::CorruptMessage, "no record batch in the request")),
+                    },
+                    _ => Some(fail(ResponseError::UnknownTopicOrPartition, "This server does not host this topic-partition.")),
+                }
+            };
+            match pre {
+                Some(o) => job.outcome = o,
+                None => {
+                    let records = pd.records.unwrap_or_default();
+                    let topic = job.topic.clone();
+                    appends.push((jobs.len(), append_on_owner(&ctx.shard, job.owner, topic, p, records)));
+                }
+            }
+            jobs.push(job);
+        }
+    }
+    // Appends to different partitions proceed together; each partition keeps arrival order
+    // because this connection submits its next request only after these are written.
+    let (idx, futs): (Vec<usize>, Vec<_>) = appends.into_iter().unzip();
+    for (i, r) in idx.into_iter().zip(futures::future::join_all(futs).await) {
+        jobs[i].outcome = r;
+    }
+    if acks == 0 {
+        return async { Reply::Nothing }.boxed_local();
+    }
+    let shard = ctx.shard.clone();
+    let correlation_id = ctx.header.correlation_id;
+    let timeout_ms = req.timeout_ms.clamp(0, 300_000) as u64;
+    async move {
+        if acks == -1 {
+            let waits = jobs.iter().map(|j| {
+                let Ok(info) = &j.outcome else { return None };
+                let (topic, p, last) = (j.topic.clone(), j.partition, info.last_offset);
+                Some(wait_durable_on_owner(&shard, j.owner, topic, p, last))
+            });
+            let waits: Vec<_> = waits.collect();
+            let all = futures::future::join_all(waits.into_iter().map(|w| async move {
+                match w {
+                    Some(w) => Some(w.await),
+                    None => None,
+                }
+            }));
+            match compio::time::timeout(Duration::from_millis(timeout_ms.max(1)), all).await {
+                Ok(results) => {
+                    for (j, r) in jobs.iter_mut().zip(results) {
+                        if let Some(Err(e)) = r {
+                            j.outcome = Err(e);
+                        }
+                    }
+                }
+                Err(_) => {
+                    for j in jobs.iter_mut() {
+                        if j.outcome.is_ok() {
+                            j.outcome = fail(ResponseError::RequestTimedOut, "not durable within the request timeout");
+                        }
+                    }
+                }
+            }
+        }
+        let mut topics: Vec<TopicProduceResponse> =
+            topic_names.into_iter().map(|name| TopicProduceResponse::default().with_name(name)).collect();
+        for j in jobs {
+            let mut pr = PartitionProduceResponse::default().with_index(j.partition).with_log_append_time_ms(-1);
+            match j.outcome {
+                Ok(info) => {
+                    pr.base_offset = info.base_offset;
+                    pr.log_start_offset = info.log_start_offset;
+                }
+                Err((code, msg)) => {
+                    pr.error_code = code;
+                    pr.base_offset = -1;
+                    pr.log_start_offset = -1;
+                    pr.error_message = Some(StrBytes::from_string(msg));
+                }
+            }
+            if let Some(t) = topics.get_mut(j.topic_index) {
+                t.partition_responses.push(pr);
+            }
+        }
+        let resp = ProduceResponse::default().with_responses(topics);
+        match protocol::encode_response(ApiKey::Produce, version, correlation_id, &resp) {
+            Ok(f) => Reply::Frame(f),
+            Err(e) => Reply::Close(e.to_string()),
+        }
+    }
+    .boxed_local()
+}
+
+async fn append_on_owner(shard: &Rc<Shard>, owner: usize, topic: String, p: i32, records: Bytes) -> Result<AppendInfo, (i16, String)> {
+    let r = shard
+        .run_on(owner, move |s| async move {
+            let Some(log) = s.log(&topic, p) else {
+                return Err((ResponseError::UnknownTopicOrPartition.code(), "partition not open".to_string()));
+            };
+            log.append(records, 0).await.map_err(|e| {
+                if !matches!(e, crate::storage::StorageError::CorruptRecord(_) | crate::storage::StorageError::RecordTooLarge { .. }) {
+                    tracing::warn!(topic = %topic, partition = p, error = %e, "append failed");
+                }
+                (error::storage(&e), e.to_string())
+            })
+        })
+        .await;
+    r.unwrap_or_else(|e| Err((error::shard_gone(&e), e.to_string())))
+}
+
+async fn wait_durable_on_owner(shard: &Rc<Shard>, owner: usize, topic: String, p: i32, last: i64) -> Result<(), (i16, String)> {
+    let r = shard
+        .run_on(owner, move |s| async move {
+            let Some(log) = s.log(&topic, p) else {
+                return Err((ResponseError::UnknownTopicOrPartition.code(), "partition not open".to_string()));
+            };
+            log.wait_durable(last).await.map_err(|e| (error::storage(&e), e.to_string()))
+        })
+        .await;
+    r.unwrap_or_else(|e| Err((error::shard_gone(&e), e.to_string())))
+}

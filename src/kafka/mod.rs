@@ -1,0 +1,43 @@
+//! Kafka API handling: one handler file per API under [`handlers`], each declaring the
+//! versions it supports; [`handlers::APIS`] is the one table ApiVersions is derived from.
+
+pub mod configs;
+pub mod error;
+pub mod handlers;
+pub mod topics;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+
+use crate::runtime::Shard;
+
+/// What a handler sees of the request besides its body.
+pub struct RequestContext {
+    pub shard: Rc<Shard>,
+    pub header: RequestHeader,
+    pub api: ApiKey,
+    /// The address the client connected to (advertised in Metadata when no
+    /// `--advertised-listener` is set).
+    pub local_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+}
+
+impl RequestContext {
+    pub fn version(&self) -> i16 {
+        self.header.request_api_version
+    }
+}
+
+/// The outcome of one request.
+pub enum Reply {
+    /// A complete response frame.
+    Frame(Bytes),
+    /// No response is sent (Produce with acks=0).
+    Nothing,
+    /// The request cannot be answered: close the connection (Kafka does the same for
+    /// requests it cannot parse).
+    Close(String),
+}

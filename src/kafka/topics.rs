@@ -1,0 +1,210 @@
+//! Creating, growing and deleting topics: the catalog change first (durable), then the owning
+//! shards open or remove the partition logs. Shared by CreateTopics, auto-creation in
+//! Metadata, CreatePartitions and DeleteTopics.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use kafka_protocol::error::ResponseError;
+use uuid::Uuid;
+
+use crate::catalog::TopicMeta;
+use crate::kafka::configs;
+use crate::limits;
+use crate::runtime::{owner_shard, Shard};
+
+/// A Kafka error code with the message sent to the client.
+#[derive(Debug, Clone)]
+pub struct TopicError {
+    pub code: i16,
+    pub message: String,
+}
+
+impl TopicError {
+    pub fn new(e: ResponseError, message: impl Into<String>) -> Self {
+        TopicError { code: e.code(), message: message.into() }
+    }
+}
+
+/// Kafka's rule: 1 to 249 characters of [a-zA-Z0-9._-], not "." or "..".
+pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+    let bad = |why: &str| Err(TopicError::new(ResponseError::InvalidTopicException, format!("Topic name \"{name}\" is illegal, {why}")));
+    if name.is_empty() {
+        return bad("it can't be empty");
+    }
+    if name == "." || name == ".." {
+        return bad("it can't be '.' or '..'");
+    }
+    if name.len() > limits::TOPIC_NAME_BYTES_MAX {
+        return bad("it can't be longer than 249 characters");
+    }
+    if !name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-') {
+        return bad("it contains a character other than ASCII alphanumerics, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+pub struct NewTopic {
+    pub name: String,
+    /// -1 = the broker's `num.partitions`.
+    pub partitions: i32,
+    /// -1 = default (1).
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Validates and creates a topic, opening its partitions on their shards before returning.
+pub async fn create_topic(shard: &Rc<Shard>, t: NewTopic, validate_only: bool) -> Result<TopicMeta, TopicError> {
+    validate_topic_name(&t.name)?;
+    let partitions = if t.partitions == -1 { shard.config().num_partitions } else { t.partitions };
+    if !(1..=limits::PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+        return Err(TopicError::new(
+            ResponseError::InvalidPartitions,
+            format!("Number of partitions must be in [1, {}], got {partitions}", limits::PARTITIONS_PER_TOPIC_MAX),
+        ));
+    }
+    if t.replication_factor != -1 && t.replication_factor != 1 {
+        return Err(TopicError::new(
+            ResponseError::InvalidReplicationFactor,
+            format!("Replication factor {} is larger than the 1 available broker", t.replication_factor),
+        ));
+    }
+    for (k, v) in &t.configs {
+        configs::validate(k, v).map_err(|m| TopicError::new(ResponseError::InvalidConfig, m))?;
+    }
+    let snap = shard.shared.catalog.snapshot();
+    if snap.topic(&t.name).is_some() {
+        return Err(TopicError::new(ResponseError::TopicAlreadyExists, format!("Topic '{}' already exists.", t.name)));
+    }
+    if snap.partition_total() + partitions as usize > limits::PARTITIONS_TOTAL_MAX {
+        return Err(TopicError::new(
+            ResponseError::PolicyViolation,
+            format!("The broker holds at most {} partitions", limits::PARTITIONS_TOTAL_MAX),
+        ));
+    }
+    let meta = TopicMeta { name: t.name.clone(), id: Uuid::new_v4(), partitions, configs: t.configs };
+    if validate_only {
+        return Ok(meta);
+    }
+    let new = meta.clone();
+    let res = shard
+        .shared
+        .catalog
+        .update(move |d| {
+            if d.topics.contains_key(&new.name) {
+                return Err(TopicError::new(ResponseError::TopicAlreadyExists, format!("Topic '{}' already exists.", new.name)));
+            }
+            d.topics.insert(new.name.clone(), new);
+            Ok(())
+        })
+        .await
+        .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+    res?;
+    tracing::info!(topic = %meta.name, partitions, id = %meta.id, "topic created");
+    open_partitions(shard, &meta, 0..partitions).await;
+    Ok(meta)
+}
+
+/// Grows a topic to `count` partitions.
+pub async fn add_partitions(shard: &Rc<Shard>, name: &str, count: i32, validate_only: bool) -> Result<(), TopicError> {
+    let snap = shard.shared.catalog.snapshot();
+    let Some(topic) = snap.topic(name) else {
+        return Err(TopicError::new(ResponseError::UnknownTopicOrPartition, format!("Topic '{name}' does not exist.")));
+    };
+    if count <= topic.partitions {
+        return Err(TopicError::new(
+            ResponseError::InvalidPartitions,
+            format!("Topic currently has {} partitions, which is higher than the requested {count}.", topic.partitions),
+        ));
+    }
+    if count > limits::PARTITIONS_PER_TOPIC_MAX
+        || snap.partition_total() + (count - topic.partitions) as usize > limits::PARTITIONS_TOTAL_MAX
+    {
+        return Err(TopicError::new(ResponseError::InvalidPartitions, format!("{count} partitions is over the broker's limits")));
+    }
+    if validate_only {
+        return Ok(());
+    }
+    let old = topic.partitions;
+    let name_owned = name.to_string();
+    let res = shard
+        .shared
+        .catalog
+        .update(move |d| match d.topics.get_mut(&name_owned) {
+            Some(t) if t.partitions == old => {
+                t.partitions = count;
+                Ok(t.clone())
+            }
+            Some(_) => Err(TopicError::new(ResponseError::ConcurrentTransactions, "the topic changed meanwhile; retry")),
+            None => Err(TopicError::new(ResponseError::UnknownTopicOrPartition, "the topic was deleted meanwhile")),
+        })
+        .await
+        .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+    let meta = res?;
+    tracing::info!(topic = %name, from = old, to = count, "partitions added");
+    open_partitions(shard, &meta, old..count).await;
+    Ok(())
+}
+
+/// Deletes a topic: out of the catalog first, then each owning shard removes its logs.
+pub async fn delete_topic(shard: &Rc<Shard>, name: &str) -> Result<TopicMeta, TopicError> {
+    let name_owned = name.to_string();
+    let res = shard
+        .shared
+        .catalog
+        .update(move |d| {
+            d.topics.remove(&name_owned).ok_or_else(|| {
+                TopicError::new(ResponseError::UnknownTopicOrPartition, format!("Topic '{name_owned}' does not exist."))
+            })
+        })
+        .await
+        .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+    let meta = res?;
+    let n = shard.shared.shard_count();
+    for p in 0..meta.partitions {
+        let owner = owner_shard(&meta.id, p, n);
+        let topic = meta.name.clone();
+        let r = shard.run_on(owner, move |s| async move { s.remove_log(&topic, p).await.map_err(|e| e.to_string()) }).await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(topic = %meta.name, partition = p, error = %e, "removing partition data failed"),
+            Err(e) => tracing::error!(topic = %meta.name, partition = p, error = %e, "removing partition data failed"),
+        }
+    }
+    tracing::info!(topic = %meta.name, "topic deleted");
+    Ok(meta)
+}
+
+async fn open_partitions(shard: &Rc<Shard>, meta: &TopicMeta, range: std::ops::Range<i32>) {
+    let n = shard.shared.shard_count();
+    let parts: Vec<i32> = range.collect();
+    let opens = parts.iter().map(|&p| {
+        let owner = owner_shard(&meta.id, p, n);
+        let m = meta.clone();
+        shard.run_on(owner, move |s| async move { s.open_log(&m, p).await.map(|_| ()).map_err(|e| e.to_string()) })
+    });
+    for (p, r) in parts.iter().zip(futures::future::join_all(opens).await) {
+        let err = match r {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(topic = %meta.name, partition = p, error = %err, "partition failed to open; it stays offline");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic_name("orders").is_ok());
+        assert!(validate_topic_name("a.b_c-D9").is_ok());
+        for bad in ["", ".", "..", "has space", "slash/", "ümlaut"] {
+            assert!(validate_topic_name(bad).is_err(), "{bad}");
+        }
+        assert!(validate_topic_name(&"x".repeat(249)).is_ok());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+}

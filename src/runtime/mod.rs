@@ -1,0 +1,297 @@
+//! Shards: one OS thread per core, pinned, each running its own compio (io_uring) executor.
+//!
+//! Architecture invariant: state inside a shard (its partition logs, its connections) is plain
+//! single-threaded data (`Rc`/`RefCell`); the only things shared between shards are immutable
+//! or atomic ([`Shared`]: config, catalog snapshots, counters) and the bounded job queues.
+//!
+//! Cross-shard work is a [`Job`]: a `Send` closure run on the target shard's executor. Each shard
+//! has one bounded inbox (`async_channel`, capacity [`limits::CROSS_SHARD_QUEUE_JOBS_MAX`]); a
+//! full inbox makes the sender wait, which is back-pressure and never an unbounded queue.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::channel::oneshot;
+use uuid::Uuid;
+
+use crate::catalog::{Catalog, TopicMeta};
+use crate::config::BrokerConfig;
+use crate::limits;
+use crate::storage::{Fs, LogConfig, PartitionLog, StorageError};
+
+pub type Job = Box<dyn FnOnce(Rc<Shard>) + Send>;
+
+/// The target shard is gone (the broker is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("shard {0} is not running")]
+pub struct ShardGone(pub usize);
+
+/// State every shard can read. Everything here is immutable, atomic or behind a lock taken
+/// only off the hot path (admin requests).
+pub struct Shared {
+    pub config: BrokerConfig,
+    pub catalog: Arc<Catalog>,
+    pub inboxes: Vec<async_channel::Sender<Job>>,
+    pub shutdown: AtomicBool,
+    /// Shards that finished opening (recovering) their partitions.
+    pub shards_ready: AtomicUsize,
+    pub connections_open: AtomicUsize,
+    pub connections_rejected_total: AtomicU64,
+    /// Producer ids handed out: [next, limit) reserved durably in the catalog.
+    producer_ids: Mutex<(i64, i64)>,
+    pub started_at: std::time::Instant,
+}
+
+/// Producer ids reserved in the catalog at a time.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+impl Shared {
+    pub fn new(config: BrokerConfig, catalog: Arc<Catalog>, inboxes: Vec<async_channel::Sender<Job>>) -> Self {
+        Shared {
+            config,
+            catalog,
+            inboxes,
+            shutdown: AtomicBool::new(false),
+            shards_ready: AtomicUsize::new(0),
+            connections_open: AtomicUsize::new(0),
+            connections_rejected_total: AtomicU64::new(0),
+            producer_ids: Mutex::new((0, 0)),
+            started_at: std::time::Instant::now(),
+        }
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.shards_ready.load(Ordering::Acquire) == self.shard_count()
+    }
+
+    /// A producer id never handed out before, across restarts: ids are reserved in blocks,
+    /// durably in the catalog, before any of the block is used.
+    pub async fn allocate_producer_id(self: &Arc<Self>) -> Result<i64, crate::catalog::CatalogError> {
+        {
+            let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+            if ids.0 < ids.1 {
+                ids.0 += 1;
+                return Ok(ids.0 - 1);
+            }
+        }
+        let block: Result<i64, ()> = self
+            .catalog
+            .update(|d| {
+                let start = d.producer_id_next;
+                d.producer_id_next += PRODUCER_ID_BLOCK;
+                Ok(start)
+            })
+            .await?;
+        let start = block.unwrap_or(0);
+        let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+        // Another task may have reserved a block meanwhile; take ours.
+        *ids = (start + 1, start + PRODUCER_ID_BLOCK);
+        Ok(start)
+    }
+}
+
+/// Which shard owns a partition: a pure function of (topic id, partition) that spreads the
+/// partitions of one topic evenly over the shards.
+pub fn owner_shard(topic_id: &Uuid, partition: i32, shards: usize) -> usize {
+    let (hi, _) = topic_id.as_u64_pair();
+    ((hi % shards as u64 + partition.max(0) as u64) % shards as u64) as usize
+}
+
+pub type PartitionKey = (String, i32);
+
+/// One shard: the partitions it owns and the means to reach the others.
+pub struct Shard {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    pub fs: Fs,
+    logs: RefCell<HashMap<PartitionKey, (Uuid, PartitionLog)>>,
+    opening: futures::lock::Mutex<()>,
+}
+
+impl Shard {
+    pub fn new(id: usize, shared: Arc<Shared>, fs: Fs) -> Self {
+        Shard { id, shared, fs, logs: RefCell::new(HashMap::new()), opening: futures::lock::Mutex::new(()) }
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.shared.config
+    }
+
+    /// Runs `f` on shard `target` and returns its result. Local when `target` is this shard.
+    pub async fn run_on<R, F, Fut>(self: &Rc<Self>, target: usize, f: F) -> Result<R, ShardGone>
+    where
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+        R: Send + 'static,
+    {
+        if target == self.id {
+            return Ok(f(self.clone()).await);
+        }
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |shard: Rc<Shard>| {
+            compio::runtime::spawn(async move {
+                let r = f(shard).await;
+                let _ = tx.send(r);
+            })
+            .detach();
+        });
+        let inbox = self.shared.inboxes.get(target).ok_or(ShardGone(target))?;
+        inbox.send(job).await.map_err(|_| ShardGone(target))?;
+        rx.await.map_err(|_| ShardGone(target))
+    }
+
+    /// The open log of a partition this shard owns, if the partition exists.
+    pub fn log(&self, topic: &str, partition: i32) -> Option<PartitionLog> {
+        self.logs.borrow().get(&(topic.to_string(), partition)).map(|(_, l)| l.clone())
+    }
+
+    pub fn logs(&self) -> Vec<(PartitionKey, PartitionLog)> {
+        self.logs.borrow().iter().map(|(k, (_, l))| (k.clone(), l.clone())).collect()
+    }
+
+    pub fn partition_dir(&self, topic: &str, partition: i32) -> std::path::PathBuf {
+        self.shared.config.data_dir.join(format!("{topic}-{partition}"))
+    }
+
+    /// Opens (recovering if needed) the log of a partition this shard owns. Idempotent.
+    pub async fn open_log(&self, topic: &TopicMeta, partition: i32) -> Result<PartitionLog, StorageError> {
+        let key = (topic.name.clone(), partition);
+        let _guard = self.opening.lock().await;
+        if let Some((id, log)) = self.logs.borrow().get(&key) {
+            if *id == topic.id {
+                return Ok(log.clone());
+            }
+        }
+        let dir = self.partition_dir(&topic.name, partition);
+        claim_partition_dir(&dir, &topic.id).await?;
+        let log = PartitionLog::open(self.fs.clone(), dir, log_config(&self.shared.config, topic)).await?;
+        self.logs.borrow_mut().insert(key, (topic.id, log.clone()));
+        Ok(log)
+    }
+
+    /// Closes and deletes the log of a partition (topic deletion).
+    pub async fn remove_log(&self, topic: &str, partition: i32) -> Result<(), StorageError> {
+        let removed = self.logs.borrow_mut().remove(&(topic.to_string(), partition));
+        if let Some((_, log)) = removed {
+            log.remove().await?;
+        }
+        Ok(())
+    }
+
+    /// Opens every partition of the catalog that this shard owns.
+    pub async fn open_owned_logs(&self) {
+        let snap = self.shared.catalog.snapshot();
+        let n = self.shared.shard_count();
+        for topic in snap.topics() {
+            for p in 0..topic.partitions {
+                if owner_shard(&topic.id, p, n) == self.id {
+                    if let Err(e) = self.open_log(topic, p).await {
+                        tracing::error!(topic = %topic.name, partition = p, error = %e, "partition failed to open; it stays offline");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies retention and time-based rolling to every owned log.
+    pub async fn housekeeping(&self) {
+        let now_ms = now_ms();
+        for ((topic, p), log) in self.logs() {
+            if let Err(e) = log.housekeeping(now_ms).await {
+                tracing::warn!(topic = %topic, partition = p, error = %e, "housekeeping failed");
+            }
+        }
+    }
+
+    /// Flushes and closes every owned log (clean shutdown).
+    pub async fn close_logs(&self) {
+        for ((topic, p), log) in self.logs() {
+            if let Err(e) = log.close().await {
+                tracing::error!(topic = %topic, partition = p, error = %e, "close failed; next start recovers this log");
+            }
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The partition's `partition.metadata` file (Kafka's format) records the topic id the directory
+/// belongs to. A directory left by a deleted topic of the same name is removed before reuse.
+async fn claim_partition_dir(dir: &std::path::Path, topic_id: &Uuid) -> Result<(), StorageError> {
+    let dir = dir.to_path_buf();
+    let id = *topic_id;
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| StorageError::Io { path, source }
+    };
+    let r = compio::runtime::spawn_blocking(move || -> Result<(), StorageError> {
+        let meta = dir.join("partition.metadata");
+        let want = format!("version: 0\ntopic_id: {}\n", id.as_simple());
+        match std::fs::read_to_string(&meta) {
+            Ok(have) if have == want => return Ok(()),
+            Ok(_) => {
+                tracing::warn!(dir = %dir.display(), "partition directory belongs to a deleted topic of the same name; removing it");
+                std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::Io { path: meta, source: e }),
+        }
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let tmp = dir.join("partition.metadata.tmp");
+        std::fs::write(&tmp, want.as_bytes()).map_err(io(&tmp))?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &meta).map_err(io(&meta))?;
+        std::fs::File::open(&dir).and_then(|f| f.sync_all()).map_err(io(&dir))?;
+        Ok(())
+    })
+    .await;
+    match r {
+        Ok(r) => r,
+        Err(_) => Err(StorageError::Io { path: std::path::PathBuf::new(), source: std::io::Error::other("blocking task panicked") }),
+    }
+}
+
+/// The storage config of a topic: broker defaults overridden by the topic's own configs.
+pub fn log_config(broker: &BrokerConfig, topic: &TopicMeta) -> LogConfig {
+    let mut c = LogConfig {
+        segment_bytes: broker.log_segment_bytes,
+        retention_ms: broker.log_retention_ms,
+        retention_bytes: broker.log_retention_bytes,
+        flush_messages: broker.log_flush_interval_messages,
+        flush_ms: broker.log_flush_interval_ms,
+        message_max_bytes: broker.message_max_bytes,
+        ..LogConfig::default()
+    };
+    for (k, v) in &topic.configs {
+        // Values were validated when the config was set (crate::kafka::configs).
+        match k.as_str() {
+            "segment.bytes" => c.segment_bytes = v.parse().unwrap_or(c.segment_bytes),
+            "segment.ms" => c.segment_ms = v.parse().unwrap_or(c.segment_ms),
+            "index.interval.bytes" => c.index_interval_bytes = v.parse().unwrap_or(c.index_interval_bytes),
+            "retention.ms" => c.retention_ms = v.parse().unwrap_or(c.retention_ms),
+            "retention.bytes" => c.retention_bytes = v.parse().unwrap_or(c.retention_bytes),
+            "flush.messages" => c.flush_messages = v.parse().ok(),
+            "flush.ms" => c.flush_ms = v.parse().ok(),
+            "max.message.bytes" => c.message_max_bytes = v.parse().unwrap_or(c.message_max_bytes),
+            _ => {}
+        }
+    }
+    c
+}
+
+pub fn inbox_pair() -> (async_channel::Sender<Job>, async_channel::Receiver<Job>) {
+    async_channel::bounded(limits::CROSS_SHARD_QUEUE_JOBS_MAX)
+}
