@@ -702,7 +702,10 @@ impl ConsumerTask {
                     continue;
                 };
                 if pf.error_code != 0 {
-                    s.errors += 1;
+                    drop(s);
+                    let e = crate::client::ClientError::check("Fetch", || format!("{}-{}", pf.topic, pf.partition), pf.error_code, None);
+                    self.shared.error(e.err().map(|e| e.to_string()).unwrap_or_default());
+                    s = self.shared.stats.borrow_mut();
                     continue;
                 }
                 high_watermarks[i] = pf.high_watermark;
