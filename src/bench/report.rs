@@ -283,8 +283,9 @@ pub fn write_hdr_log(path: &Path, results: &[PhaseResult]) -> anyhow::Result<()>
     let mut ser = V2Serializer::new();
     let mut builder = IntervalLogWriterBuilder::new();
     builder
-        .add_comment("sluice bench latency log; values in nanoseconds")
-        .with_start_time(std::time::SystemTime::now());
+        .add_comment("sluice bench latency log; histogram values in nanoseconds, interval max column in ms")
+        .with_start_time(std::time::SystemTime::now())
+        .with_max_value_divisor(1e6);
     let mut log = builder.begin_log_with(&mut file, &mut ser)?;
     let mut phase_offset = 0u64;
     for r in results {
