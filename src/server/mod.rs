@@ -79,13 +79,12 @@ impl Broker {
             listeners.push(listener(addr).with_context(|| format!("cannot listen on {addr} (SO_REUSEPORT)"))?);
         }
         let admin = match config.admin_listen {
-            Some(a) => Some(std::net::TcpListener::bind(a).with_context(|| format!("cannot listen on admin address {a}"))?),
+            // SO_REUSEADDR/REUSEPORT like the Kafka listener: right after a kill -9 the old
+            // process's sockets may linger a moment (io_uring teardown is asynchronous).
+            Some(a) => Some(listener(a).with_context(|| format!("cannot listen on admin address {a}"))?),
             None => None,
         };
         let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
-        if let Some(l) = &admin {
-            l.set_nonblocking(true)?;
-        }
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| inbox_pair()).unzip();
         let shared = Arc::new(Shared::new(config, catalog, senders));
         let cores = core_affinity::get_core_ids().unwrap_or_default();
