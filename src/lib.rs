@@ -2,6 +2,7 @@
 //!
 //! Module map (see ARCHITECTURE.md for the invariants):
 //! - [`limits`]: every bound, named, with units in the name.
+//! - [`storage`]: partition logs in Kafka's on-disk layout (segments, indexes, recovery, retention).
 pub mod limits;
 pub mod catalog;
 pub mod config;
@@ -9,3 +10,4 @@ pub mod kafka;
 pub mod protocol;
 pub mod runtime;
 pub mod server;
+pub mod storage;

@@ -1,4 +1,5 @@
 //! The one integration-test binary: modules below, compiled once.
 
 mod broker;
+mod storage;
 mod wire;

@@ -1,0 +1,606 @@
+//! Storage engine tests: append/read, rolls, indexes, recovery, retention, idempotence,
+//! fault injection through the Fs seam, and offset-math properties.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use sluice::storage::batch::{self, BatchBuilder, BatchHeader};
+use sluice::storage::{FaultPlan, Fs, LogConfig, PartitionLog, StorageError};
+
+fn small_cfg() -> LogConfig {
+    LogConfig { segment_bytes: 4096, index_interval_bytes: 256, ..LogConfig::default() }
+}
+
+fn batch_of(n: usize, value_bytes: usize, ts: i64) -> Bytes {
+    batch::simple_batch(n, value_bytes, ts)
+}
+
+async fn open(dir: &Path, cfg: LogConfig) -> PartitionLog {
+    PartitionLog::open(Fs::real(), dir.to_path_buf(), cfg).await.unwrap()
+}
+
+/// Reads everything from `from` to the hwm as (base offset, record count) of each batch.
+async fn read_all(log: &PartitionLog, mut from: i64) -> Vec<(i64, i32)> {
+    let mut out = Vec::new();
+    while from < log.high_watermark() {
+        let s = log.read(from, 1 << 20, true).await.unwrap();
+        let bytes = s.read_to_vec().unwrap();
+        assert!(!bytes.is_empty(), "empty read at {from}");
+        for b in batch::split_batches(&bytes) {
+            let h = batch::validate(b, u32::MAX).unwrap();
+            out.push((h.base_offset, h.record_count));
+            from = h.last_offset() + 1;
+        }
+    }
+    out
+}
+
+fn seg_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+#[compio::test]
+async fn append_read_roundtrip_across_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_cfg()).await;
+    let mut expect = Vec::new();
+    for i in 0..60usize {
+        let n = 1 + i % 7;
+        let info = log.append(batch_of(n, 10 + i * 3, 1000 + i as i64), 3).await.unwrap();
+        assert!(!info.duplicate);
+        assert_eq!(info.last_offset - info.base_offset + 1, n as i64);
+        expect.push((info.base_offset, n as i32));
+        log.wait_durable(info.last_offset).await.unwrap();
+    }
+    assert!(log.segment_count() > 3, "segments: {}", log.segment_count());
+    assert_eq!(log.high_watermark(), log.log_end_offset());
+    assert_eq!(read_all(&log, 0).await, expect);
+    // The stored batch carries the assigned offset and leader epoch, and a valid CRC.
+    let s = log.read(expect[5].0, 1, true).await.unwrap();
+    let b = s.read_to_vec().unwrap();
+    let h = batch::validate(&b, u32::MAX).unwrap();
+    assert_eq!((h.base_offset, h.partition_leader_epoch), (expect[5].0, 3));
+    // Segment files are named by base offset and no batch straddles two.
+    let logs = seg_files(dir.path(), "log");
+    assert_eq!(logs.len(), log.segment_count());
+    for p in &logs {
+        let bytes = std::fs::read(p).unwrap();
+        let batches = batch::split_batches(&bytes);
+        assert_eq!(batches.iter().map(|b| b.len()).sum::<usize>(), bytes.len());
+        let base: i64 = p.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+        assert_eq!(BatchHeader::parse(batches[0]).unwrap().base_offset, base);
+    }
+    // Past the hwm / before the start.
+    assert!(matches!(log.read(log.high_watermark() + 1, 100, true).await, Err(StorageError::OffsetOutOfRange { .. })));
+    assert_eq!(log.read(log.high_watermark(), 100, true).await.unwrap().len, 0);
+    log.close().await.unwrap();
+    assert!(matches!(log.append(batch_of(1, 1, 0), 0).await, Err(StorageError::Offline { .. })));
+}
+
+#[compio::test]
+async fn index_lookup_inside_batches_and_max_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig { index_interval_bytes: 100, ..LogConfig::default() }).await;
+    for _ in 0..40 {
+        log.append(batch_of(10, 20, 5), 0).await.unwrap();
+    }
+    log.wait_durable(399).await.unwrap();
+    let idx = std::fs::metadata(seg_files(dir.path(), "log")[0].with_extension("index"));
+    assert!(idx.is_err(), "active index is written at roll/close only");
+    for off in [0, 5, 9, 10, 13, 199, 255, 399] {
+        let s = log.read(off, 1, true).await.unwrap();
+        let b = s.read_to_vec().unwrap();
+        let h = batch::validate(&b, u32::MAX).unwrap();
+        assert_eq!(h.base_offset, off / 10 * 10, "offset {off}");
+    }
+    // max_bytes bounds whole batches; min_one=false with a too-small max gives nothing.
+    let one = log.read(0, 1, true).await.unwrap().len;
+    let s = log.read(0, one * 3 + one / 2, false).await.unwrap();
+    assert_eq!(s.len, one * 3);
+    assert_eq!(log.read(0, one - 1, false).await.unwrap().len, 0);
+    log.close().await.unwrap();
+    // After a clean close the index exists and lookups still work after reopen.
+    let log = open(dir.path(), LogConfig { index_interval_bytes: 100, ..LogConfig::default() }).await;
+    let s = log.read(257, 1, true).await.unwrap();
+    assert_eq!(BatchHeader::parse(&s.read_to_vec().unwrap()).unwrap().base_offset, 250);
+    assert_eq!(log.log_end_offset(), 400);
+}
+
+#[compio::test]
+async fn bad_batches_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig { message_max_bytes: 2000, ..LogConfig::default() }).await;
+    let good = batch_of(2, 10, 0);
+    let mut crc = good.to_vec();
+    let last = crc.len() - 1;
+    crc[last] ^= 0xff;
+    assert!(matches!(log.append(Bytes::from(crc), 0).await, Err(StorageError::CorruptRecord(_))));
+    let mut magic = good.to_vec();
+    magic[16] = 1;
+    assert!(matches!(log.append(Bytes::from(magic), 0).await, Err(StorageError::CorruptRecord(_))));
+    let truncated = good.slice(..good.len() - 3);
+    assert!(matches!(log.append(truncated, 0).await, Err(StorageError::CorruptRecord(_))));
+    assert!(matches!(log.append(Bytes::new(), 0).await, Err(StorageError::CorruptRecord(_))));
+    assert!(matches!(log.append(batch_of(1, 3000, 0), 0).await, Err(StorageError::RecordTooLarge { .. })));
+    // count inconsistent with lastOffsetDelta (CRC recomputed so only the count is wrong)
+    let mut count = good.to_vec();
+    count[57..61].copy_from_slice(&5i32.to_be_bytes());
+    let c = batch::compute_crc(&count);
+    count[17..21].copy_from_slice(&c.to_be_bytes());
+    assert!(matches!(log.append(Bytes::from(count), 0).await, Err(StorageError::CorruptRecord(_))));
+    assert_eq!(log.log_end_offset(), 0);
+    // Two batches in one append are both stored, offsets contiguous.
+    let two = [good.clone(), good].concat();
+    let info = log.append(Bytes::from(two), 0).await.unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (0, 3));
+}
+
+#[compio::test]
+async fn recovery_truncates_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path(), small_cfg()).await;
+        for i in 0..30 {
+            log.append(batch_of(3, 50, i), 0).await.unwrap();
+        }
+        log.wait_durable(89).await.unwrap();
+        // dropped without close: unclean
+    }
+    let last = seg_files(dir.path(), "log").pop().unwrap();
+    let len = std::fs::metadata(&last).unwrap().len();
+    // Tear the last batch: cut 10 bytes off, then append garbage.
+    let f = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
+    f.set_len(len - 10).unwrap();
+    drop(f);
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&last).unwrap();
+        f.write_all(&[0xAB; 37]).unwrap();
+    }
+    let log = open(dir.path(), small_cfg()).await;
+    assert_eq!(log.log_end_offset(), 87, "last batch (87..90) was torn");
+    assert_eq!(log.high_watermark(), 87);
+    let all = read_all(&log, 0).await;
+    assert_eq!(all.len(), 29);
+    assert!(log.corruption_reports().is_empty());
+    let info = log.append(batch_of(1, 5, 0), 0).await.unwrap();
+    assert_eq!(info.base_offset, 87);
+    log.wait_durable(87).await.unwrap();
+    assert_eq!(read_all(&log, 80).await.last(), Some(&(87, 1)));
+}
+
+#[compio::test]
+async fn recovery_garbled_crc_in_tail_and_sealed_damage_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path(), small_cfg()).await;
+        for i in 0..40 {
+            log.append(batch_of(2, 150, i), 0).await.unwrap();
+        }
+        log.wait_durable(79).await.unwrap();
+    }
+    let logs = seg_files(dir.path(), "log");
+    assert!(logs.len() >= 3);
+    // Flip a byte inside the 3rd batch of the first (sealed) segment.
+    let first = &logs[0];
+    let bytes = std::fs::read(first).unwrap();
+    let batches = batch::split_batches(&bytes);
+    let pos3: usize = batches[..2].iter().map(|b| b.len()).sum();
+    let mut garbled = bytes.clone();
+    garbled[pos3 + 70] ^= 0x55;
+    std::fs::write(first, &garbled).unwrap();
+    let log = open(dir.path(), small_cfg()).await;
+    let reports = log.corruption_reports();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].path, *first);
+    assert_eq!(reports[0].position, pos3 as u64);
+    assert_eq!(reports[0].offset, 4);
+    // Nothing after the damage was dropped from later segments; the end is intact.
+    assert_eq!(log.log_end_offset(), 80);
+    let got = read_all(&log, 0).await;
+    assert_eq!(&got[..2], &[(0, 2), (2, 2)]);
+    let second_base: i64 = logs[1].file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    assert_eq!(got[2].0, second_base, "reads continue at the next segment");
+    // An offset inside the damaged range reads from the next segment.
+    let s = log.read(5, 1, true).await.unwrap();
+    assert_eq!(BatchHeader::parse(&s.read_to_vec().unwrap()).unwrap().base_offset, second_base);
+}
+
+#[compio::test]
+async fn corrupt_and_missing_index_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_cfg();
+    {
+        let log = open(dir.path(), cfg.clone()).await;
+        for i in 0..60 {
+            log.append(batch_of(4, 40, 100 + i), 0).await.unwrap();
+        }
+        log.close().await.unwrap();
+    }
+    let logs = seg_files(dir.path(), "log");
+    let idx0 = logs[0].with_extension("index");
+    let tidx1 = logs[1].with_extension("timeindex");
+    let idx2 = logs[2].with_extension("index");
+    let orig0 = std::fs::read(&idx0).unwrap();
+    let orig_t1 = std::fs::read(&tidx1).unwrap();
+    let orig2 = std::fs::read(&idx2).unwrap();
+    assert!(orig0.len() >= 16, "expected several index entries");
+    // Corrupt: reverse the entries (not increasing). Missing: delete.
+    let mut bad: Vec<u8> = orig0.chunks(8).rev().flatten().copied().collect();
+    bad.extend_from_slice(&[1, 2, 3]);
+    std::fs::write(&idx0, &bad).unwrap();
+    std::fs::write(&tidx1, [0xFFu8; 24]).unwrap();
+    std::fs::remove_file(&idx2).unwrap();
+    let log = open(dir.path(), cfg).await;
+    assert_eq!(std::fs::read(&idx0).unwrap(), orig0);
+    assert_eq!(std::fs::read(&tidx1).unwrap(), orig_t1);
+    assert_eq!(std::fs::read(&idx2).unwrap(), orig2);
+    assert_eq!(read_all(&log, 0).await.len(), 60);
+    for off in [0, 3, 61, 130, 239] {
+        let s = log.read(off, 1, true).await.unwrap();
+        assert_eq!(BatchHeader::parse(&s.read_to_vec().unwrap()).unwrap().base_offset, off / 4 * 4);
+    }
+}
+
+#[compio::test]
+async fn index_pointing_at_wrong_batch_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path(), small_cfg()).await;
+        for i in 0..30 {
+            log.append(batch_of(4, 40, i), 0).await.unwrap();
+        }
+        log.close().await.unwrap();
+    }
+    let idx0 = seg_files(dir.path(), "log")[0].with_extension("index");
+    let orig = std::fs::read(&idx0).unwrap();
+    // Structurally valid but wrong: shift every relative offset by one.
+    let mut bad = orig.clone();
+    for e in bad.chunks_mut(8) {
+        let r = u32::from_be_bytes([e[0], e[1], e[2], e[3]]) + 1;
+        e[..4].copy_from_slice(&r.to_be_bytes());
+    }
+    std::fs::write(&idx0, &bad).unwrap();
+    let log = open(dir.path(), small_cfg()).await;
+    assert_eq!(std::fs::read(&idx0).unwrap(), orig);
+    assert_eq!(read_all(&log, 0).await.len(), 30);
+}
+
+#[compio::test]
+async fn retention_by_bytes_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_cfg()).await;
+    for i in 0..80 {
+        log.append(batch_of(2, 100, 1_000 + i), 0).await.unwrap();
+    }
+    log.wait_durable(159).await.unwrap();
+    let segs = log.segment_count();
+    assert!(segs >= 5);
+    // retention.ms: batch timestamps 1000..1079; at now=1050 with retention 10 ms the segments
+    // whose max timestamp < 1040 go, the next one stays.
+    log.set_config(LogConfig { retention_ms: 10, ..small_cfg() });
+    log.housekeeping(1_050).await.unwrap();
+    let start = log.log_start_offset();
+    assert!(start > 0 && log.segment_count() < segs);
+    let first = log.read(start, 1, true).await.unwrap();
+    let h = BatchHeader::parse(&first.read_to_vec().unwrap()).unwrap();
+    assert_eq!(h.base_offset, start);
+    assert!(h.max_timestamp < 1_040 + 14, "first kept batch is from the segment crossing 1040");
+    assert!(log.max_timestamp().0 == 1_079);
+    assert!(matches!(log.read(0, 100, true).await, Err(StorageError::OffsetOutOfRange { .. })));
+    // retention.bytes: keep at least 2 segments' worth.
+    let size = log.size_bytes();
+    log.set_config(LogConfig { retention_bytes: 2 * 4096, retention_ms: -1, ..small_cfg() });
+    log.housekeeping(i64::MAX / 2).await.unwrap();
+    assert!(log.size_bytes() >= 2 * 4096 && log.size_bytes() < size);
+    let start2 = log.log_start_offset();
+    assert!(start2 > start);
+    assert_eq!(seg_files(dir.path(), "log").len(), log.segment_count());
+    assert_eq!(read_all(&log, start2).await.first().unwrap().0, start2);
+    log.set_config(LogConfig { retention_ms: 10, ..small_cfg() });
+    log.housekeeping(1_000_000).await.unwrap();
+    assert_eq!(log.segment_count(), 1, "everything but the active segment");
+    // segment.ms rolls the active segment when it is old enough; then it can be deleted.
+    log.set_config(LogConfig { segment_ms: 0, retention_ms: 10, ..small_cfg() });
+    log.housekeeping(2_000_000_000_000_000).await.unwrap();
+    log.housekeeping(2_000_000_000_000_000).await.unwrap();
+    assert_eq!(log.size_bytes(), 0);
+    assert_eq!(log.log_start_offset(), 160);
+    assert_eq!(log.log_end_offset(), 160);
+    let info = log.append(batch_of(1, 1, 0), 0).await.unwrap();
+    assert_eq!(info.base_offset, 160);
+}
+
+#[compio::test]
+async fn delete_records_moves_start_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path(), small_cfg()).await;
+        for i in 0..50 {
+            log.append(batch_of(2, 100, i), 0).await.unwrap();
+        }
+        log.wait_durable(99).await.unwrap();
+        let segs = log.segment_count();
+        assert!(matches!(log.delete_records(101).await, Err(StorageError::OffsetOutOfRange { .. })));
+        assert_eq!(log.delete_records(45).await.unwrap(), 45);
+        assert_eq!(log.log_start_offset(), 45);
+        assert!(log.segment_count() < segs);
+        assert_eq!(log.delete_records(10).await.unwrap(), 45, "never moves backwards");
+        assert!(matches!(log.read(44, 10, true).await, Err(StorageError::OffsetOutOfRange { .. })));
+        let s = log.read(45, 1, true).await.unwrap();
+        let h = BatchHeader::parse(&s.read_to_vec().unwrap()).unwrap();
+        assert_eq!(h.base_offset, 44, "the batch containing 45");
+        assert_eq!(s.log_start_offset, 45);
+        // unclean drop
+    }
+    let log = open(dir.path(), small_cfg()).await;
+    assert_eq!(log.log_start_offset(), 45);
+    assert_eq!(log.delete_records(-1).await.unwrap(), 100);
+}
+
+fn idem(pid: i64, epoch: i16, seq: i32, n: usize) -> Bytes {
+    let mut b = BatchBuilder::new(7).producer(pid, epoch, seq);
+    for i in 0..n {
+        b = b.record(None, Some(format!("v{i}").as_bytes()));
+    }
+    b.build()
+}
+
+#[compio::test]
+async fn idempotent_dedup_out_of_order_and_fencing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default()).await;
+    let a = log.append(idem(1, 0, 0, 3), 0).await.unwrap();
+    let b = log.append(idem(1, 0, 3, 2), 0).await.unwrap();
+    log.append(batch_of(1, 1, 0), 0).await.unwrap(); // non-idempotent
+    let dup = log.append(idem(1, 0, 0, 3), 0).await.unwrap();
+    assert!(dup.duplicate);
+    assert_eq!((dup.base_offset, dup.last_offset), (a.base_offset, a.last_offset));
+    let dup_b = log.append(idem(1, 0, 3, 2), 0).await.unwrap();
+    assert_eq!((dup_b.base_offset, dup_b.duplicate), (b.base_offset, true));
+    assert_eq!(log.log_end_offset(), 6, "duplicates write nothing");
+    assert!(matches!(
+        log.append(idem(1, 0, 7, 1), 0).await,
+        Err(StorageError::OutOfOrderSequence { producer_id: 1, expected: 5, got: 7 })
+    ));
+    // A new epoch must start at 0, then the old epoch is fenced.
+    assert!(matches!(log.append(idem(1, 1, 5, 1), 0).await, Err(StorageError::OutOfOrderSequence { .. })));
+    log.append(idem(1, 1, 0, 1), 0).await.unwrap();
+    assert!(matches!(log.append(idem(1, 0, 5, 1), 0).await, Err(StorageError::ProducerFenced { .. })));
+    // Another producer is independent; only the last 5 batches are remembered.
+    for s in 0..7 {
+        log.append(idem(2, 0, s, 1), 0).await.unwrap();
+    }
+    assert!(log.append(idem(2, 0, 6, 1), 0).await.unwrap().duplicate);
+    assert!(log.append(idem(2, 0, 2, 1), 0).await.unwrap().duplicate);
+    assert!(matches!(log.append(idem(2, 0, 1, 1), 0).await, Err(StorageError::OutOfOrderSequence { .. })));
+}
+
+#[compio::test]
+async fn dedup_survives_unclean_and_clean_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = {
+        let log = open(dir.path(), small_cfg()).await;
+        let first = log.append(idem(9, 2, 0, 4), 0).await.unwrap();
+        for i in 0..20 {
+            log.append(batch_of(2, 100, i), 0).await.unwrap(); // force rolls
+        }
+        log.append(idem(9, 2, 4, 1), 0).await.unwrap();
+        log.wait_durable(log.log_end_offset() - 1).await.unwrap();
+        first
+    };
+    let log = open(dir.path(), small_cfg()).await;
+    let d = log.append(idem(9, 2, 4, 1), 0).await.unwrap();
+    assert!(d.duplicate);
+    let d0 = log.append(idem(9, 2, 0, 4), 0).await.unwrap();
+    assert_eq!((d0.base_offset, d0.duplicate), (first.base_offset, true));
+    assert!(matches!(log.append(idem(9, 1, 5, 1), 0).await, Err(StorageError::ProducerFenced { .. })));
+    log.close().await.unwrap();
+    assert!(seg_files(dir.path(), "snapshot").len() == 1);
+    let log = open(dir.path(), small_cfg()).await;
+    assert!(seg_files(dir.path(), "snapshot").is_empty(), "snapshot consumed at open");
+    assert!(log.append(idem(9, 2, 4, 1), 0).await.unwrap().duplicate);
+    assert!(!log.append(idem(9, 2, 5, 1), 0).await.unwrap().duplicate);
+}
+
+#[compio::test]
+async fn enospc_takes_partition_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new();
+    let log = PartitionLog::open(Fs::faulty(plan.clone()), dir.path().to_path_buf(), LogConfig::default()).await.unwrap();
+    let ok = log.append(batch_of(2, 100, 0), 0).await.unwrap();
+    log.wait_durable(ok.last_offset).await.unwrap();
+    let b = batch_of(2, 100, 0);
+    plan.fail_writes_after(50, libc::ENOSPC); // torn: 50 bytes then ENOSPC
+    let e = log.append(b, 0).await.unwrap_err();
+    assert!(matches!(e, StorageError::NoSpace { .. }), "{e:?}");
+    assert!(log.is_offline());
+    plan.clear();
+    assert!(matches!(log.append(batch_of(1, 1, 0), 0).await, Err(StorageError::Offline { .. })));
+    assert!(matches!(log.read(0, 100, true).await, Err(StorageError::Offline { .. })));
+    assert!(matches!(log.wait_durable(0).await, Err(StorageError::Offline { .. })));
+    drop(log);
+    // Reopen: the torn 50 bytes are truncated away.
+    let log = open(dir.path(), LogConfig::default()).await;
+    assert_eq!(log.log_end_offset(), 2);
+    assert_eq!(read_all(&log, 0).await, vec![(0, 2)]);
+}
+
+#[compio::test]
+async fn failed_fsync_takes_partition_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new();
+    let log = PartitionLog::open(Fs::faulty(plan.clone()), dir.path().to_path_buf(), LogConfig::default()).await.unwrap();
+    let ok = log.append(batch_of(1, 10, 0), 0).await.unwrap();
+    log.wait_durable(ok.last_offset).await.unwrap();
+    plan.fail_fsync(true, libc::EIO);
+    let waiter = log.hwm_changed();
+    let info = log.append(batch_of(1, 10, 0), 0).await.unwrap(); // write succeeds
+    let e = log.wait_durable(info.last_offset).await.unwrap_err();
+    assert!(matches!(e, StorageError::Offline { .. }), "{e:?}");
+    assert!(log.is_offline());
+    waiter.await; // woken by going offline
+    assert_eq!(log.high_watermark(), 1, "never exposed an unsynced batch");
+    plan.clear();
+    assert!(matches!(log.append(batch_of(1, 1, 0), 0).await, Err(StorageError::Offline { .. })));
+    assert!(matches!(log.close().await, Err(StorageError::Offline { .. })));
+}
+
+#[compio::test]
+async fn group_commit_covers_concurrent_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new();
+    let log = PartitionLog::open(Fs::faulty(plan.clone()), dir.path().to_path_buf(), LogConfig::default()).await.unwrap();
+    let before = plan.fsync_count();
+    let n = 64;
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let log = log.clone();
+            async move {
+                let info = log.append(batch_of(4, 200, 0), 0).await.unwrap();
+                log.wait_durable(info.last_offset).await.unwrap();
+                info.last_offset
+            }
+        })
+        .collect();
+    let offs = futures::future::join_all(tasks).await;
+    assert_eq!(offs.iter().max(), Some(&(n * 4 - 1)));
+    assert_eq!(log.high_watermark(), n * 4);
+    let fsyncs = plan.fsync_count() - before;
+    assert!(fsyncs < n as u64 / 2, "{fsyncs} fsyncs for {n} appends");
+}
+
+#[compio::test]
+async fn hwm_changed_and_relaxed_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new();
+    let cfg = LogConfig { flush_messages: Some(1_000_000), ..LogConfig::default() };
+    let log = PartitionLog::open(Fs::faulty(plan.clone()), dir.path().to_path_buf(), cfg).await.unwrap();
+    let w = log.hwm_changed();
+    let before = plan.fsync_count();
+    let info = log.append(batch_of(3, 10, 0), 0).await.unwrap();
+    w.await;
+    assert_eq!(log.high_watermark(), 3, "relaxed: hwm = written end");
+    log.wait_durable(info.last_offset).await.unwrap();
+    assert_eq!(plan.fsync_count(), before, "no fsync below flush.messages");
+    assert_eq!(log.durable_offset(), 0);
+    // flush.messages threshold reached -> one fsync.
+    log.set_config(LogConfig { flush_messages: Some(5), ..LogConfig::default() });
+    let w = log.hwm_changed();
+    log.append(batch_of(3, 10, 0), 0).await.unwrap();
+    w.await;
+    // Durable default again: hwm waits for the fsync.
+    log.set_config(LogConfig::default());
+    let info = log.append(batch_of(1, 10, 0), 0).await.unwrap();
+    log.wait_durable(info.last_offset).await.unwrap();
+    assert_eq!(log.durable_offset(), 7);
+    assert!(plan.fsync_count() > before);
+}
+
+#[compio::test]
+async fn read_slice_survives_segment_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_cfg()).await;
+    for i in 0..30 {
+        log.append(batch_of(2, 200, i), 0).await.unwrap();
+    }
+    log.wait_durable(59).await.unwrap();
+    let slice = log.read(0, 4096, true).await.unwrap();
+    let want = slice.read_to_vec().unwrap();
+    assert!(!want.is_empty());
+    log.delete_records(log.high_watermark()).await.unwrap();
+    assert_eq!(log.segment_count(), 1);
+    assert!(!seg_files(dir.path(), "log").iter().any(|p| p.ends_with(format!("{:020}.log", 0))));
+    // Readable from another thread, after the unlink.
+    let got = std::thread::spawn(move || slice.read_to_vec().unwrap()).join().unwrap();
+    assert_eq!(got, want);
+}
+
+#[compio::test]
+async fn timestamps_lookup() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_cfg()).await;
+    assert_eq!(log.max_timestamp(), (-1, -1));
+    for i in 0..50i64 {
+        log.append(batch_of(2, 100, 10_000 + i * 10), 0).await.unwrap();
+    }
+    log.wait_durable(99).await.unwrap();
+    assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some((0, 10_000)));
+    assert_eq!(log.offset_for_timestamp(10_005).await.unwrap(), Some((2, 10_010)));
+    assert_eq!(log.offset_for_timestamp(10_300).await.unwrap(), Some((60, 10_300)));
+    assert_eq!(log.offset_for_timestamp(10_491).await.unwrap(), None);
+    assert_eq!(log.max_timestamp(), (10_490, 99));
+    log.close().await.unwrap();
+    let log = open(dir.path(), small_cfg()).await;
+    assert_eq!(log.offset_for_timestamp(10_301).await.unwrap(), Some((62, 10_310)));
+    assert_eq!(log.max_timestamp(), (10_490, 99));
+}
+
+#[compio::test]
+async fn remove_deletes_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("t-0");
+    let log = open(&p, LogConfig::default()).await;
+    log.append(batch_of(1, 1, 0), 0).await.unwrap();
+    log.remove().await.unwrap();
+    assert!(!p.exists());
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+        /// Random batch sizes and counts: every offset reads back the batch containing it,
+        /// before and after an unclean reopen.
+        #[test]
+        fn every_offset_reads_its_batch(
+            batches in proptest::collection::vec((1usize..12, 0usize..300), 1..60),
+            seg_kib in 1u64..6,
+            interval in 0u32..2048,
+        ) {
+            let rt = compio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let cfg = LogConfig { segment_bytes: seg_kib * 1024, index_interval_bytes: interval, ..LogConfig::default() };
+                let log = open(dir.path(), cfg.clone()).await;
+                let mut spans = Vec::new();
+                for (i, (n, v)) in batches.iter().enumerate() {
+                    let info = log.append(batch_of(*n, *v, i as i64), 0).await.unwrap();
+                    spans.push((info.base_offset, info.last_offset));
+                }
+                log.wait_durable(log.log_end_offset() - 1).await.unwrap();
+                check(&log, &spans).await;
+                drop(log);
+                let log = open(dir.path(), cfg).await;
+                check(&log, &spans).await;
+            });
+        }
+    }
+
+    async fn check(log: &PartitionLog, spans: &[(i64, i64)]) {
+        for &(base, last) in spans {
+            for off in base..=last {
+                let s = log.read(off, 1, true).await.unwrap();
+                let h = BatchHeader::parse(&s.read_to_vec().unwrap()).unwrap();
+                assert_eq!((h.base_offset, h.last_offset()), (base, last), "offset {off}");
+            }
+            // A big read from here returns whole batches starting at this one.
+            let s = log.read(base, 3000, false).await.unwrap();
+            let bytes = s.read_to_vec().unwrap();
+            let bs = batch::split_batches(&bytes);
+            assert_eq!(bs.iter().map(|b| b.len()).sum::<usize>(), bytes.len());
+            if let Some(b) = bs.first() {
+                assert_eq!(BatchHeader::parse(b).unwrap().base_offset, base);
+            }
+        }
+    }
+}
