@@ -2,10 +2,12 @@
 //!
 //! Module map (see ARCHITECTURE.md for the invariants):
 //! - [`limits`]: every bound, named, with units in the name.
+//! - [`group`]: the consumer group coordinator (classic protocol) and the committed-offsets log.
 //! - [`storage`]: partition logs in Kafka's on-disk layout (segments, indexes, recovery, retention).
 pub mod limits;
 pub mod catalog;
 pub mod config;
+pub mod group;
 pub mod kafka;
 pub mod protocol;
 pub mod runtime;

@@ -114,11 +114,14 @@ pub struct Shard {
     pub fs: Fs,
     logs: RefCell<HashMap<PartitionKey, (Uuid, PartitionLog)>>,
     opening: futures::lock::Mutex<()>,
+    /// The consumer groups this shard coordinates (see [`crate::group`]).
+    pub groups: crate::group::Coordinator,
 }
 
 impl Shard {
     pub fn new(id: usize, shared: Arc<Shared>, fs: Fs) -> Self {
-        Shard { id, shared, fs, logs: RefCell::new(HashMap::new()), opening: futures::lock::Mutex::new(()) }
+        let groups = crate::group::Coordinator::new(&shared.config);
+        Shard { id, shared, fs, logs: RefCell::new(HashMap::new()), opening: futures::lock::Mutex::new(()), groups }
     }
 
     pub fn config(&self) -> &BrokerConfig {
