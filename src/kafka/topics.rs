@@ -57,7 +57,7 @@ pub struct NewTopic {
 pub async fn create_topic(shard: &Rc<Shard>, t: NewTopic, validate_only: bool) -> Result<TopicMeta, TopicError> {
     validate_topic_name(&t.name)?;
     let partitions = if t.partitions == -1 { shard.config().num_partitions } else { t.partitions };
-    if partitions < 1 || partitions > limits::PARTITIONS_PER_TOPIC_MAX {
+    if !(1..=limits::PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
         return Err(TopicError::new(
             ResponseError::InvalidPartitions,
             format!("Number of partitions must be in [1, {}], got {partitions}", limits::PARTITIONS_PER_TOPIC_MAX),

@@ -17,6 +17,7 @@ use sluice::server::{Broker, BrokerConfig};
 use crate::wire::{self, Conn};
 
 pub fn start(dir: &std::path::Path) -> Broker {
+    crate::init_logs();
     let config = BrokerConfig { data_dir: dir.to_path_buf(), cores: 2, ..BrokerConfig::default() };
     Broker::start(config).unwrap()
 }
@@ -130,7 +131,7 @@ fn produce_fetch_list_offsets_and_restart() {
         assert_eq!(values[5], (5, Bytes::from(format!("p{p}-r2-b"))));
         // From the middle of a batch: the whole batch comes back, starting before.
         let (_, _, values) = fetch(&mut c, "orders", p, 3, 0);
-        assert_eq!(values[0].0, 2);
+        assert_eq!(values[0].0, 2, "{values:?}");
         assert_eq!(list_offset(&mut c, "orders", p, -2).1, 0);
         assert_eq!(list_offset(&mut c, "orders", p, -1).1, 6);
         let (err, off, _) = list_offset(&mut c, "orders", p, 1_700_000_000_001);
@@ -260,3 +261,4 @@ fn hostile_frames_close_only_that_connection() {
     assert_eq!((err, base), (0, 0));
     b.shutdown().unwrap();
 }
+

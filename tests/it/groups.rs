@@ -25,6 +25,7 @@ fn s(x: &str) -> StrBytes {
 }
 
 fn start(dir: &std::path::Path) -> Broker {
+    crate::init_logs();
     let config = BrokerConfig {
         data_dir: dir.to_path_buf(),
         cores: 2,

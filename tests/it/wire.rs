@@ -95,7 +95,9 @@ pub fn batch_with(values: &[&[u8]], compression: Compression, producer_id: i64, 
             producer_epoch: epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: if base_seq >= 0 { base_seq + i as i32 } else { -1 },
+            // The encoder starts a new batch where offset - sequence changes; -1 + i keeps one
+            // batch whose header baseSequence is -1 (no idempotence).
+            sequence: if base_seq >= 0 { base_seq + i as i32 } else { -1 + i as i32 },
             timestamp: now + i as i64,
             key: None,
             value: Some(Bytes::copy_from_slice(v)),

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use compio::buf::{BufResult, IntoInner, IoBuf};
+use compio::driver::op::BufResultExt;
 use futures::channel::oneshot;
 use futures::FutureExt;
 use kafka_protocol::error::ResponseError;
@@ -46,8 +47,9 @@ pub async fn read_slice(slice: &ReadSlice) -> std::io::Result<Bytes> {
     while buf.len() < len {
         let done = buf.len();
         let op = compio::driver::op::ReadAt::new(file.clone(), slice.position + done as u64, buf.slice(done..));
-        let BufResult(res, op) = compio::runtime::submit(op).await;
-        buf = op.into_inner().into_inner();
+        // SAFETY: the kernel wrote `n` bytes into the slice; map_advanced records them.
+        let BufResult(res, slice) = unsafe { compio::runtime::submit(op).await.into_inner().map_advanced() };
+        buf = slice.into_inner();
         match res {
             Ok(0) => return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "segment shorter than its index says")),
             Ok(_) => {}

@@ -62,7 +62,7 @@ pub async fn submit(ctx: RequestContext, mut body: Bytes) -> LocalBoxFuture<'sta
         for pd in td.partition_data {
             let p = pd.index;
             let mut job = PartitionJob { topic_index: ti, partition: p, owner: 0, topic: td.name.0.to_string(), outcome: fail(ResponseError::UnknownServerError, "") };
-            let pre = if !matches!(acks, 0 | 1 | -1) {
+            let pre = if !(-1..=1).contains(&acks) {
                 Some(fail(ResponseError::InvalidRequiredAcks, format!("acks must be 0, 1 or -1, got {acks}")))
             } else if req.transactional_id.is_some() {
                 Some(fail(ResponseError::TransactionalIdAuthorizationFailed, "transactions are not supported yet"))
