@@ -1,0 +1,250 @@
+"""Consumer groups with real clients (kafka-python and confluent-kafka): members split a topic's
+partitions disjointly and completely, committed offsets survive a broker crash, auto-commit works.
+
+Each group member runs in its own thread (a member blocked in JoinGroup must not starve the
+others). Every wait is bounded.
+"""
+
+import threading
+
+import pytest
+
+from sluicetest import LIBRDKAFKA_LOGGER, create_topic, wait_until
+
+# The broker's group.initial.rebalance.delay.ms is Kafka's default (3 s), so forming a group
+# takes a few seconds; rebalances after members join late take a few more.
+GROUP_STABLE_TIMEOUT_S = 40.0
+
+
+def produce(bootstrap, topic, partitions, per_partition, prefix="m"):
+    """Sends per_partition messages to every partition; returns the set of values sent."""
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOGGER})
+    sent = set()
+    for part in range(partitions):
+        for i in range(per_partition):
+            v = f"{prefix}-{part}-{i}"
+            p.produce(topic, value=v.encode(), partition=part)
+            sent.add(v)
+    assert p.flush(15) == 0, "messages left unsent"
+    return sent
+
+
+class Member(threading.Thread):
+    """One group member polling in its own thread; records its assignment and what it read."""
+
+    def __init__(self, client, bootstrap, group, topic, name, **conf):
+        super().__init__(daemon=True, name=name)
+        self.client, self.bootstrap, self.group, self.topic = client, bootstrap, group, topic
+        self.conf = conf
+        self.lock = threading.Lock()
+        self.assigned = frozenset()
+        self.values = []
+        self.error = None
+        self.stop_flag = threading.Event()
+        self.commit_on_stop = False
+        self.started = threading.Event()
+
+    def _make(self):
+        if self.client == "kafka-python":
+            from kafka import KafkaConsumer
+            conf = dict(bootstrap_servers=self.bootstrap, group_id=self.group, client_id=self.name,
+                        auto_offset_reset="earliest", enable_auto_commit=False)
+            conf.update(self.conf)
+            c = KafkaConsumer(**conf)
+            c.subscribe([self.topic])
+            return c
+        from confluent_kafka import Consumer
+        conf = {"bootstrap.servers": self.bootstrap, "group.id": self.group, "client.id": self.name,
+                "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                "logger": LIBRDKAFKA_LOGGER}
+        conf.update(self.conf)
+        c = Consumer(conf)
+        c.subscribe([self.topic])
+        return c
+
+    def _poll(self, c):
+        if self.client == "kafka-python":
+            batch = c.poll(timeout_ms=200)
+            vals = [r.value.decode() for recs in batch.values() for r in recs]
+            assigned = frozenset(tp.partition for tp in c.assignment())
+        else:
+            msg = c.poll(0.2)
+            vals = []
+            if msg is not None:
+                if msg.error() is not None:
+                    raise AssertionError(f"consumer error: {msg.error()}")
+                vals.append(msg.value().decode())
+            assigned = frozenset(tp.partition for tp in c.assignment())
+        with self.lock:
+            self.values.extend(vals)
+            self.assigned = assigned
+
+    def run(self):
+        c = None
+        try:
+            c = self._make()
+            self.started.set()
+            while not self.stop_flag.is_set():
+                self._poll(c)
+            if self.commit_on_stop:
+                if self.client == "kafka-python":
+                    c.commit()
+                else:
+                    c.commit(asynchronous=False)
+        except Exception as e:  # reported by the test thread
+            self.error = e
+        finally:
+            self.started.set()
+            if c is not None:
+                c.close()
+
+    def snapshot(self):
+        with self.lock:
+            return self.assigned, list(self.values)
+
+    def stop(self):
+        self.stop_flag.set()
+        self.join(timeout=30)
+        assert not self.is_alive(), f"{self.name} did not stop"
+        if self.error is not None:
+            raise self.error
+
+
+def wait_for_split(members, partitions, timeout_s=GROUP_STABLE_TIMEOUT_S):
+    """Bounded wait until the members' assignments are pairwise disjoint, cover every partition,
+    and every member has some; returns the assignments."""
+    def split():
+        for m in members:
+            if m.error is not None:
+                raise m.error
+        sets = [m.snapshot()[0] for m in members]
+        union = frozenset().union(*sets)
+        if union != frozenset(range(partitions)) or sum(len(s) for s in sets) != partitions:
+            return None
+        if any(not s for s in sets):
+            return None
+        return sets
+    return wait_until(split, timeout_s, f"{len(members)} members to split {partitions} partitions")
+
+
+CLIENTS = ["kafka-python", "confluent-kafka"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("members,partitions", [(2, 3), (3, 12)])
+def test_members_split_partitions_disjointly_and_completely(bootstrap, client, members, partitions):
+    topic = f"split-{members}-{partitions}"
+    create_topic(bootstrap, topic, partitions)
+    sent = produce(bootstrap, topic, partitions, 5)
+    group = f"g-split-{client}-{members}-{partitions}"
+    ms = [Member(client, bootstrap, group, topic, f"{client}-{i}") for i in range(members)]
+    for m in ms:
+        m.start()
+    try:
+        sets = wait_for_split(ms, partitions)
+        # Stable: the split holds, and together the members read every message.
+        def all_read():
+            got = set()
+            for m in ms:
+                got.update(m.snapshot()[1])
+            return got >= sent
+        wait_until(all_read, 30, "every message read by some member")
+        assert [m.snapshot()[0] for m in ms] == sets, "assignment changed without a membership change"
+    finally:
+        for m in ms:
+            m.stop()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("client", CLIENTS)
+def test_member_leaving_hands_its_partitions_over(bootstrap, client):
+    topic = "handover"
+    create_topic(bootstrap, topic, 4)
+    group = f"g-handover-{client}"
+    a = Member(client, bootstrap, group, topic, f"{client}-a")
+    b = Member(client, bootstrap, group, topic, f"{client}-b")
+    a.start()
+    b.start()
+    try:
+        wait_for_split([a, b], 4)
+        b.stop()  # close() sends LeaveGroup
+        wait_until(lambda: a.snapshot()[0] == frozenset(range(4)), GROUP_STABLE_TIMEOUT_S,
+                   "the remaining member to own every partition")
+    finally:
+        a.stop()
+        if b.is_alive():
+            b.stop()
+
+
+def committed(client, bootstrap, group, topic, partitions):
+    """The group's committed offsets, read through the client's own API."""
+    if client == "kafka-python":
+        from kafka import KafkaConsumer, TopicPartition
+        c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        try:
+            return {p: c.committed(TopicPartition(topic, p)) for p in range(partitions)}
+        finally:
+            c.close()
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "logger": LIBRDKAFKA_LOGGER})
+    try:
+        tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=15)
+        return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in tps}
+    finally:
+        c.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("client", CLIENTS)
+def test_commits_survive_broker_crash(broker, client):
+    bootstrap = broker.bootstrap
+    topic = "durable-commits"
+    partitions = 3
+    create_topic(bootstrap, topic, partitions)
+    first = produce(bootstrap, topic, partitions, 4, prefix="old")
+    group = f"g-durable-{client}"
+    m = Member(client, bootstrap, group, topic, f"{client}-1")
+    m.commit_on_stop = True
+    m.start()
+    wait_until(lambda: set(m.snapshot()[1]) >= first, GROUP_STABLE_TIMEOUT_S, "the first messages")
+    m.stop()  # commits synchronously, then leaves
+    assert committed(client, bootstrap, group, topic, partitions) == {p: 4 for p in range(partitions)}
+
+    broker.restart_after_crash()
+    assert committed(client, bootstrap, group, topic, partitions) == {p: 4 for p in range(partitions)}
+    second = produce(bootstrap, topic, partitions, 2, prefix="new")
+    m2 = Member(client, bootstrap, group, topic, f"{client}-2")
+    m2.start()
+    try:
+        wait_until(lambda: set(m2.snapshot()[1]) >= second, GROUP_STABLE_TIMEOUT_S, "the new messages")
+        # Each partition is read in offset order: a replay from before the committed offset
+        # would have delivered old messages before the new ones.
+        read = m2.snapshot()[1]
+        assert not (set(read) & first), "messages before the committed offsets were read again"
+    finally:
+        m2.stop()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("client", CLIENTS)
+def test_auto_commit(bootstrap, client):
+    topic = "auto-commit"
+    partitions = 2
+    create_topic(bootstrap, topic, partitions)
+    sent = produce(bootstrap, topic, partitions, 5)
+    group = f"g-auto-{client}"
+    if client == "kafka-python":
+        conf = dict(enable_auto_commit=True, auto_commit_interval_ms=200)
+    else:
+        conf = {"enable.auto.commit": True, "auto.commit.interval.ms": 200}
+    m = Member(client, bootstrap, group, topic, f"{client}-auto", **conf)
+    m.start()
+    try:
+        wait_until(lambda: set(m.snapshot()[1]) >= sent, GROUP_STABLE_TIMEOUT_S, "every message")
+        # Committed in the background, without any explicit commit call.
+        wait_until(lambda: committed(client, bootstrap, group, topic, partitions) == {0: 5, 1: 5}, 20,
+                   "auto-committed offsets at the end of each partition")
+    finally:
+        m.stop()
