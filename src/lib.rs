@@ -4,6 +4,12 @@
 //! - [`limits`]: every bound, named, with units in the name.
 //! - [`group`]: the consumer group coordinator (classic protocol) and the committed-offsets log.
 //! - [`storage`]: partition logs in Kafka's on-disk layout (segments, indexes, recovery, retention).
+//! - [`client`]: a small async Kafka client on compio (CLI tools and the load generator).
+//! - [`cli`]: `sluice topic|produce|consume|bench` argument structs and their `run`.
+//! - [`bench`]: the open-loop load generator, histograms, reports, plots.
+pub mod bench;
+pub mod cli;
+pub mod client;
 pub mod limits;
 pub mod catalog;
 pub mod config;

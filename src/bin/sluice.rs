@@ -1,27 +1,39 @@
-//! The `sluice` command line.
+//! The `sluice` command line: the broker, admin and quick tools, the load generator.
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
+use sluice::cli;
 use sluice::config::{BrokerConfig, ServeArgs};
 use sluice::server::Broker;
 
-#[derive(Parser)]
+#[derive(Debug, Parser)]
 #[command(name = "sluice", version, about = "Kafka-compatible thread-per-core message broker")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Subcommand)]
+/// One variant per tool; each carries its clap `Args` and has a `run`.
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run the broker.
     Serve(ServeArgs),
+    /// Create, list, describe, delete topics; add partitions.
+    Topic(cli::topic::TopicArgs),
+    /// Send messages (stdin lines or --value) to a topic.
+    Produce(cli::produce::ProduceArgs),
+    /// Print messages of a topic, one value per line.
+    Consume(cli::consume::ConsumeArgs),
+    /// Load generator with latency histograms (embedded broker unless --bootstrap).
+    Bench(Box<cli::bench::BenchArgs>),
 }
 
-fn init_tracing() {
+/// Logs go to stderr; RUST_LOG overrides the default level (info for the broker, warn for tools).
+fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// Blocks SIGINT and SIGTERM in this thread (and so in every thread it starts afterwards);
@@ -52,14 +64,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     broker.shutdown()
 }
 
-fn main() {
-    init_tracing();
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_tracing(if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" });
     let result = match cli.command {
         Command::Serve(a) => serve(a),
+        Command::Topic(a) => cli::topic::run(a),
+        Command::Produce(a) => cli::produce::run(a),
+        Command::Consume(a) => cli::consume::run(a),
+        Command::Bench(a) => cli::bench::run(*a),
     };
-    if let Err(e) = result {
-        eprintln!("sluice: {e:#}");
-        std::process::exit(1);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

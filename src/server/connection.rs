@@ -4,6 +4,7 @@
 //! At most `max_in_flight_requests_per_connection` requests are started and unanswered at
 //! once; past that the reader stops reading the socket (back-pressure on the client).
 
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -16,7 +17,7 @@ use futures::{SinkExt, StreamExt};
 
 use crate::kafka::handlers;
 use crate::kafka::{Reply, RequestContext};
-use crate::protocol::{decode_request_header, FrameReader};
+use crate::protocol::{decode_request_header, FrameError, FrameReader};
 use crate::runtime::Shard;
 
 struct OpenGuard(Rc<Shard>);
@@ -71,6 +72,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         let mut body = match frames.next(&mut rd).await {
             Ok(Some(b)) => b,
             Ok(None) => break,
+            Err(FrameError::Io(e)) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => {
+                tracing::debug!(%peer, error = %e, "client went away");
+                break;
+            }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing connection");
                 break;

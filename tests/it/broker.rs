@@ -135,7 +135,7 @@ fn produce_fetch_list_offsets_and_restart() {
         assert_eq!(list_offset(&mut c, "orders", p, -2).1, 0);
         assert_eq!(list_offset(&mut c, "orders", p, -1).1, 6);
         let (err, off, _) = list_offset(&mut c, "orders", p, 1_700_000_000_001);
-        assert_eq!((err, off), (0, 0));
+        assert_eq!((err, off), (0, 1), "the first record at or after the timestamp, inside its batch");
     }
     let (err, _, _) = fetch(&mut c, "orders", 0, 100, 0);
     assert_eq!(err, 1, "OFFSET_OUT_OF_RANGE");

@@ -1,0 +1,331 @@
+//! `sluice bench [flags]` and `sluice bench compare A.json B.json`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+
+use super::report::{self, Environment};
+use super::runner::{run_phase, PhaseResult};
+use super::workload::{parse_duration, Workload};
+use crate::client::Client;
+
+/// Open-loop load generator with latency histograms (no coordinated omission).
+///
+/// With no flags: starts an embedded broker on a temporary directory and runs the
+/// default workload (1 topic, 3 partitions, 1 KiB, acks=all; 10k msg/s, then max rate).
+/// Precedence: defaults, then --workload FILE (OpenMessaging Benchmark YAML), then flags.
+/// The JSON's top-level throughput/latency are the first phase's; every phase is under
+/// workload.phases[].results.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+    /// Kafka-compatible broker to test; without it an embedded Sluice broker is started.
+    #[arg(long)]
+    pub bootstrap: Option<String>,
+    /// OpenMessaging Benchmark workload YAML.
+    #[arg(long)]
+    pub workload: Option<PathBuf>,
+    #[arg(long)]
+    pub topics: Option<usize>,
+    /// Partitions per topic.
+    #[arg(long)]
+    pub partitions: Option<usize>,
+    /// Bytes per message (at least 8: the send-time stamp).
+    #[arg(long)]
+    pub message_size: Option<usize>,
+    /// Producers per topic.
+    #[arg(long)]
+    pub producers: Option<usize>,
+    /// Consumers per subscription.
+    #[arg(long)]
+    pub consumers: Option<usize>,
+    /// Subscriptions (independent readers of every message) per topic.
+    #[arg(long)]
+    pub subscriptions: Option<usize>,
+    /// Target msgs/s over all producers; 0 = max rate. Replaces the workload's phases.
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// 0, 1 or all.
+    #[arg(long)]
+    pub acks: Option<String>,
+    #[arg(long)]
+    pub batch_bytes: Option<usize>,
+    #[arg(long)]
+    pub linger_ms: Option<u64>,
+    /// none, gzip, snappy, lz4, zstd.
+    #[arg(long)]
+    pub compression: Option<String>,
+    /// Warm-up before each phase, e.g. 2s.
+    #[arg(long)]
+    pub warmup: Option<String>,
+    /// Measured time per phase, e.g. 8s (with --rate or alone: one phase).
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Generator threads (one compio runtime each); default: one per core.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Produce requests in flight per producer.
+    #[arg(long)]
+    pub in_flight: Option<usize>,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Directory for result.json, latency.hlog and SVG plots
+    /// (default bench-results/run-<unix time> when --json is not given).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Keep the bench topics on an external broker instead of deleting them.
+    #[arg(long)]
+    pub keep_topics: bool,
+    /// Shards of the embedded broker (default: all cores).
+    #[arg(long)]
+    pub broker_cores: Option<usize>,
+    /// Print no live progress line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `sluice bench` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Compare two --json results side by side (B/A ratios); optionally plot both spectra.
+    Compare {
+        a: PathBuf,
+        b: PathBuf,
+        /// Write a combined latency-by-percentile SVG here.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
+}
+
+impl BenchArgs {
+    /// The workload these flags describe.
+    pub fn workload(&self) -> anyhow::Result<Workload> {
+        let mut w = Workload::default();
+        if let Some(p) = &self.workload {
+            w.apply_file(p)?;
+        }
+        macro_rules! set {
+            ($flag:ident => $field:ident) => {
+                if let Some(v) = self.$flag.clone() {
+                    w.$field = v;
+                }
+            };
+        }
+        set!(topics => topics);
+        set!(partitions => partitions_per_topic);
+        set!(message_size => message_size);
+        set!(producers => producers_per_topic);
+        set!(consumers => consumers_per_subscription);
+        set!(subscriptions => subscriptions_per_topic);
+        set!(acks => acks);
+        set!(batch_bytes => batch_bytes);
+        set!(linger_ms => linger_ms);
+        set!(compression => compression);
+        set!(threads => threads);
+        set!(in_flight => in_flight);
+        if let Some(d) = &self.warmup {
+            w.warmup_s = parse_duration(d)?.as_secs_f64();
+        }
+        match (self.rate, &self.duration) {
+            (Some(rate), d) => {
+                let dur = match d {
+                    Some(d) => parse_duration(d)?.as_secs_f64(),
+                    None => w.phases.first().map(|p| p.duration_s).unwrap_or(10.0),
+                };
+                w.single_phase(rate, dur);
+            }
+            (None, Some(d)) => {
+                let dur = parse_duration(d)?.as_secs_f64();
+                for p in &mut w.phases {
+                    p.duration_s = dur;
+                }
+            }
+            (None, None) => {}
+        }
+        if (self.workload.is_some() || self.rate.is_some()) && w.name == "default" {
+            w.name = "custom".into();
+        }
+        w.validate()?;
+        Ok(w)
+    }
+}
+
+/// Runs `sluice bench`.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchCommand::Compare { a, b, plot }) = &args.command {
+        return compare(a, b, plot.as_deref());
+    }
+    let w = args.workload()?;
+    let (bootstrap, broker_desc, embedded) = match &args.bootstrap {
+        Some(b) => (b.clone(), format!("external {b}"), None),
+        None => {
+            let e = super::embedded::EmbeddedBroker::start(args.broker_cores)?;
+            let addr = e.bootstrap().to_string();
+            (addr.clone(), format!("embedded sluice {addr}"), Some(e))
+        }
+    };
+    let result = run_with(&args, &w, &bootstrap, &broker_desc);
+    if let Some(e) = embedded {
+        let stop = e.stop();
+        if result.is_ok() {
+            stop?;
+        } else if let Err(se) = stop {
+            tracing::warn!("embedded broker shutdown: {se:#}");
+        }
+    }
+    result.map(|_| ())
+}
+
+/// Runs the workload against `bootstrap`, prints the table, writes the files; returns the JSON.
+pub fn run_with(
+    args: &BenchArgs,
+    w: &Workload,
+    bootstrap: &str,
+    broker_desc: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let run_id = format!("{:08x}", rand::random::<u32>());
+    let topics: Vec<String> = (0..w.topics).map(|i| format!("sluice-bench-{run_id}-{i}")).collect();
+    create_topics(bootstrap, &topics, w.partitions_per_topic)?;
+    let epoch = Instant::now();
+    let quiet = args.quiet;
+    let mut results: Vec<PhaseResult> = Vec::new();
+    let mut run_err = None;
+    for phase in &w.phases {
+        let mut progress = |ph: &super::workload::Phase, iv: &super::runner::Interval, cum: &super::stats::IntervalStats| {
+            if !quiet {
+                eprintln!("{}", report::progress_line(&ph.name, iv.index, iv.warmup, &iv.stats, cum));
+            }
+        };
+        match run_phase(bootstrap, w, &topics, phase, epoch, &mut progress) {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                run_err = Some(e);
+                break;
+            }
+        }
+    }
+    if !args.keep_topics {
+        if let Err(e) = delete_topics(bootstrap, &topics) {
+            tracing::warn!("could not delete bench topics: {e:#}");
+        }
+    }
+    if let Some(e) = run_err {
+        return Err(e);
+    }
+    let env = Environment::detect(broker_desc, w.threads);
+    println!("{}", report::table(w, &env, &results));
+    let doc = report::to_json(w, &env, &results);
+    if let Some(path) = &args.json {
+        write_json(path, &doc)?;
+    }
+    let out_dir = match (&args.out, &args.json) {
+        (Some(d), _) => Some(d.clone()),
+        (None, None) => {
+            let ts = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            Some(PathBuf::from(format!("bench-results/run-{ts}")))
+        }
+        (None, Some(_)) => None,
+    };
+    if let Some(dir) = out_dir {
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        write_json(&dir.join("result.json"), &doc)?;
+        report::write_hdr_log(&dir.join("latency.hlog"), &results)?;
+        let plots = report::write_plots(&dir.join("bench"), &results)?;
+        println!(
+            "results: {} (result.json, latency.hlog, {})",
+            dir.display(),
+            plots.iter().filter_map(|p| p.file_name()).map(|f| f.to_string_lossy().into_owned()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let failed: Vec<&PhaseResult> = results.iter().filter(|r| r.errors > 0).collect();
+    if let Some(r) = failed.first() {
+        bail!(
+            "phase {} had {} errors; first: {}",
+            r.phase.name,
+            r.errors,
+            r.first_error.as_deref().unwrap_or("unknown")
+        );
+    }
+    Ok(doc)
+}
+
+fn write_json(path: &Path, doc: &serde_json::Value) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(doc)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn create_topics(bootstrap: &str, topics: &[String], partitions: usize) -> anyhow::Result<()> {
+    crate::cli::block_on(async {
+        let client = Client::connect(bootstrap, "sluice-bench").await?;
+        for t in topics {
+            client.create_topic(t, partitions as i32, 1, &[]).await?;
+        }
+        // Wait until metadata shows every partition with a leader (bounded).
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let meta = client.metadata(Some(topics)).await;
+            let ready = matches!(&meta, Ok(ts) if ts.len() == topics.len()
+                && ts.iter().all(|t| t.partitions.len() == partitions && t.partitions.iter().all(|p| p.leader >= 0)));
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("topics were created but their partitions have no leader after 10 s: {meta:?}");
+            }
+            compio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+}
+
+fn delete_topics(bootstrap: &str, topics: &[String]) -> anyhow::Result<()> {
+    crate::cli::block_on(async {
+        let client = Client::connect(bootstrap, "sluice-bench").await?;
+        for t in topics {
+            client.delete_topic(t).await?;
+        }
+        Ok(())
+    })
+}
+
+fn compare(a: &Path, b: &Path, plot: Option<&Path>) -> anyhow::Result<()> {
+    let read = |p: &Path| -> anyhow::Result<serde_json::Value> {
+        let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not a bench JSON file", p.display()))
+    };
+    let (va, vb) = (read(a)?, read(b)?);
+    for (p, v) in [(a, &va), (b, &vb)] {
+        for k in ["workload", "environment", "throughput", "publish_latency_us", "e2e_latency_us", "timeline"] {
+            if v.get(k).is_none() {
+                bail!("{} lacks the key '{k}'", p.display());
+            }
+        }
+    }
+    let name = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    print!("{}", report::compare(&va, &vb, &name(a), &name(b)));
+    if let Some(out) = plot {
+        // Percentile points from the summaries (the JSON keeps no full histogram).
+        let pts = |v: &serde_json::Value, key: &str| -> Vec<(f64, f64)> {
+            [("p50", 0.301), ("p90", 1.0), ("p99", 2.0), ("p999", 3.0), ("p9999", 4.0)]
+                .iter()
+                .filter_map(|(k, x)| v[key][*k].as_f64().map(|us| (*x, us / 1e3)))
+                .collect()
+        };
+        let series = vec![
+            (format!("{} publish", name(a)), pts(&va, "publish_latency_us")),
+            (format!("{} e2e", name(a)), pts(&va, "e2e_latency_us")),
+            (format!("{} publish", name(b)), pts(&vb, "publish_latency_us")),
+            (format!("{} e2e", name(b)), pts(&vb, "e2e_latency_us")),
+        ];
+        report::plot_spectrum(out, "latency by percentile: comparison", &series)?;
+        println!("plot: {}", out.display());
+    }
+    Ok(())
+}

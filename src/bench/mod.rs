@@ -1,0 +1,17 @@
+//! `sluice bench`: an open-loop load generator speaking the Kafka protocol.
+//!
+//! - schedule.rs: intended send times at a fixed rate (no coordinated omission).
+//! - stats.rs: HdrHistograms (ns) and per-interval counters, merging.
+//! - workload.rs: defaults, OpenMessaging Benchmark YAML, validation.
+//! - runner.rs: one compio runtime per thread; producers stamp each value with its
+//!   intended send time, consumers compute end-to-end latency; 1 s intervals.
+//! - report.rs: table, JSON, HdrHistogram interval log, SVG plots, compare.
+//! - cli.rs: `sluice bench` flags and the embedded-broker mode.
+
+pub mod cli;
+pub mod embedded;
+pub mod report;
+pub mod runner;
+pub mod schedule;
+pub mod stats;
+pub mod workload;

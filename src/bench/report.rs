@@ -1,0 +1,540 @@
+//! Results: the table, the JSON file, the HdrHistogram interval log, SVG plots,
+//! and `sluice bench compare`.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use hdrhistogram::serialization::V2Serializer;
+use serde_json::{json, Value};
+
+use super::runner::PhaseResult;
+use super::stats::{IntervalStats, LatencySummary};
+use super::workload::Workload;
+
+/// Where the run happened.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Environment {
+    pub kernel: String,
+    pub cpu: String,
+    pub cores: usize,
+    pub commit: String,
+    pub os: String,
+    pub broker: String,
+    pub generator_threads: usize,
+}
+
+impl Environment {
+    /// Reads kernel, CPU model, core count and the git commit of the working directory.
+    pub fn detect(broker: &str, generator_threads: usize) -> Environment {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        // The commit of the source tree this binary was built from (or of the working directory).
+        let git = |dir: &str| {
+            std::process::Command::new("git")
+                .args(["-C", dir, "rev-parse", "--short=12", "HEAD"])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        };
+        let commit = option_env!("SLUICE_GIT_COMMIT")
+            .map(str::to_owned)
+            .or_else(|| git(env!("CARGO_MANIFEST_DIR")))
+            .or_else(|| git("."))
+            .unwrap_or_else(|| "unknown".into());
+        Environment {
+            kernel,
+            cpu,
+            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            commit,
+            os: std::env::consts::OS.into(),
+            broker: broker.to_owned(),
+            generator_threads,
+        }
+    }
+}
+
+fn fmt_us(us: f64) -> String {
+    if us >= 1_000_000.0 {
+        format!("{:.2} s", us / 1e6)
+    } else if us >= 1_000.0 {
+        format!("{:.2} ms", us / 1e3)
+    } else {
+        format!("{us:.0} us")
+    }
+}
+
+fn rate_label(rate: u64) -> String {
+    if rate == 0 {
+        "max".into()
+    } else {
+        format!("{rate} msg/s")
+    }
+}
+
+/// The live progress line for one finished interval.
+pub fn progress_line(phase: &str, iv_index: u64, warmup: bool, iv: &IntervalStats, cumulative: &IntervalStats) -> String {
+    let p99 = |h: &hdrhistogram::Histogram<u64>| {
+        if h.is_empty() {
+            "-".to_string()
+        } else {
+            fmt_us(h.value_at_quantile(0.99) as f64 / 1e3)
+        }
+    };
+    format!(
+        "[{phase}] {:>3}s{} sent {:>8} msg/s  acked {:>8} msg/s  consumed {:>8} msg/s  p99 so far: publish {:>9}  e2e {:>9}{}",
+        iv_index + 1,
+        if warmup { " warmup" } else { "       " },
+        iv.sent_msgs,
+        iv.acked_msgs,
+        iv.consumed_msgs,
+        if warmup { p99(&iv.publish) } else { p99(&cumulative.publish) },
+        if warmup { p99(&iv.e2e) } else { p99(&cumulative.e2e) },
+        if iv.errors > 0 { format!("  errors {}", iv.errors) } else { String::new() },
+    )
+}
+
+/// The final human-readable table.
+pub fn table(w: &Workload, env: &Environment, results: &[PhaseResult]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\nsluice bench: {} | {} topic(s) x {} partitions, {} B messages, acks={}, compression={}, batch {} B, linger {} ms",
+        w.name, w.topics, w.partitions_per_topic, w.message_size, w.acks, w.compression, w.batch_bytes, w.linger_ms
+    );
+    let _ = writeln!(
+        s,
+        "broker: {} | kernel {} | {} | {} cores | commit {}",
+        env.broker, env.kernel, env.cpu, env.cores, env.commit
+    );
+    for r in results {
+        let _ = writeln!(
+            s,
+            "\nphase {} (target {}, {:.0} s measured after {:.0} s warm-up)",
+            r.phase.name,
+            rate_label(r.phase.rate),
+            r.measured_s,
+            w.warmup_s
+        );
+        let _ = writeln!(
+            s,
+            "  throughput: {:.0} msgs/s, {:.2} MB/s acknowledged; consumed {:.0} msgs/s",
+            r.msgs_per_s, r.mb_per_s, r.consumed_msgs_per_s
+        );
+        let _ = writeln!(
+            s,
+            "  {:<12} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "latency", "p50", "p90", "p99", "p99.9", "p99.99", "max"
+        );
+        for (name, l, n) in [
+            ("publish", &r.publish, r.measured.publish.len()),
+            ("end-to-end", &r.e2e, r.measured.e2e.len()),
+        ] {
+            if n == 0 {
+                let _ = writeln!(s, "  {name:<12} {:>10}", "(not measured)");
+                continue;
+            }
+            let _ = writeln!(
+                s,
+                "  {:<12} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+                name,
+                fmt_us(l.p50),
+                fmt_us(l.p90),
+                fmt_us(l.p99),
+                fmt_us(l.p999),
+                fmt_us(l.p9999),
+                fmt_us(l.max)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  generator CPU: {:.2} s over {:.1} s = {:.2} cores ({} threads); acked {} / consumed {} messages{}",
+            r.generator_cpu_s,
+            r.wall_s,
+            r.generator_cpu_s / r.wall_s.max(1e-9),
+            env.generator_threads,
+            r.acked_total,
+            r.consumed_total,
+            match (&r.first_error, r.errors) {
+                (Some(e), n) => format!("; {n} errors, first: {e}"),
+                (None, 0) => String::new(),
+                (None, n) => format!("; {n} errors"),
+            }
+        );
+    }
+    s
+}
+
+
+/// Percentiles in microseconds; every key null when nothing was measured (e.g. no consumers).
+fn latency_json(l: &LatencySummary, count: u64) -> Value {
+    if count == 0 {
+        return json!({"p50": null, "p90": null, "p99": null, "p999": null, "p9999": null, "max": null});
+    }
+    json!({"p50": l.p50, "p90": l.p90, "p99": l.p99, "p999": l.p999, "p9999": l.p9999, "max": l.max})
+}
+
+fn timeline_json(results: &[PhaseResult]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for r in results {
+        for iv in &r.intervals {
+            let s = &iv.stats;
+            let pct = |h: &hdrhistogram::Histogram<u64>, q: f64| {
+                if h.is_empty() { Value::Null } else { json!(h.value_at_quantile(q) as f64 / 1e3) }
+            };
+            let max = |h: &hdrhistogram::Histogram<u64>| if h.is_empty() { Value::Null } else { json!(h.max() as f64 / 1e3) };
+            out.push(json!({
+                "phase": r.phase.name,
+                "t_s": iv.index + 1,
+                "warmup": iv.warmup,
+                "sent_msgs_per_s": s.sent_msgs,
+                "msgs_per_s": s.acked_msgs,
+                "mb_per_s": s.acked_bytes as f64 / 1e6,
+                "consumed_msgs_per_s": s.consumed_msgs,
+                "publish_p50_us": pct(&s.publish, 0.5),
+                "publish_p99_us": pct(&s.publish, 0.99),
+                "publish_max_us": max(&s.publish),
+                "e2e_p50_us": pct(&s.e2e, 0.5),
+                "e2e_p99_us": pct(&s.e2e, 0.99),
+                "e2e_max_us": max(&s.e2e),
+                "errors": s.errors,
+                "backpressure_waits": s.backpressure_waits,
+            }));
+        }
+    }
+    out
+}
+
+/// The `--json` document. Top-level throughput and latency are those of the first
+/// phase; every phase's own numbers are under `workload.phases[i].results`.
+pub fn to_json(w: &Workload, env: &Environment, results: &[PhaseResult]) -> Value {
+    let mut workload = serde_json::to_value(w).unwrap_or(Value::Null);
+    let phases: Vec<Value> = results
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.phase.name,
+                "rate": r.phase.rate,
+                "duration_s": r.phase.duration_s,
+                "results": {
+                    "throughput": {"msgs_per_s": r.msgs_per_s, "mb_per_s": r.mb_per_s, "consumed_msgs_per_s": r.consumed_msgs_per_s},
+                    "publish_latency_us": latency_json(&r.publish, r.measured.publish.len()),
+                    "e2e_latency_us": latency_json(&r.e2e, r.measured.e2e.len()),
+                    "generator_cpu_s": r.generator_cpu_s,
+                    "wall_s": r.wall_s,
+                    "acked_msgs": r.acked_total,
+                    "consumed_msgs": r.consumed_total,
+                    "errors": r.errors,
+                    "first_error": r.first_error,
+                }
+            })
+        })
+        .collect();
+    if let Value::Object(m) = &mut workload {
+        m.insert("phases".into(), Value::Array(phases));
+    }
+    let head = results.first();
+    let cpu_s: f64 = results.iter().map(|r| r.generator_cpu_s).sum();
+    let wall_s: f64 = results.iter().map(|r| r.wall_s).sum();
+    let mut environment = serde_json::to_value(env).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut environment {
+        m.insert("generator_cpu_s".into(), json!(cpu_s));
+        m.insert("generator_cpu_cores".into(), json!(cpu_s / wall_s.max(1e-9)));
+    }
+    json!({
+        "workload": workload,
+        "environment": environment,
+        "throughput": {
+            "msgs_per_s": head.map(|r| r.msgs_per_s).unwrap_or(0.0),
+            "mb_per_s": head.map(|r| r.mb_per_s).unwrap_or(0.0),
+        },
+        "publish_latency_us": latency_json(
+            &head.map(|r| r.publish).unwrap_or_default(),
+            head.map(|r| r.measured.publish.len()).unwrap_or(0),
+        ),
+        "e2e_latency_us": latency_json(
+            &head.map(|r| r.e2e).unwrap_or_default(),
+            head.map(|r| r.measured.e2e.len()).unwrap_or(0),
+        ),
+        "timeline": timeline_json(results),
+    })
+}
+
+/// Writes an HdrHistogram V2 interval log: one publish and one e2e histogram per second
+/// (tags `<phase>-publish` / `<phase>-e2e`), values in nanoseconds.
+pub fn write_hdr_log(path: &Path, results: &[PhaseResult]) -> anyhow::Result<()> {
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+    );
+    let mut ser = V2Serializer::new();
+    let mut builder = IntervalLogWriterBuilder::new();
+    builder
+        .add_comment("sluice bench latency log; values in nanoseconds")
+        .with_start_time(std::time::SystemTime::now());
+    let mut log = builder.begin_log_with(&mut file, &mut ser)?;
+    let mut phase_offset = 0u64;
+    for r in results {
+        let pub_tag = format!("{}-publish", r.phase.name.replace([' ', ','], "_"));
+        let e2e_tag = format!("{}-e2e", r.phase.name.replace([' ', ','], "_"));
+        let mut last = 0u64;
+        for iv in &r.intervals {
+            let start = Duration::from_secs(phase_offset + iv.index);
+            for (tag, h) in [(&pub_tag, &iv.stats.publish), (&e2e_tag, &iv.stats.e2e)] {
+                log.write_histogram(h, start, Duration::from_secs(1), Tag::new(tag))
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            }
+            last = last.max(iv.index + 1);
+        }
+        phase_offset += last;
+    }
+    drop(log);
+    file.flush()?;
+    Ok(())
+}
+
+/// Writes `<prefix>-percentiles.svg` (latency by percentile, log scale) and
+/// `<prefix>-timeline.svg` (throughput and p99 per second). Returns the files written.
+pub fn write_plots(prefix: &Path, results: &[PhaseResult]) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let spectra: Vec<(String, Vec<(f64, f64)>)> = results
+        .iter()
+        .flat_map(|r| {
+            [
+                (format!("{} publish", r.phase.name), spectrum(&r.measured.publish)),
+                (format!("{} e2e", r.phase.name), spectrum(&r.measured.e2e)),
+            ]
+        })
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    let p1 = prefix.with_file_name(format!("{}-percentiles.svg", file_stem(prefix)));
+    plot_spectrum(&p1, "latency by percentile", &spectra)?;
+    let p2 = prefix.with_file_name(format!("{}-timeline.svg", file_stem(prefix)));
+    plot_timeline(&p2, results)?;
+    Ok(vec![p1, p2])
+}
+
+fn file_stem(p: &Path) -> String {
+    p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "bench".into())
+}
+
+/// (x = log10(1/(1-q)), latency in ms) points of a histogram's percentile spectrum.
+fn spectrum(h: &hdrhistogram::Histogram<u64>) -> Vec<(f64, f64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut pts = Vec::new();
+    // 0%, 50%, 90%, 99%, ... up to 99.9999%, 20 steps per decade.
+    let mut x = 0.0f64;
+    while x <= 6.0 {
+        let q = 1.0 - 10f64.powf(-x);
+        pts.push((x, h.value_at_quantile(q) as f64 / 1e6));
+        x += 0.05;
+    }
+    pts.push((6.0, h.max() as f64 / 1e6));
+    pts
+}
+
+const COLORS: [plotters::style::RGBColor; 6] = [
+    plotters::style::RGBColor(31, 119, 180),
+    plotters::style::RGBColor(255, 127, 14),
+    plotters::style::RGBColor(44, 160, 44),
+    plotters::style::RGBColor(214, 39, 40),
+    plotters::style::RGBColor(148, 103, 189),
+    plotters::style::RGBColor(140, 86, 75),
+];
+
+fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("plot failed: {e}")
+}
+
+/// Latency-by-percentile chart of several series.
+pub fn plot_spectrum(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)]) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let ymax = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|p| p.1))
+        .fold(0.001f64, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..6f64, (0.001f64..ymax * 1.2).log_scale())
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc("latency (ms)")
+        .x_label_formatter(&|x| {
+            let q = 100.0 * (1.0 - 10f64.powf(-*x));
+            let t = format!("{q:.4}");
+            format!("{}%", t.trim_end_matches('0').trim_end_matches('.'))
+        })
+        .draw()
+        .map_err(plot_err)?;
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1.max(0.001))), color.stroke_width(2)))
+            .map_err(plot_err)?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(plot_err)?;
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
+fn plot_timeline(path: &Path, results: &[PhaseResult]) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let mut rate: Vec<(f64, f64)> = Vec::new();
+    let mut pub99: Vec<(f64, f64)> = Vec::new();
+    let mut e2e99: Vec<(f64, f64)> = Vec::new();
+    let mut offset = 0.0;
+    for r in results {
+        let mut last = 0.0;
+        for iv in &r.intervals {
+            let t = offset + iv.index as f64 + 1.0;
+            rate.push((t, iv.stats.acked_msgs as f64));
+            if !iv.stats.publish.is_empty() {
+                pub99.push((t, iv.stats.publish.value_at_quantile(0.99) as f64 / 1e6));
+            }
+            if !iv.stats.e2e.is_empty() {
+                e2e99.push((t, iv.stats.e2e.value_at_quantile(0.99) as f64 / 1e6));
+            }
+            last = iv.index as f64 + 1.0;
+        }
+        offset += last;
+    }
+    let tmax = offset.max(1.0);
+    let root = SVGBackend::new(path, (900, 700)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let (top, bottom) = root.split_vertically(350);
+    let rmax = rate.iter().map(|p| p.1).fold(1.0f64, f64::max);
+    let mut c1 = ChartBuilder::on(&top)
+        .caption("acknowledged msgs/s", ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..tmax, 0f64..rmax * 1.1)
+        .map_err(plot_err)?;
+    c1.configure_mesh().x_desc("s").draw().map_err(plot_err)?;
+    c1.draw_series(LineSeries::new(rate, COLORS[0].stroke_width(2))).map_err(plot_err)?;
+    let lmax = pub99.iter().chain(e2e99.iter()).map(|p| p.1).fold(0.01f64, f64::max);
+    let mut c2 = ChartBuilder::on(&bottom)
+        .caption("p99 latency per second (ms)", ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..tmax, 0f64..lmax * 1.1)
+        .map_err(plot_err)?;
+    c2.configure_mesh().x_desc("s").draw().map_err(plot_err)?;
+    c2.draw_series(LineSeries::new(pub99, COLORS[1].stroke_width(2)))
+        .map_err(plot_err)?
+        .label("publish p99")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], COLORS[1].stroke_width(2)));
+    c2.draw_series(LineSeries::new(e2e99, COLORS[2].stroke_width(2)))
+        .map_err(plot_err)?
+        .label("e2e p99")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], COLORS[2].stroke_width(2)));
+    c2.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw().map_err(plot_err)?;
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
+/// `sluice bench compare A.json B.json`: side-by-side numbers and B/A ratios.
+pub fn compare(a: &Value, b: &Value, a_name: &str, b_name: &str) -> String {
+    let mut s = String::new();
+    let get = |v: &Value, path: &[&str]| -> Option<f64> {
+        let mut cur = v;
+        for p in path {
+            cur = cur.get(p)?;
+        }
+        cur.as_f64()
+    };
+    let _ = writeln!(s, "{:<28} {:>16} {:>16} {:>10}", "metric", a_name, b_name, "B/A");
+    let mut rows: Vec<(String, Vec<&str>)> = vec![
+        ("throughput msgs/s".into(), vec!["throughput", "msgs_per_s"]),
+        ("throughput MB/s".into(), vec!["throughput", "mb_per_s"]),
+    ];
+    for k in ["p50", "p90", "p99", "p999", "p9999", "max"] {
+        rows.push((format!("publish {k} (us)"), vec!["publish_latency_us", k]));
+    }
+    for k in ["p50", "p90", "p99", "p999", "p9999", "max"] {
+        rows.push((format!("e2e {k} (us)"), vec!["e2e_latency_us", k]));
+    }
+    rows.push(("generator CPU (cores)".into(), vec!["environment", "generator_cpu_cores"]));
+    for (name, path) in rows {
+        let (x, y) = (get(a, &path), get(b, &path));
+        let fmt = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+        let ratio = match (x, y) {
+            (Some(x), Some(y)) if x != 0.0 => format!("{:.2}x", y / x),
+            _ => "-".into(),
+        };
+        let _ = writeln!(s, "{:<28} {:>16} {:>16} {:>10}", name, fmt(x), fmt(y), ratio);
+    }
+    for (label, v) in [(a_name, a), (b_name, b)] {
+        let env = &v["environment"];
+        let _ = writeln!(
+            s,
+            "{label}: broker {} | commit {} | kernel {} | {} cores",
+            env["broker"].as_str().unwrap_or("?"),
+            env["commit"].as_str().unwrap_or("?"),
+            env["kernel"].as_str().unwrap_or("?"),
+            env["cores"].as_u64().unwrap_or(0)
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn compare_prints_ratios() {
+        let a = json!({"throughput": {"msgs_per_s": 1000.0, "mb_per_s": 1.0},
+            "publish_latency_us": {"p50": 100.0, "p90": 1.0, "p99": 1.0, "p999": 1.0, "p9999": 1.0, "max": 1.0},
+            "e2e_latency_us": {"p50": 1.0, "p90": 1.0, "p99": 1.0, "p999": 1.0, "p9999": 1.0, "max": 1.0},
+            "environment": {"broker": "x"}});
+        let mut b = a.clone();
+        b["throughput"]["msgs_per_s"] = json!(2500.0);
+        b["publish_latency_us"]["p50"] = json!(50.0);
+        let out = compare(&a, &b, "A", "B");
+        assert!(out.contains("2.50x"), "{out}");
+        assert!(out.contains("0.50x"), "{out}");
+    }
+
+    #[test]
+    fn spectrum_is_monotonic() {
+        let mut h = super::super::stats::new_histogram();
+        for v in 1..10_000u64 {
+            super::super::stats::record(&mut h, v * 1000);
+        }
+        let s = spectrum(&h);
+        assert!(s.windows(2).all(|w| w[0].1 <= w[1].1));
+        assert!(s.len() > 100);
+    }
+}

@@ -1,0 +1,766 @@
+//! Runs one phase of a workload: one thread per executor (a compio runtime each),
+//! producers and consumers spread over them, stats reported every second.
+//!
+//! Timing: all threads share one `Instant` epoch; a message's value starts with its
+//! intended send time (u64 LE nanoseconds since that epoch). Publish latency is
+//! ack time minus intended time; end-to-end latency is the time the consumer
+//! received it minus intended time.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Barrier};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::records::Compression;
+use rand::RngCore;
+
+use super::schedule::RateSchedule;
+use super::stats::{record, IntervalStats, LatencySummary};
+use super::workload::{Phase, Workload};
+use crate::client::records::{encode_batch, visit_values, NewRecord};
+use crate::client::{submit_fetch_on, submit_produce_on, flatten_fetch, Acks, Client, Connection};
+use crate::limits;
+
+/// Length of one reporting interval.
+const INTERVAL_NS: u64 = 1_000_000_000;
+/// Longest time a consumer's Fetch waits at the broker.
+const FETCH_MAX_WAIT_MS: i32 = 100;
+/// Delay between the threads being ready and the first intended send time.
+const START_DELAY_NS: u64 = 50_000_000;
+
+/// One producer: a topic, its partitions (written round-robin per batch) and its rate share.
+#[derive(Debug, Clone)]
+struct ProducerSpec {
+    topic: String,
+    partitions: Vec<i32>,
+    rate: u64,
+    /// Offset of this producer's schedule, so producers do not fire in lockstep.
+    stagger_ns: u64,
+}
+
+/// One consumer: a topic and the partitions it reads.
+#[derive(Debug, Clone)]
+struct ConsumerSpec {
+    topic: String,
+    partitions: Vec<i32>,
+}
+
+/// Aggregated stats of one interval over all threads.
+#[derive(Debug, Clone)]
+pub struct Interval {
+    pub index: u64,
+    pub warmup: bool,
+    pub stats: IntervalStats,
+}
+
+/// Everything one phase measured.
+#[derive(Debug, Clone)]
+pub struct PhaseResult {
+    pub phase: Phase,
+    /// Per-second intervals, warm-up included (flagged).
+    pub intervals: Vec<Interval>,
+    /// Merged post-warm-up histograms and counters.
+    pub measured: IntervalStats,
+    /// Length of the throughput window in seconds.
+    pub measured_s: f64,
+    pub msgs_per_s: f64,
+    pub mb_per_s: f64,
+    pub consumed_msgs_per_s: f64,
+    pub publish: LatencySummary,
+    pub e2e: LatencySummary,
+    /// CPU seconds used by the generator's own threads (getrusage RUSAGE_THREAD).
+    pub generator_cpu_s: f64,
+    /// Wall time of the phase (start of sending to the end of draining).
+    pub wall_s: f64,
+    /// Messages acknowledged and messages consumed over the whole phase, per subscription.
+    pub acked_total: u64,
+    pub consumed_total: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+}
+
+enum Report {
+    Interval { index: u64, stats: Box<IntervalStats> },
+    Done { cpu_s: f64, error: Option<String> },
+}
+
+fn now_ns(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// CPU time (user + system) of the calling thread, in seconds.
+pub fn thread_cpu_s() -> f64 {
+    rusage_s(libc::RUSAGE_THREAD)
+}
+
+/// CPU time (user + system) of the whole process, in seconds.
+pub fn process_cpu_s() -> f64 {
+    rusage_s(libc::RUSAGE_SELF)
+}
+
+fn rusage_s(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we own; no other effects.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(who, &mut ru) };
+    if rc != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Runs every phase of `w` against `bootstrap` on topics `topics`, calling `progress`
+/// with each completed interval (for the live line).
+pub fn run_phase(
+    bootstrap: &str,
+    w: &Workload,
+    topics: &[String],
+    phase: &Phase,
+    epoch: Instant,
+    progress: &mut dyn FnMut(&Phase, &Interval, &IntervalStats),
+) -> anyhow::Result<PhaseResult> {
+    let threads = w.threads.max(1);
+    let acks: Acks = w.acks.parse().map_err(anyhow::Error::msg)?;
+    let compression =
+        crate::client::records::parse_compression(&w.compression).map_err(anyhow::Error::msg)?;
+
+    // Assign producers and consumers to threads.
+    let total_producers = topics.len() * w.producers_per_topic;
+    if phase.rate > 0 && phase.rate < total_producers as u64 {
+        anyhow::bail!("rate {} is below one message per second per producer ({total_producers} producers)", phase.rate);
+    }
+    let mut producers: Vec<Vec<ProducerSpec>> = vec![Vec::new(); threads];
+    let mut consumers: Vec<Vec<ConsumerSpec>> = vec![Vec::new(); threads];
+    let all_partitions: Vec<i32> = (0..w.partitions_per_topic as i32).collect();
+    let mut g = 0usize;
+    for t in topics {
+        for _ in 0..w.producers_per_topic {
+            let base = phase.rate / total_producers as u64;
+            let extra = u64::from((g as u64) < phase.rate % total_producers as u64);
+            let rate = base + extra;
+            let stagger_ns = 1_000_000_000u64.checked_div(rate).unwrap_or(0) * g as u64 / total_producers as u64;
+            producers[g % threads].push(ProducerSpec {
+                topic: t.clone(),
+                partitions: all_partitions.clone(),
+                rate,
+                stagger_ns,
+            });
+            g += 1;
+        }
+    }
+    let mut c = 0usize;
+    for t in topics {
+        for _sub in 0..w.subscriptions_per_topic {
+            let n = w.consumers_per_subscription;
+            for k in 0..n {
+                let parts: Vec<i32> = all_partitions.iter().copied().filter(|p| (*p as usize) % n == k).collect();
+                if parts.is_empty() {
+                    continue;
+                }
+                // Consumers fill threads from the last one, producers from the first.
+                consumers[threads - 1 - (c % threads)].push(ConsumerSpec { topic: t.clone(), partitions: parts });
+                c += 1;
+            }
+        }
+    }
+
+    let warmup_ns = (w.warmup_s.ceil() as u64) * INTERVAL_NS;
+    let duration_ns = (phase.duration_s * 1e9) as u64;
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let start_ns = Arc::new(AtomicU64::new(0));
+    let producers_running = Arc::new(AtomicUsize::new(total_producers));
+    let (tx, rx) = sync_channel::<Report>(threads * 4096);
+    let mut handles = Vec::new();
+    for (id, (ps, cs)) in producers.into_iter().zip(consumers).enumerate() {
+        let ctx = WorkerCtx {
+            bootstrap: bootstrap.to_owned(),
+            epoch,
+            producers: ps,
+            consumers: cs,
+            acks,
+            compression,
+            batch_bytes: w.batch_bytes,
+            linger_ns: w.linger_ms * 1_000_000,
+            message_size: w.message_size,
+            in_flight: w.in_flight,
+            barrier: barrier.clone(),
+            start_ns: start_ns.clone(),
+            producers_running: producers_running.clone(),
+            tx: tx.clone(),
+            warmup_ns,
+            duration_ns,
+        };
+        let h = std::thread::Builder::new()
+            .name(format!("bench-{id}"))
+            .spawn(move || worker_thread(ctx))
+            .context("cannot start a bench thread")?;
+        handles.push(h);
+    }
+    drop(tx);
+    barrier.wait();
+    let start = now_ns(epoch) + START_DELAY_NS;
+    start_ns.store(start, Ordering::SeqCst);
+    barrier.wait();
+    let wall_start = Instant::now();
+
+    // Aggregate per-interval reports as they arrive.
+    let mut pending: BTreeMap<u64, (usize, IntervalStats)> = BTreeMap::new();
+    let mut intervals: Vec<Interval> = Vec::new();
+    let mut cumulative = IntervalStats::default();
+    let mut done = 0usize;
+    let mut cpu_s = 0.0;
+    let mut first_error: Option<String> = None;
+    let warmup_intervals = warmup_ns / INTERVAL_NS;
+    let mut finish = |idx: u64, stats: IntervalStats, intervals: &mut Vec<Interval>, cumulative: &mut IntervalStats| {
+        let warmup = idx < warmup_intervals;
+        if !warmup {
+            cumulative.merge(&stats);
+        }
+        let iv = Interval { index: idx, warmup, stats };
+        progress(phase, &iv, cumulative);
+        intervals.push(iv);
+    };
+    let hard_deadline = Duration::from_nanos(START_DELAY_NS + warmup_ns + duration_ns)
+        + Duration::from_millis(limits::BENCH_DRAIN_MS_MAX + limits::CLIENT_REQUEST_TIMEOUT_MS + 10_000);
+    while done < threads {
+        let msg = match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => {
+                if wall_start.elapsed() > hard_deadline {
+                    return Err(anyhow!("bench threads did not finish within {hard_deadline:?}"));
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        match msg {
+            Report::Interval { index, stats } => {
+                let e = pending.entry(index).or_insert_with(|| (0, IntervalStats::default()));
+                e.0 += 1;
+                e.1.merge(&stats);
+                // Intervals are sent in order by every thread; complete ones are final.
+                while let Some((&idx, (count, _))) = pending.iter().next() {
+                    if *count < threads - done {
+                        break;
+                    }
+                    if let Some((_, st)) = pending.remove(&idx) {
+                        finish(idx, st, &mut intervals, &mut cumulative);
+                    }
+                }
+            }
+            Report::Done { cpu_s: c, error } => {
+                done += 1;
+                cpu_s += c;
+                if first_error.is_none() {
+                    first_error = error;
+                }
+            }
+        }
+    }
+    for (idx, (_, st)) in std::mem::take(&mut pending) {
+        finish(idx, st, &mut intervals, &mut cumulative);
+    }
+    for h in handles {
+        if h.join().is_err() {
+            first_error.get_or_insert_with(|| "a bench thread panicked".into());
+        }
+    }
+    let wall_s = wall_start.elapsed().as_secs_f64();
+
+    // Throughput over the measured window only; latency over everything after warm-up.
+    let measured_s = phase.duration_s;
+    let window_end = warmup_intervals + (duration_ns.div_ceil(INTERVAL_NS));
+    let mut window = IntervalStats::default();
+    let mut all = IntervalStats::default();
+    for iv in &intervals {
+        all.merge(&iv.stats);
+        if !iv.warmup && iv.index < window_end {
+            window.merge(&iv.stats);
+        }
+    }
+    let per_s = |v: u64| v as f64 / measured_s;
+    Ok(PhaseResult {
+        phase: phase.clone(),
+        msgs_per_s: per_s(window.acked_msgs),
+        mb_per_s: per_s(window.acked_bytes) / 1e6,
+        consumed_msgs_per_s: per_s(window.consumed_msgs),
+        publish: LatencySummary::of(&cumulative.publish),
+        e2e: LatencySummary::of(&cumulative.e2e),
+        measured: cumulative,
+        measured_s,
+        intervals,
+        generator_cpu_s: cpu_s,
+        wall_s,
+        acked_total: all.acked_msgs,
+        consumed_total: all.consumed_msgs,
+        errors: all.errors,
+        first_error,
+    })
+}
+
+struct WorkerCtx {
+    bootstrap: String,
+    epoch: Instant,
+    producers: Vec<ProducerSpec>,
+    consumers: Vec<ConsumerSpec>,
+    acks: Acks,
+    compression: Compression,
+    batch_bytes: usize,
+    linger_ns: u64,
+    message_size: usize,
+    in_flight: usize,
+    barrier: Arc<Barrier>,
+    start_ns: Arc<AtomicU64>,
+    producers_running: Arc<AtomicUsize>,
+    tx: SyncSender<Report>,
+    warmup_ns: u64,
+    duration_ns: u64,
+}
+
+fn worker_thread(ctx: WorkerCtx) {
+    let tx = ctx.tx.clone();
+    let producers_here = ctx.producers.len();
+    let producers_running = ctx.producers_running.clone();
+    let rt = match compio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            // Keep the barrier protocol so the other threads are not stuck.
+            ctx.barrier.wait();
+            ctx.barrier.wait();
+            producers_running.fetch_sub(producers_here, Ordering::SeqCst);
+            let _ = tx.send(Report::Done { cpu_s: 0.0, error: Some(format!("cannot start runtime: {e}")) });
+            return;
+        }
+    };
+    let (cpu_s, error) = rt.block_on(worker_main(ctx));
+    let _ = tx.send(Report::Done { cpu_s, error });
+}
+
+/// In-flight window of one producer.
+struct Window {
+    max: usize,
+    used: Cell<usize>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Window {
+    fn new(max: usize) -> Window {
+        Window { max, used: Cell::new(0), waiters: RefCell::new(Vec::new()) }
+    }
+    fn has_slot(&self) -> bool {
+        self.used.get() < self.max
+    }
+    fn acquire(&self) {
+        assert!(self.has_slot(), "window acquired while full");
+        self.used.set(self.used.get() + 1);
+    }
+    fn release(&self) {
+        assert!(self.used.get() > 0, "window released while empty");
+        self.used.set(self.used.get() - 1);
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+    async fn wait_until(&self, ready: impl Fn(&Window) -> bool) {
+        std::future::poll_fn(|cx| {
+            if ready(self) {
+                Poll::Ready(())
+            } else {
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+struct Shared {
+    epoch: Instant,
+    stats: RefCell<IntervalStats>,
+    first_error: RefCell<Option<String>>,
+    tasks_running: Cell<usize>,
+}
+
+impl Shared {
+    fn error(&self, e: impl std::fmt::Display) {
+        self.stats.borrow_mut().errors += 1;
+        let mut fe = self.first_error.borrow_mut();
+        if fe.is_none() {
+            *fe = Some(e.to_string());
+        }
+    }
+}
+
+async fn worker_main(ctx: WorkerCtx) -> (f64, Option<String>) {
+    let producers_here = ctx.producers.len();
+    // Setup: connect, find leaders, consumers' start offsets; errors still pass the barriers.
+    let setup = setup(&ctx).await;
+    ctx.barrier.wait();
+    ctx.barrier.wait();
+    let (client, prod_conns, cons_parts) = match setup {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.producers_running.fetch_sub(producers_here, Ordering::SeqCst);
+            return (0.0, Some(format!("{e:#}")));
+        }
+    };
+    let start_ns = ctx.start_ns.load(Ordering::SeqCst);
+    let end_ns = start_ns + ctx.warmup_ns + ctx.duration_ns;
+    let cpu0 = thread_cpu_s();
+    let shared = Rc::new(Shared {
+        epoch: ctx.epoch,
+        stats: RefCell::new(IntervalStats::default()),
+        first_error: RefCell::new(None),
+        tasks_running: Cell::new(0),
+    });
+    let mut rng = rand::rng();
+    let mut handles = Vec::new();
+    for (spec, conns) in ctx.producers.iter().cloned().zip(prod_conns) {
+        let mut filler = vec![0u8; ctx.message_size.saturating_sub(8)];
+        rng.fill_bytes(&mut filler);
+        let p = ProducerTask {
+            spec,
+            conns,
+            shared: shared.clone(),
+            acks: ctx.acks,
+            compression: ctx.compression,
+            max_batch_msgs: (ctx.batch_bytes / ctx.message_size).max(1),
+            linger_ns: ctx.linger_ns,
+            filler: Bytes::from(filler),
+            window: Rc::new(Window::new(ctx.in_flight)),
+            start_ns,
+            end_ns,
+            producers_running: ctx.producers_running.clone(),
+        };
+        shared.tasks_running.set(shared.tasks_running.get() + 1);
+        handles.push(compio::runtime::spawn(p.run()));
+    }
+    for (conn, parts) in cons_parts {
+        let c = ConsumerTask {
+            conn,
+            parts,
+            shared: shared.clone(),
+            end_ns,
+            producers_running: ctx.producers_running.clone(),
+        };
+        shared.tasks_running.set(shared.tasks_running.get() + 1);
+        handles.push(compio::runtime::spawn(c.run()));
+    }
+    // Reporter: one message per interval until every task has finished.
+    let mut index = 0u64;
+    loop {
+        let boundary = start_ns + (index + 1) * INTERVAL_NS;
+        compio::time::sleep_until(ctx.epoch + Duration::from_nanos(boundary)).await;
+        let stats = std::mem::take(&mut *shared.stats.borrow_mut());
+        if ctx.tx.send(Report::Interval { index, stats: Box::new(stats) }).is_err() {
+            break;
+        }
+        index += 1;
+        if shared.tasks_running.get() == 0 {
+            break;
+        }
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+    drop(client);
+    let cpu = thread_cpu_s() - cpu0;
+    let err = shared.first_error.borrow().clone();
+    (cpu, err)
+}
+
+type Setup = (Client, Vec<Vec<Rc<Connection>>>, Vec<(Rc<Connection>, Vec<(String, i32, i64)>)>);
+
+async fn setup(ctx: &WorkerCtx) -> anyhow::Result<Setup> {
+    let client = Client::connect(&ctx.bootstrap, "sluice-bench").await?;
+    let mut prod_conns = Vec::new();
+    for p in &ctx.producers {
+        let mut conns = Vec::new();
+        for &part in &p.partitions {
+            conns.push(client.leader(&p.topic, part).await?);
+        }
+        prod_conns.push(conns);
+    }
+    let mut cons = Vec::new();
+    for c in &ctx.consumers {
+        let mut by_leader: HashMap<SocketAddr, Vec<(String, i32, i64)>> = HashMap::new();
+        for &part in &c.partitions {
+            let off = client.list_offset(&c.topic, part, -1).await?;
+            let conn = client.leader(&c.topic, part).await?;
+            by_leader.entry(conn.addr()).or_default().push((c.topic.clone(), part, off));
+        }
+        // A consumer gets its own connection per leader so its long-polls do not queue
+        // behind the producers' requests on a shared socket.
+        for (addr, parts) in by_leader {
+            let own = Connection::connect(addr, "sluice-bench-consumer").await?;
+            cons.push((own, parts));
+        }
+    }
+    Ok((client, prod_conns, cons))
+}
+
+struct ProducerTask {
+    spec: ProducerSpec,
+    conns: Vec<Rc<Connection>>,
+    shared: Rc<Shared>,
+    acks: Acks,
+    compression: Compression,
+    max_batch_msgs: usize,
+    linger_ns: u64,
+    filler: Bytes,
+    window: Rc<Window>,
+    start_ns: u64,
+    end_ns: u64,
+    producers_running: Arc<AtomicUsize>,
+}
+
+impl ProducerTask {
+    async fn run(self) {
+        if let Err(e) = self.produce().await {
+            self.shared.error(format!("producer on {}: {e:#}", self.spec.topic));
+        }
+        // Wait for every outstanding acknowledgement before declaring this producer done.
+        self.window.wait_until(|w| w.used.get() == 0).await;
+        self.producers_running.fetch_sub(1, Ordering::SeqCst);
+        self.shared.tasks_running.set(self.shared.tasks_running.get() - 1);
+    }
+
+    async fn produce(&self) -> anyhow::Result<()> {
+        let epoch = self.shared.epoch;
+        let sched = (self.spec.rate > 0).then(|| RateSchedule::new(self.start_ns + self.spec.stagger_ns, self.spec.rate));
+        let mut next_i = 0u64;
+        let mut batch: Vec<u64> = Vec::with_capacity(self.max_batch_msgs);
+        let mut rr = 0usize;
+        if sched.is_none() {
+            compio::time::sleep_until(epoch + Duration::from_nanos(self.start_ns)).await;
+        }
+        loop {
+            let now = now_ns(epoch);
+            let finished = match &sched {
+                Some(s) => {
+                    let due = s.due_count(now.min(self.end_ns.saturating_sub(1)));
+                    while next_i < due && batch.len() < self.max_batch_msgs {
+                        batch.push(s.intended_ns(next_i));
+                        next_i += 1;
+                    }
+                    s.intended_ns(next_i) >= self.end_ns
+                }
+                None => {
+                    if now < self.end_ns && self.window.has_slot() {
+                        while batch.len() < self.max_batch_msgs {
+                            batch.push(now);
+                        }
+                    }
+                    now >= self.end_ns
+                }
+            };
+            let first = batch.first().copied();
+            let must_send = match first {
+                None => false,
+                Some(f) => {
+                    batch.len() >= self.max_batch_msgs || now >= f + self.linger_ns || finished || sched.is_none()
+                }
+            };
+            if must_send {
+                if !self.window.has_slot() {
+                    self.shared.stats.borrow_mut().backpressure_waits += 1;
+                    self.window.wait_until(Window::has_slot).await;
+                    continue;
+                }
+                let idx = rr % self.spec.partitions.len();
+                rr += 1;
+                self.send(idx, std::mem::take(&mut batch)).await?;
+                continue;
+            }
+            if finished && batch.is_empty() {
+                return Ok(());
+            }
+            if sched.is_none() {
+                // Max rate: wait for a free slot.
+                self.window.wait_until(Window::has_slot).await;
+                continue;
+            }
+            let next_due = sched.as_ref().map(|s| s.intended_ns(next_i)).unwrap_or(now);
+            let wake = match first {
+                Some(f) => next_due.min(f + self.linger_ns),
+                None => next_due,
+            }
+            .min(self.end_ns);
+            if wake > now {
+                compio::time::sleep_until(epoch + Duration::from_nanos(wake)).await;
+            }
+        }
+    }
+
+    async fn send(&self, idx: usize, intended: Vec<u64>) -> anyhow::Result<()> {
+        let partition = self.spec.partitions[idx];
+        let conn = &self.conns[idx];
+        let ts_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let msg_bytes = 8 + self.filler.len();
+        let records: Vec<NewRecord> = intended
+            .iter()
+            .map(|t| {
+                let mut v = BytesMut::with_capacity(msg_bytes);
+                v.put_u64_le(*t);
+                v.extend_from_slice(&self.filler);
+                NewRecord { key: None, value: Some(v.freeze()), timestamp_ms: ts_ms }
+            })
+            .collect();
+        let encoded = encode_batch(&records, self.compression)?;
+        drop(records);
+        let n = intended.len() as u64;
+        let bytes = n * msg_bytes as u64;
+        self.window.acquire();
+        let pending = match submit_produce_on(conn, &self.spec.topic, partition, encoded, self.acks, 30_000).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.window.release();
+                return Err(e.into());
+            }
+        };
+        {
+            let mut s = self.shared.stats.borrow_mut();
+            s.sent_msgs += n;
+            s.sent_bytes += bytes;
+        }
+        if self.acks == Acks::None {
+            let mut s = self.shared.stats.borrow_mut();
+            s.acked_msgs += n;
+            s.acked_bytes += bytes;
+            drop(s);
+            self.window.release();
+            return Ok(());
+        }
+        let shared = self.shared.clone();
+        let window = self.window.clone();
+        compio::runtime::spawn(async move {
+            let r = pending.wait().await;
+            let t = now_ns(shared.epoch);
+            match r {
+                Ok(_) => {
+                    let mut s = shared.stats.borrow_mut();
+                    for it in &intended {
+                        record(&mut s.publish, t.saturating_sub(*it));
+                    }
+                    s.acked_msgs += n;
+                    s.acked_bytes += bytes;
+                }
+                Err(e) => shared.error(format!("produce: {e}")),
+            }
+            window.release();
+        })
+        .detach();
+        Ok(())
+    }
+}
+
+struct ConsumerTask {
+    conn: Rc<Connection>,
+    parts: Vec<(String, i32, i64)>,
+    shared: Rc<Shared>,
+    end_ns: u64,
+    producers_running: Arc<AtomicUsize>,
+}
+
+impl ConsumerTask {
+    async fn run(mut self) {
+        if let Err(e) = self.consume().await {
+            self.shared.error(format!("consumer: {e:#}"));
+        }
+        self.shared.tasks_running.set(self.shared.tasks_running.get() - 1);
+    }
+
+    async fn consume(&mut self) -> anyhow::Result<()> {
+        let epoch = self.shared.epoch;
+        let drain_deadline = self.end_ns + limits::BENCH_DRAIN_MS_MAX * 1_000_000;
+        let mut high_watermarks: Vec<i64> = vec![0; self.parts.len()];
+        loop {
+            if now_ns(epoch) > drain_deadline {
+                let behind: i64 = self.parts.iter().zip(&high_watermarks).map(|(p, hw)| (hw - p.2).max(0)).sum();
+                if behind > 0 {
+                    anyhow::bail!("consumer still {behind} messages behind {} ms after the producers stopped", limits::BENCH_DRAIN_MS_MAX);
+                }
+                return Ok(());
+            }
+            let producers_done = self.producers_running.load(Ordering::SeqCst) == 0;
+            let fut = submit_fetch_on(&self.conn, &self.parts, FETCH_MAX_WAIT_MS, 1).await?;
+            let resp = flatten_fetch(fut.wait().await?)?;
+            let t = now_ns(epoch);
+            let mut s = self.shared.stats.borrow_mut();
+            for pf in resp {
+                let Some(i) = self.parts.iter().position(|p| p.0 == pf.topic && p.1 == pf.partition) else {
+                    continue;
+                };
+                if pf.error_code != 0 {
+                    s.errors += 1;
+                    continue;
+                }
+                high_watermarks[i] = pf.high_watermark;
+                let from = self.parts[i].2;
+                let mut last = None;
+                let stats = &mut *s;
+                let next = visit_values(&pf.records, from, |off, v| {
+                    if v.len() >= 8 {
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(&v[..8]);
+                        record(&mut stats.e2e, t.saturating_sub(u64::from_le_bytes(b)));
+                    }
+                    stats.consumed_msgs += 1;
+                    stats.consumed_bytes += v.len() as u64;
+                    last = Some(off);
+                })?;
+                let mut pos = self.parts[i].2;
+                if let Some(l) = last {
+                    pos = pos.max(l + 1);
+                }
+                if let Some(n) = next {
+                    pos = pos.max(n);
+                }
+                self.parts[i].2 = pos;
+            }
+            drop(s);
+            if producers_done && self.parts.iter().zip(&high_watermarks).all(|(p, hw)| p.2 >= *hw) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn window_bounds_in_flight() {
+        let w = Window::new(2);
+        w.acquire();
+        assert!(w.has_slot());
+        w.acquire();
+        assert!(!w.has_slot());
+        w.release();
+        assert!(w.has_slot());
+    }
+
+    #[test]
+    fn thread_cpu_time_advances_with_work() {
+        let before = thread_cpu_s();
+        let mut x = 0u64;
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(30) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        assert!(x != 1);
+        assert!(thread_cpu_s() > before);
+    }
+}

@@ -1,0 +1,3 @@
+//! `sluice bench`: see [`crate::bench`].
+
+pub use crate::bench::cli::{run, BenchArgs};
