@@ -6,6 +6,7 @@ others). Every wait is bounded.
 """
 
 import threading
+import time
 
 import pytest
 
@@ -248,3 +249,134 @@ def test_auto_commit(bootstrap, client):
                    "auto-committed offsets at the end of each partition")
     finally:
         m.stop()
+
+
+MEMBER_SCRIPT = r"""
+import sys
+from confluent_kafka import Consumer
+bootstrap, group, topic, instance = sys.argv[1:5]
+conf = {"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+        "enable.auto.commit": False, "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+if instance != "-":
+    conf["group.instance.id"] = instance
+c = Consumer(conf)
+c.subscribe([topic])
+reported = None
+while True:
+    c.poll(0.2)
+    now = sorted(tp.partition for tp in c.assignment())
+    if now != reported:
+        reported = now
+        print("assigned", ",".join(map(str, now)), flush=True)
+"""
+
+
+class ProcessMember:
+    """A confluent-kafka member in its own process, so it can be killed without leaving."""
+
+    def __init__(self, bootstrap, group, topic, instance="-"):
+        import subprocess
+        import sys
+        self.proc = subprocess.Popen([sys.executable, "-c", MEMBER_SCRIPT, bootstrap, group, topic, instance],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.lock = threading.Lock()
+        self.assignments = []  # every assignment it reported, in order
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            if line.startswith("assigned"):
+                parts = line.split()[1:] or [""]
+                with self.lock:
+                    self.assignments.append(frozenset(int(p) for p in parts[0].split(",") if p))
+
+    def assigned(self):
+        with self.lock:
+            return self.assignments[-1] if self.assignments else frozenset()
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+@pytest.mark.timeout(120)
+def test_killed_member_loses_partitions_after_session_timeout(bootstrap):
+    topic = "killed-member"
+    create_topic(bootstrap, topic, 4)
+    group = "g-killed"
+    a = Member("confluent-kafka", bootstrap, group, topic, "survivor")
+    a.start()
+    b = ProcessMember(bootstrap, group, topic)
+    try:
+        wait_until(lambda: a.snapshot()[0] and b.assigned() and a.snapshot()[0] | b.assigned() == frozenset(range(4)),
+                   GROUP_STABLE_TIMEOUT_S, "two members sharing 4 partitions")
+        killed_at = time.monotonic()
+        b.kill9()  # no LeaveGroup: only the session timeout (6 s) can remove it
+        wait_until(lambda: a.snapshot()[0] == frozenset(range(4)), 30, "the survivor to own every partition")
+        assert time.monotonic() - killed_at >= 5.0, "partitions moved before the session timeout"
+    finally:
+        if b.proc.poll() is None:
+            b.kill9()
+        a.stop()
+
+
+@pytest.mark.timeout(120)
+def test_static_member_restart_keeps_its_partitions_without_rebalance(bootstrap):
+    topic = "static-members"
+    create_topic(bootstrap, topic, 4)
+    group = "g-static"
+    a = ProcessMember(bootstrap, group, topic, instance="static-a")
+    b = ProcessMember(bootstrap, group, topic, instance="static-b")
+    try:
+        wait_until(lambda: a.assigned() and b.assigned() and a.assigned() | b.assigned() == frozenset(range(4)),
+                   GROUP_STABLE_TIMEOUT_S, "two static members sharing 4 partitions")
+        before_a, before_b = a.assigned(), b.assigned()
+        a_reports = len(a.assignments)
+        b.kill9()
+        b2 = ProcessMember(bootstrap, group, topic, instance="static-b")
+        wait_until(lambda: b2.assigned(), GROUP_STABLE_TIMEOUT_S, "the restarted static member's assignment")
+        assert b2.assigned() == before_b, "the restarted member got different partitions"
+        assert a.assigned() == before_a and len(a.assignments) == a_reports, "the other member saw a rebalance"
+        b2.kill9()
+    finally:
+        for m in (a, b):
+            if m.proc.poll() is None:
+                m.kill9()
+
+
+@pytest.mark.timeout(120)
+def test_admin_group_apis(bootstrap):
+    """confluent-kafka's AdminClient: list, describe, offsets (list/alter = reset), delete."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    topic = "admin-groups"
+    admin = create_topic(bootstrap, topic, 2)
+    produce(bootstrap, topic, 2, 3)
+    group = "g-admin"
+    m = Member("confluent-kafka", bootstrap, group, topic, "admin-member")
+    m.commit_on_stop = True
+    m.start()
+    try:
+        wait_until(lambda: len(m.snapshot()[1]) >= 6, GROUP_STABLE_TIMEOUT_S, "every message")
+        listed = admin.list_consumer_groups(request_timeout=15).result()
+        assert group in [g.group_id for g in listed.valid]
+        desc = admin.describe_consumer_groups([group], request_timeout=15)[group].result()
+        assert str(desc.state).endswith("STABLE")
+        assert len(desc.members) == 1
+        assert sorted(tp.partition for tp in desc.members[0].assignment.topic_partitions) == [0, 1]
+        # A non-empty group cannot be deleted.
+        with pytest.raises(Exception):
+            admin.delete_consumer_groups([group], request_timeout=15)[group].result()
+    finally:
+        m.stop()
+    offsets = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result()
+    assert sorted((tp.partition, tp.offset) for tp in offsets.topic_partitions) == [(0, 3), (1, 3)]
+    # Rewind (what reset-offsets does), then read it back.
+    admin.alter_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0, 1), TopicPartition(topic, 1, 0)])])[group].result()
+    offsets = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result()
+    assert sorted((tp.partition, tp.offset) for tp in offsets.topic_partitions) == [(0, 1), (1, 0)]
+    admin.delete_consumer_groups([group], request_timeout=15)[group].result()
+    offsets = admin.list_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0)])])[group].result()
+    assert [tp.offset for tp in offsets.topic_partitions] == [-1001]  # OFFSET_INVALID: nothing committed
