@@ -87,6 +87,8 @@ pub struct Coordinator {
     compacting: Cell<bool>,
     /// Log writes whose effect is not yet applied to `offsets` (compaction waits for zero).
     writes_in_flight: Cell<usize>,
+    /// Log size past which compaction is considered ([`limits::OFFSETS_LOG_COMPACT_BYTES`]).
+    pub compact_bytes: Cell<u64>,
 }
 
 /// Counts a log write until its effect is applied to the in-memory table.
@@ -123,6 +125,7 @@ impl Coordinator {
             last_retention_ms: Cell::new(0),
             compacting: Cell::new(false),
             writes_in_flight: Cell::new(0),
+            compact_bytes: Cell::new(limits::OFFSETS_LOG_COMPACT_BYTES),
         }
     }
 
@@ -527,7 +530,7 @@ impl Coordinator {
         if self.writes_in_flight.get() > 0 {
             return;
         }
-        if !all_shards_ready || self.compacting.get() || log.bytes() < limits::OFFSETS_LOG_COMPACT_BYTES {
+        if !all_shards_ready || self.compacting.get() || log.bytes() < self.compact_bytes.get() {
             return;
         }
         let live = self.live_records();
@@ -592,6 +595,7 @@ fn data_dir_path() -> std::path::PathBuf {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn owner_is_stable_and_in_range() {
@@ -604,5 +608,107 @@ mod tests {
         }
         assert!(validate_group_id("").is_err());
         assert!(validate_group_id(&"x".repeat(limits::GROUP_ID_BYTES_MAX + 1)).is_err());
+    }
+
+    fn catalog_with_topic(dir: &Path) -> Arc<crate::catalog::CatalogSnapshot> {
+        let cat = crate::catalog::Catalog::open(dir).unwrap();
+        cat.update_blocking(|d| {
+            d.topics.insert(
+                "t".into(),
+                crate::catalog::TopicMeta { name: "t".into(), id: uuid::Uuid::new_v4(), partitions: 4, configs: Default::default() },
+            );
+            Ok::<(), ()>(())
+        })
+        .unwrap()
+        .unwrap();
+        cat.snapshot()
+    }
+
+    fn entry(p: i32, offset: i64) -> CommitEntry {
+        CommitEntry { topic: "t".into(), partition: p, offset, leader_epoch: -1, metadata: String::new() }
+    }
+
+    fn offset_of(c: &Coordinator, group: &str, p: i32) -> Option<i64> {
+        c.fetch(group, Some(vec![("t".into(), vec![p])]))[0].1[0].1.as_ref().map(|c| c.offset)
+    }
+
+    #[compio::test]
+    async fn offsets_expire_compact_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = catalog_with_topic(dir.path());
+        let config = BrokerConfig { data_dir: dir.path().to_path_buf(), offsets_retention_minutes: 1, ..BrokerConfig::default() };
+        let c = Coordinator::new(&config);
+        c.open(dir.path(), 0, 1).await.unwrap();
+        let t0 = 1_000_000;
+        // Many commits of the same two partitions: the log is mostly dead records.
+        for i in 0..200 {
+            let codes = c.commit("g", "", None, -1, vec![entry(0, i), entry(1, 1000 + i)], &snap, t0 + i).await;
+            assert_eq!(codes, vec![NONE, NONE]);
+        }
+        let codes = c.commit("g", "", None, -1, vec![entry(9, 1)], &snap, t0).await;
+        assert_eq!(codes, vec![ResponseError::UnknownTopicOrPartition.code()]);
+        c.commit("old", "", None, -1, vec![entry(2, 5)], &snap, t0 - 120_000).await;
+        let before = c.log.borrow().as_ref().unwrap().bytes();
+        c.compact_bytes.set(1024);
+        // One tick: "old" (committed 2 minutes before) expires; the log is compacted.
+        c.tick(t0 + 500, true).await;
+        let after = c.log.borrow().as_ref().unwrap().bytes();
+        assert!(after < before / 10, "compacted {before} -> {after}");
+        assert_eq!(offset_of(&c, "old", 2), None);
+        assert_eq!(offset_of(&c, "g", 0), Some(199));
+        drop(c);
+
+        let c = Coordinator::new(&config);
+        c.open(dir.path(), 0, 1).await.unwrap();
+        assert_eq!(offset_of(&c, "g", 0), Some(199));
+        assert_eq!(offset_of(&c, "g", 1), Some(1199));
+        assert_eq!(offset_of(&c, "old", 2), None);
+        // The shard count changes: the group moves to its new owner with its offsets.
+        let owner = owner_shard_for_group("g", 3);
+        let moved = Coordinator::new(&config);
+        moved.open(dir.path(), owner, 3).await.unwrap();
+        assert_eq!(offset_of(&moved, "g", 0), Some(199));
+        let other = Coordinator::new(&config);
+        other.open(dir.path(), (owner + 1) % 3, 3).await.unwrap();
+        assert_eq!(offset_of(&other, "g", 0), None);
+    }
+
+    #[compio::test]
+    async fn member_commits_are_fenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = catalog_with_topic(dir.path());
+        let config = BrokerConfig { data_dir: dir.path().to_path_buf(), group_initial_rebalance_delay_ms: 0, ..BrokerConfig::default() };
+        let c = Coordinator::new(&config);
+        c.open(dir.path(), 0, 1).await.unwrap();
+        let p = JoinParams {
+            member_id: String::new(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::new())],
+            require_known_member_id: false,
+        };
+        let Reply::Later(rx) = c.join("g", p, 0) else { panic!("join answered at once") };
+        let j = rx.await.unwrap();
+        assert_eq!(j.generation, 1);
+        // CompletingRebalance: commits wait for the assignment.
+        let codes = c.commit("g", &j.member_id, None, 1, vec![entry(0, 1)], &snap, 1).await;
+        assert_eq!(codes, vec![ResponseError::RebalanceInProgress.code()]);
+        let Reply::Later(rx) = c.sync("g", &j.member_id, None, 1, None, None, vec![(j.member_id.clone(), Bytes::from_static(b"x"))], 2) else {
+            panic!()
+        };
+        assert_eq!(rx.await.unwrap().assignment, Bytes::from_static(b"x"));
+        assert_eq!(c.commit("g", &j.member_id, None, 1, vec![entry(0, 1)], &snap, 3).await, vec![NONE]);
+        assert_eq!(c.commit("g", &j.member_id, None, 2, vec![entry(0, 2)], &snap, 3).await, vec![ResponseError::IllegalGeneration.code()]);
+        assert_eq!(c.commit("g", "x", None, 1, vec![entry(0, 2)], &snap, 3).await, vec![ResponseError::UnknownMemberId.code()]);
+        assert_eq!(c.delete_group("g", 4).await, ResponseError::NonEmptyGroup.code());
+        assert_eq!(c.leave("g", &[(j.member_id.clone(), None)], 5), vec![NONE]);
+        assert_eq!(c.describe("g").state, "Empty");
+        assert_eq!(c.delete_group("g", 6).await, NONE);
+        assert_eq!(offset_of(&c, "g", 0), None);
+        assert_eq!(c.describe("g").state, "Dead");
     }
 }
