@@ -380,3 +380,25 @@ def test_admin_group_apis(bootstrap):
     offsets = admin.list_consumer_group_offsets(
         [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0)])])[group].result()
     assert [tp.offset for tp in offsets.topic_partitions] == [-1001]  # OFFSET_INVALID: nothing committed
+
+
+@pytest.mark.timeout(120)
+def test_kcat_balanced_consumer_commits(bootstrap):
+    """Debian's kcat (librdkafka 2.0.2) as a balanced-group consumer: it joins, reads every
+    partition to its end (-e), and its auto-commits land."""
+    import shutil
+    import subprocess
+    kcat = shutil.which("kcat") or shutil.which("kafkacat")
+    if kcat is None:
+        pytest.fail("kcat is not installed (scripts/test.sh installs Debian's kcat)")
+    topic = "kcat-group"
+    create_topic(bootstrap, topic, 3)
+    sent = produce(bootstrap, topic, 3, 4)
+    group = "g-kcat"
+    cmd = [kcat, "-b", bootstrap, "-G", group, "-o", "beginning", "-e", "-q", "-f", "%s\\n",
+           "-X", "auto.commit.interval.ms=100", topic]
+    done = subprocess.run(cmd, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert set(done.stdout.decode().split()) == sent
+    wait_until(lambda: committed("confluent-kafka", bootstrap, group, topic, 3) == {0: 4, 1: 4, 2: 4}, 20,
+               "kcat's committed offsets")
