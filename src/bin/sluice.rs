@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
 use sluice::cli;
 use sluice::config::{BrokerConfig, ServeArgs};
 use sluice::server::Broker;
@@ -30,10 +29,10 @@ enum Command {
     Bench(Box<cli::bench::BenchArgs>),
 }
 
-/// Logs from RUST_LOG; otherwise `default` (the broker logs more than the tools).
-fn init_tracing(default: &str) {
+/// Logs go to stderr; RUST_LOG overrides the default level (info for the broker, warn for tools).
+fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 

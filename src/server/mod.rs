@@ -6,6 +6,7 @@
 //! its cross-shard inbox and its housekeeping timer until shutdown.
 
 pub mod admin;
+pub mod budget;
 pub mod connection;
 
 use std::net::SocketAddr;
@@ -43,17 +44,22 @@ fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
-/// Checks that io_uring can be set up here, with an error that says what to change.
+/// What an operator must change for io_uring to work here.
+const IO_URING_HELP: &str = "Sluice wants Linux 5.11+ with io_uring enabled: check that \
+/proc/sys/kernel/io_uring_disabled is 0, that seccomp allows io_uring_setup (containers: e.g. \
+docker run --security-opt seccomp=unconfined), and that the locked-memory limit is large enough \
+(ulimit -l 65536)";
+
+/// Checks that the runtime can start. compio falls back to epoll when io_uring cannot be set
+/// up; that still works (slower), so it is said loudly rather than refused.
 fn probe_io_uring() -> anyhow::Result<()> {
-    let rt = compio::runtime::Runtime::new();
-    match rt {
-        Ok(_) => Ok(()),
-        Err(e) => anyhow::bail!(
-            "cannot start the io_uring runtime: {e}. Sluice needs Linux 5.11+ with io_uring enabled \
-             (check /proc/sys/kernel/io_uring_disabled is 0, that seccomp allows io_uring_setup — \
-             e.g. docker run --security-opt seccomp=unconfined — and that the locked-memory limit \
-             is large enough: ulimit -l 65536)"
-        ),
+    match compio::runtime::Runtime::new() {
+        Ok(rt) if rt.driver_type().is_iouring() => Ok(()),
+        Ok(rt) => {
+            tracing::warn!(driver = ?rt.driver_type(), "io_uring is unavailable, running on the epoll fallback. {IO_URING_HELP}");
+            Ok(())
+        }
+        Err(e) => anyhow::bail!("cannot start the I/O runtime: {e}. {IO_URING_HELP}"),
     }
 }
 

@@ -123,14 +123,19 @@ impl BatchHeader {
     /// record count vs lastOffsetDelta. `avail` is the number of bytes from the batch start.
     pub fn check_shape(&self, avail: u64, max_bytes: u32) -> Result<(), String> {
         if self.batch_length < (HEADER_BYTES - LOG_OVERHEAD_BYTES) as i32 {
-            return Err(format!("batchLength {} below header size", self.batch_length));
+            return Err(format!(
+                "batchLength {} below header size",
+                self.batch_length
+            ));
         }
         if self.magic != 2 {
             return Err(format!("magic {} (only v2 is stored)", self.magic));
         }
         let total = self.total_bytes();
         if total > u64::from(crate::limits::BATCH_BYTES_MAX) || total > u64::from(max_bytes) {
-            return Err(format!("batch of {total} bytes over the {max_bytes}-byte bound"));
+            return Err(format!(
+                "batch of {total} bytes over the {max_bytes}-byte bound"
+            ));
         }
         if total > avail {
             return Err(format!("batch of {total} bytes but only {avail} present"));
@@ -138,7 +143,9 @@ impl BatchHeader {
         if self.record_count < 1 {
             return Err(format!("recordCount {}", self.record_count));
         }
-        if self.last_offset_delta < 0 || i64::from(self.record_count) != i64::from(self.last_offset_delta) + 1 {
+        if self.last_offset_delta < 0
+            || i64::from(self.record_count) != i64::from(self.last_offset_delta) + 1
+        {
             return Err(format!(
                 "recordCount {} inconsistent with lastOffsetDelta {}",
                 self.record_count, self.last_offset_delta
@@ -155,19 +162,26 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
 
 /// Full validation of one whole batch (`batch.len()` == its total size).
 pub fn validate(batch: &[u8], max_bytes: u32) -> Result<BatchHeader, String> {
-    let h = BatchHeader::parse(batch).ok_or_else(|| format!("{} bytes: shorter than a header", batch.len()))?;
+    let h = BatchHeader::parse(batch)
+        .ok_or_else(|| format!("{} bytes: shorter than a header", batch.len()))?;
     h.check_shape(batch.len() as u64, max_bytes)?;
     let total = h.total_bytes() as usize;
     let crc = compute_crc(&batch[..total]);
     if crc != h.crc {
-        return Err(format!("CRC32C mismatch: stored {:#010x}, computed {crc:#010x}", h.crc));
+        return Err(format!(
+            "CRC32C mismatch: stored {:#010x}, computed {crc:#010x}",
+            h.crc
+        ));
     }
     Ok(h)
 }
 
 /// Validates a produce payload: one or more whole batches, back to back, nothing left over.
 /// Returns (position, header) of each. Errors are `(is_too_large, message)`.
-pub(crate) fn validate_all(records: &[u8], max_bytes: u32) -> Result<Vec<(usize, BatchHeader)>, BatchError> {
+pub(crate) fn validate_all(
+    records: &[u8],
+    max_bytes: u32,
+) -> Result<Vec<(usize, BatchHeader)>, BatchError> {
     if records.is_empty() {
         return Err(BatchError::Corrupt("no record batch".into()));
     }
@@ -175,13 +189,20 @@ pub(crate) fn validate_all(records: &[u8], max_bytes: u32) -> Result<Vec<(usize,
     let mut pos = 0usize;
     while pos < records.len() {
         let rest = &records[pos..];
-        let h = BatchHeader::parse(rest)
-            .ok_or_else(|| BatchError::Corrupt(format!("{} trailing bytes at {pos}: not a batch", rest.len())))?;
+        let h = BatchHeader::parse(rest).ok_or_else(|| {
+            BatchError::Corrupt(format!(
+                "{} trailing bytes at {pos}: not a batch",
+                rest.len()
+            ))
+        })?;
         let total = h.total_bytes();
         if h.batch_length >= (HEADER_BYTES - LOG_OVERHEAD_BYTES) as i32
             && (total > u64::from(max_bytes) || total > u64::from(crate::limits::BATCH_BYTES_MAX))
         {
-            return Err(BatchError::TooLarge { size: total as usize, max: max_bytes as usize });
+            return Err(BatchError::TooLarge {
+                size: total as usize,
+                max: max_bytes as usize,
+            });
         }
         validate(&rest[..rest.len().min(total as usize)], max_bytes)
             .map_err(|e| BatchError::Corrupt(format!("batch at byte {pos}: {e}")))?;
@@ -227,7 +248,13 @@ pub struct BatchBuilder {
 
 impl BatchBuilder {
     pub fn new(base_timestamp: i64) -> Self {
-        BatchBuilder { base_timestamp, producer_id: -1, producer_epoch: -1, base_sequence: -1, records: Vec::new() }
+        BatchBuilder {
+            base_timestamp,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            records: Vec::new(),
+        }
     }
     /// Marks the batch idempotent.
     pub fn producer(mut self, producer_id: i64, epoch: i16, base_sequence: i32) -> Self {
@@ -242,7 +269,12 @@ impl BatchBuilder {
     }
     pub fn record_at(mut self, timestamp: i64, key: Option<&[u8]>, value: Option<&[u8]>) -> Self {
         let offset_delta = self.records.len() as i32;
-        self.records.push(Record { offset_delta, timestamp, key: key.map(<[u8]>::to_vec), value: value.map(<[u8]>::to_vec) });
+        self.records.push(Record {
+            offset_delta,
+            timestamp,
+            key: key.map(<[u8]>::to_vec),
+            value: value.map(<[u8]>::to_vec),
+        });
         self
     }
     pub fn len(&self) -> usize {
@@ -270,7 +302,9 @@ impl BatchBuilder {
         let count = self.records.len() as i32;
         let mut b = Vec::with_capacity(HEADER_BYTES + body.len());
         b.extend_from_slice(&0i64.to_be_bytes());
-        b.extend_from_slice(&((HEADER_BYTES - LOG_OVERHEAD_BYTES + body.len()) as i32).to_be_bytes());
+        b.extend_from_slice(
+            &((HEADER_BYTES - LOG_OVERHEAD_BYTES + body.len()) as i32).to_be_bytes(),
+        );
         b.extend_from_slice(&(-1i32).to_be_bytes());
         b.push(2);
         b.extend_from_slice(&0u32.to_be_bytes());
@@ -366,7 +400,12 @@ pub fn decode_records(batch: &[u8]) -> Option<(BatchHeader, Vec<Record>)> {
         let offset_delta = get_varlong(r, &mut p)? as i32;
         let key = get_bytes(r, &mut p)?;
         let value = get_bytes(r, &mut p)?;
-        out.push(Record { offset_delta, timestamp: h.base_timestamp + ts_delta, key, value });
+        out.push(Record {
+            offset_delta,
+            timestamp: h.base_timestamp + ts_delta,
+            key,
+            value,
+        });
         pos = rec_end;
     }
     Some((h, out))
@@ -421,7 +460,11 @@ mod tests {
 
     #[test]
     fn sequence_wraps() {
-        let b = BatchBuilder::new(0).producer(1, 0, i32::MAX).record(None, None).record(None, None).build();
+        let b = BatchBuilder::new(0)
+            .producer(1, 0, i32::MAX)
+            .record(None, None)
+            .record(None, None)
+            .build();
         let h = BatchHeader::parse(&b).unwrap();
         assert_eq!(h.last_sequence(), 0);
     }

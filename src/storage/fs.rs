@@ -26,6 +26,8 @@ pub struct FaultPlan {
     fsync_errno: AtomicI32,
     writes: AtomicU64,
     fsyncs: AtomicU64,
+    /// Fired (and emptied) at the start of each fsync: lets tests wait for one without polling.
+    fsync_waiters: std::sync::Mutex<Vec<futures::channel::oneshot::Sender<()>>>,
 }
 
 impl Default for FaultPlan {
@@ -37,6 +39,7 @@ impl Default for FaultPlan {
             fsync_errno: AtomicI32::new(libc::EIO),
             writes: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
+            fsync_waiters: std::sync::Mutex::new(Vec::new()),
         }
     }
 }
@@ -70,6 +73,17 @@ impl FaultPlan {
         self.fsyncs.load(Ordering::SeqCst)
     }
 
+    /// Resolves when the next fsync/fdatasync is issued through a `Fs` using this plan.
+    pub fn next_fsync(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        if let Ok(mut w) = self.fsync_waiters.lock() {
+            w.push(tx);
+        }
+        async move {
+            let _ = rx.await;
+        }
+    }
+
     /// How many of `len` bytes may be written; `Some(errno)` if the write must then fail.
     fn before_write(&self, len: u64) -> (u64, Option<i32>) {
         self.writes.fetch_add(1, Ordering::SeqCst);
@@ -78,7 +92,8 @@ impl FaultPlan {
             return (len, None);
         }
         if len <= budget {
-            self.write_budget_bytes.store(budget - len, Ordering::SeqCst);
+            self.write_budget_bytes
+                .store(budget - len, Ordering::SeqCst);
             return (len, None);
         }
         self.write_budget_bytes.store(0, Ordering::SeqCst);
@@ -87,7 +102,14 @@ impl FaultPlan {
 
     fn before_fsync(&self) -> Option<i32> {
         self.fsyncs.fetch_add(1, Ordering::SeqCst);
-        self.fail_fsync.load(Ordering::SeqCst).then(|| self.fsync_errno.load(Ordering::SeqCst))
+        if let Ok(mut w) = self.fsync_waiters.lock() {
+            for tx in w.drain(..) {
+                let _ = tx.send(());
+            }
+        }
+        self.fail_fsync
+            .load(Ordering::SeqCst)
+            .then(|| self.fsync_errno.load(Ordering::SeqCst))
     }
 }
 
@@ -127,7 +149,13 @@ impl Fs {
 
     /// Opens for reading and writing, creating the file if missing; `truncate` empties it.
     pub async fn open_write(&self, path: &Path, truncate: bool) -> io::Result<File> {
-        OpenOptions::new().read(true).write(true).create(true).truncate(truncate).open(path).await
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(truncate)
+            .open(path)
+            .await
     }
 
     /// A plain `std::fs::File` sharing `file`'s open file description (for sendfile/splice/pread
@@ -143,7 +171,9 @@ impl Fs {
     /// Modification time in ms since the epoch.
     pub async fn mtime_ms(&self, path: &Path) -> io::Result<i64> {
         let m = compio::fs::metadata(path).await?.modified()?;
-        Ok(m.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0))
+        Ok(m.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0))
     }
 
     /// Writes all of `buf` at `pos`. With a fault plan the write may be torn (a prefix written).
@@ -237,13 +267,21 @@ impl Fs {
         };
         let len = self.file_len(&f).await?;
         if len > max_bytes {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} bytes > {max_bytes}", len)));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} bytes > {max_bytes}", len),
+            ));
         }
         Ok(Some(self.read_at(&f, len as usize, 0).await?))
     }
 
     /// Writes a small file durably: tmp file, fdatasync, rename, directory fsync.
-    pub async fn write_small_durably(&self, dir: &Path, name: &str, bytes: Vec<u8>) -> io::Result<()> {
+    pub async fn write_small_durably(
+        &self,
+        dir: &Path,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> io::Result<()> {
         let tmp = dir.join(format!("{name}.tmp"));
         let f = self.open_write(&tmp, true).await?;
         self.write_all_at(&f, bytes, 0).await?;

@@ -19,12 +19,20 @@ impl OffsetIndex {
     /// Largest entry whose offset is <= `rel`: the position to start scanning from (0 if none).
     pub fn lookup(&self, rel: u32) -> u32 {
         let i = self.entries.partition_point(|e| e.0 <= rel);
-        if i == 0 { 0 } else { self.entries[i - 1].1 }
+        if i == 0 {
+            0
+        } else {
+            self.entries[i - 1].1
+        }
     }
     /// Largest entry position <= `pos` (batch boundary at or before a byte position).
     pub fn boundary_at_or_before(&self, pos: u32) -> Option<u32> {
         let i = self.entries.partition_point(|e| e.1 <= pos);
-        if i == 0 { None } else { Some(self.entries[i - 1].1) }
+        if i == 0 {
+            None
+        } else {
+            Some(self.entries[i - 1].1)
+        }
     }
     pub fn push(&mut self, rel: u32, pos: u32) {
         if let Some(&(r, p)) = self.entries.last() {
@@ -43,7 +51,10 @@ impl OffsetIndex {
     /// Decodes and sanity-checks against the segment's file size. Err = corrupt.
     pub fn decode(b: &[u8], segment_bytes: u64) -> Result<OffsetIndex, String> {
         if b.len() % INDEX_ENTRY_BYTES != 0 {
-            return Err(format!("length {} not a multiple of {INDEX_ENTRY_BYTES}", b.len()));
+            return Err(format!(
+                "length {} not a multiple of {INDEX_ENTRY_BYTES}",
+                b.len()
+            ));
         }
         let mut idx = OffsetIndex::default();
         for c in b.chunks_exact(INDEX_ENTRY_BYTES) {
@@ -80,7 +91,11 @@ impl TimeIndex {
     /// including that offset's batch has a max timestamp < `ts`, so a scan may start there.
     pub fn start_for(&self, ts: i64) -> Option<u32> {
         let i = self.entries.partition_point(|e| e.0 < ts);
-        if i == 0 { None } else { Some(self.entries[i - 1].1) }
+        if i == 0 {
+            None
+        } else {
+            Some(self.entries[i - 1].1)
+        }
     }
     pub fn max_timestamp(&self) -> Option<(i64, u32)> {
         self.entries.last().copied()
@@ -96,7 +111,10 @@ impl TimeIndex {
     /// Decodes and sanity-checks: `max_rel` is the largest relative offset in the segment.
     pub fn decode(b: &[u8], max_rel: u32) -> Result<TimeIndex, String> {
         if b.len() % TIME_INDEX_ENTRY_BYTES != 0 {
-            return Err(format!("length {} not a multiple of {TIME_INDEX_ENTRY_BYTES}", b.len()));
+            return Err(format!(
+                "length {} not a multiple of {TIME_INDEX_ENTRY_BYTES}",
+                b.len()
+            ));
         }
         let mut idx = TimeIndex::default();
         for c in b.chunks_exact(TIME_INDEX_ENTRY_BYTES) {

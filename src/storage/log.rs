@@ -25,12 +25,12 @@ use futures::lock::Mutex;
 
 use super::batch::{self, BatchError, BatchHeader, HEADER_BYTES};
 use super::fs::Fs;
-use super::index::{OffsetIndex, TimeIndex};
+use super::index::{OffsetIndex, TimeIndex, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use super::producer::{Check, ProducerTable, SeqError};
 use super::{AppendInfo, LogConfig, ReadSlice, StorageError};
 use crate::limits::{
     APPEND_BYTES_MAX, BATCH_BYTES_MAX, HEADER_SCAN_READ_BYTES, HWM_WAITERS_PRUNE_COUNT,
-    PRODUCER_SNAPSHOT_BYTES_MAX, RECOVERY_READ_BYTES, SEGMENT_BYTES_MAX,
+    PRODUCER_SNAPSHOT_BYTES_MAX, RECOVERY_READ_BYTES,
 };
 
 const CLEAN_MARKER: &str = ".clean-shutdown";
@@ -266,9 +266,14 @@ pub struct PartitionLog {
 
 fn io_err(path: &Path, e: io::Error) -> StorageError {
     if e.raw_os_error() == Some(libc::ENOSPC) {
-        StorageError::NoSpace { path: path.to_path_buf() }
+        StorageError::NoSpace {
+            path: path.to_path_buf(),
+        }
     } else {
-        StorageError::Io { path: path.to_path_buf(), source: e }
+        StorageError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }
     }
 }
 
@@ -285,17 +290,26 @@ struct HeaderScanner<'a> {
 
 impl<'a> HeaderScanner<'a> {
     fn new(fs: &'a Fs, file: &'a File) -> Self {
-        HeaderScanner { fs, file, buf: Vec::new(), buf_start: 0 }
+        HeaderScanner {
+            fs,
+            file,
+            buf: Vec::new(),
+            buf_start: 0,
+        }
     }
     /// The header at `pos`; caller guarantees `pos + HEADER_BYTES <= limit` of valid data.
     async fn header_at(&mut self, pos: u64, path: &Path) -> Result<BatchHeader, StorageError> {
-        let have = pos >= self.buf_start && pos + HEADER_BYTES as u64 <= self.buf_start + self.buf.len() as u64;
+        let have = pos >= self.buf_start
+            && pos + HEADER_BYTES as u64 <= self.buf_start + self.buf.len() as u64;
         if !have {
             self.buf = self
                 .fs
                 .read_at(self.file, HEADER_SCAN_READ_BYTES, pos)
                 .await
-                .map_err(|e| StorageError::Io { path: path.to_path_buf(), source: e })?;
+                .map_err(|e| StorageError::Io {
+                    path: path.to_path_buf(),
+                    source: e,
+                })?;
             self.buf_start = pos;
         }
         let at = (pos - self.buf_start) as usize;
@@ -339,36 +353,61 @@ async fn validate_scan(
         }
         let avail = file_len - pos;
         if avail < HEADER_BYTES as u64 {
-            return Ok(ScanEnd { damage: Some((pos, format!("{avail} trailing bytes, shorter than a header"))) });
+            return Ok(ScanEnd {
+                damage: Some((
+                    pos,
+                    format!("{avail} trailing bytes, shorter than a header"),
+                )),
+            });
         }
         let buf_end = buf_start + buf.len() as u64;
         if pos < buf_start || pos + HEADER_BYTES as u64 > buf_end {
-            buf = fs.read_at(&seg.read, RECOVERY_READ_BYTES, pos).await.map_err(|e| io_err(&seg.path, e))?;
+            buf = fs
+                .read_at(&seg.read, RECOVERY_READ_BYTES, pos)
+                .await
+                .map_err(|e| io_err(&seg.path, e))?;
             buf_start = pos;
         }
         let at = (pos - buf_start) as usize;
         let Some(h) = BatchHeader::parse(&buf[at..]) else {
-            return Ok(ScanEnd { damage: Some((pos, "short read".into())) });
+            return Ok(ScanEnd {
+                damage: Some((pos, "short read".into())),
+            });
         };
         if let Err(e) = h.check_shape(avail, BATCH_BYTES_MAX) {
-            return Ok(ScanEnd { damage: Some((pos, e)) });
+            return Ok(ScanEnd {
+                damage: Some((pos, e)),
+            });
         }
         let total = h.total_bytes();
         if pos + total > buf_start + buf.len() as u64 {
             let len = (RECOVERY_READ_BYTES as u64).max(total) as usize;
-            buf = fs.read_at(&seg.read, len, pos).await.map_err(|e| io_err(&seg.path, e))?;
+            buf = fs
+                .read_at(&seg.read, len, pos)
+                .await
+                .map_err(|e| io_err(&seg.path, e))?;
             buf_start = pos;
         }
         let at = (pos - buf_start) as usize;
         let Some(bytes) = buf.get(at..at + total as usize) else {
-            return Ok(ScanEnd { damage: Some((pos, "short read".into())) });
+            return Ok(ScanEnd {
+                damage: Some((pos, "short read".into())),
+            });
         };
         if let Err(e) = batch::validate(bytes, BATCH_BYTES_MAX) {
-            return Ok(ScanEnd { damage: Some((pos, e)) });
+            return Ok(ScanEnd {
+                damage: Some((pos, e)),
+            });
         }
         if h.base_offset < seg.next_offset || h.last_offset() - seg.base > i64::from(i32::MAX) {
             return Ok(ScanEnd {
-                damage: Some((pos, format!("offset {} where >= {} expected", h.base_offset, seg.next_offset))),
+                damage: Some((
+                    pos,
+                    format!(
+                        "offset {} where >= {} expected",
+                        h.base_offset, seg.next_offset
+                    ),
+                )),
             });
         }
         seg.on_batch(&h, pos, interval);
@@ -376,14 +415,66 @@ async fn validate_scan(
     }
 }
 
-async fn open_segment_files(fs: &Fs, path: &Path, writable: bool, create: bool) -> Result<(File, Arc<std::fs::File>, Option<File>), StorageError> {
-    let write = if writable { Some(fs.open_write(path, create).await.map_err(|e| io_err(path, e))?) } else { None };
+/// True if the batch at `pos` claims a plausible length and a whole, CRC-valid batch starts
+/// right after it: then the damage at `pos` is mid-log corruption, not a torn tail.
+async fn valid_batch_follows(fs: &Fs, file: &File, pos: u64, file_len: u64) -> bool {
+    let Ok(b) = fs.read_at(file, HEADER_BYTES, pos).await else {
+        return false;
+    };
+    let Some(h) = BatchHeader::parse(&b) else {
+        return false;
+    };
+    if h.batch_length < (HEADER_BYTES - batch::LOG_OVERHEAD_BYTES) as i32
+        || h.total_bytes() > u64::from(BATCH_BYTES_MAX)
+    {
+        return false;
+    }
+    let next = pos + h.total_bytes();
+    if next + HEADER_BYTES as u64 > file_len {
+        return false;
+    }
+    let Ok(nb) = fs.read_at(file, HEADER_BYTES, next).await else {
+        return false;
+    };
+    let Some(nh) = BatchHeader::parse(&nb) else {
+        return false;
+    };
+    if nh.check_shape(file_len - next, BATCH_BYTES_MAX).is_err() {
+        return false;
+    }
+    match fs.read_at(file, nh.total_bytes() as usize, next).await {
+        Ok(whole) => batch::validate(&whole, BATCH_BYTES_MAX).is_ok(),
+        Err(_) => false,
+    }
+}
+
+async fn open_segment_files(
+    fs: &Fs,
+    path: &Path,
+    writable: bool,
+    create: bool,
+) -> Result<(File, Arc<std::fs::File>, Option<File>), StorageError> {
+    let write = if writable {
+        Some(
+            fs.open_write(path, create)
+                .await
+                .map_err(|e| io_err(path, e))?,
+        )
+    } else {
+        None
+    };
     let read = fs.open_read(path).await.map_err(|e| io_err(path, e))?;
     let read_std = Arc::new(fs.std_handle(&read).map_err(|e| io_err(path, e))?);
     Ok((read, read_std, write))
 }
 
-fn empty_segment(base: i64, path: PathBuf, read: File, read_std: Arc<std::fs::File>, write: Option<File>) -> Segment {
+fn empty_segment(
+    base: i64,
+    path: PathBuf,
+    read: File,
+    read_std: Arc<std::fs::File>,
+    write: Option<File>,
+) -> Segment {
     Segment {
         base,
         path,
@@ -404,8 +495,21 @@ fn empty_segment(base: i64, path: PathBuf, read: File, read_std: Arc<std::fs::Fi
 
 /// Loads a segment's index files if present and sane, positioning `seg` at the last indexed batch.
 async fn load_indexes(fs: &Fs, seg: &mut Segment, file_len: u64) -> Result<(), String> {
-    let ib = fs.read_small(&seg.index_path(), SEGMENT_BYTES_MAX).await.map_err(|e| e.to_string())?.ok_or("missing")?;
-    let tb = fs.read_small(&seg.time_index_path(), SEGMENT_BYTES_MAX).await.map_err(|e| e.to_string())?.ok_or("missing")?;
+    // At most one entry per batch, and a batch is at least a header long.
+    let entries_max = file_len / HEADER_BYTES as u64 + 1;
+    let ib = fs
+        .read_small(&seg.index_path(), entries_max * INDEX_ENTRY_BYTES as u64)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("missing")?;
+    let tb = fs
+        .read_small(
+            &seg.time_index_path(),
+            entries_max * TIME_INDEX_ENTRY_BYTES as u64,
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("missing")?;
     let index = OffsetIndex::decode(&ib, file_len)?;
     let time_index = TimeIndex::decode(&tb, u32::MAX)?;
     if let Some(&(rel, pos)) = index.entries.last() {
@@ -414,9 +518,15 @@ async fn load_indexes(fs: &Fs, seg: &mut Segment, file_len: u64) -> Result<(), S
         if u64::from(pos) + HEADER_BYTES as u64 > file_len {
             return Err(format!("last entry position {pos} beyond file"));
         }
-        let h = sc.header_at(u64::from(pos), &seg.path).await.map_err(|e| e.to_string())?;
+        let h = sc
+            .header_at(u64::from(pos), &seg.path)
+            .await
+            .map_err(|e| e.to_string())?;
         if h.last_offset() != seg.base + i64::from(rel) {
-            return Err(format!("last entry ({rel}, {pos}) points at a batch ending at {}", h.last_offset()));
+            return Err(format!(
+                "last entry ({rel}, {pos}) points at a batch ending at {}",
+                h.last_offset()
+            ));
         }
         seg.size = u64::from(pos);
         seg.next_offset = h.base_offset;
@@ -432,9 +542,14 @@ async fn load_indexes(fs: &Fs, seg: &mut Segment, file_len: u64) -> Result<(), S
 }
 
 async fn write_file(fs: &Fs, path: &Path, bytes: Vec<u8>) -> Result<(), StorageError> {
-    let f = fs.open_write(path, true).await.map_err(|e| io_err(path, e))?;
+    let f = fs
+        .open_write(path, true)
+        .await
+        .map_err(|e| io_err(path, e))?;
     if !bytes.is_empty() {
-        fs.write_all_at(&f, bytes, 0).await.map_err(|e| io_err(path, e))?;
+        fs.write_all_at(&f, bytes, 0)
+            .await
+            .map_err(|e| io_err(path, e))?;
     }
     fs.sync_data(&f).await.map_err(|e| io_err(path, e))
 }
@@ -481,19 +596,28 @@ impl PartitionLog {
     ///   rebuilt if missing or corrupt), each segment is scanned only from its last index entry, and
     ///   producer state comes from the snapshot;
     /// - otherwise every batch of every segment is validated (CRC), indexes and producer state are
-    ///   rebuilt, a torn/corrupt tail of the last segment is truncated, and damage in a sealed
+    ///   rebuilt, a torn/corrupt tail of the last segment is truncated (reported as corruption
+    ///   too when valid batches follow the bad one), and damage in a sealed
     ///   segment is reported (tracing::error + [`PartitionLog::corruption_reports`]); the log stays
     ///   readable up to the damage and reads continue at the next segment.
-    pub async fn open(fs: Fs, dir: PathBuf, config: LogConfig) -> Result<PartitionLog, StorageError> {
+    pub async fn open(
+        fs: Fs,
+        dir: PathBuf,
+        config: LogConfig,
+    ) -> Result<PartitionLog, StorageError> {
         fs.create_dir_all(&dir).await.map_err(|e| io_err(&dir, e))?;
         let names = fs.list_dir(&dir).await.map_err(|e| io_err(&dir, e))?;
         let mut bases: Vec<i64> = names.iter().filter_map(|p| parse_base(p, "log")).collect();
         bases.sort_unstable();
-        let snapshots: Vec<(i64, PathBuf)> =
-            names.iter().filter_map(|p| parse_base(p, "snapshot").map(|o| (o, p.clone()))).collect();
+        let snapshots: Vec<(i64, PathBuf)> = names
+            .iter()
+            .filter_map(|p| parse_base(p, "snapshot").map(|o| (o, p.clone())))
+            .collect();
         for p in &names {
             if p.extension().is_some_and(|e| e == "tmp") {
-                fs.remove_file_if_exists(p).await.map_err(|e| io_err(p, e))?;
+                fs.remove_file_if_exists(p)
+                    .await
+                    .map_err(|e| io_err(p, e))?;
             }
         }
 
@@ -503,10 +627,14 @@ impl PartitionLog {
             .await
             .map_err(|e| io_err(&marker_path, e))?
             .and_then(|b| decode_small(CLEAN_MARKER_MAGIC, &b));
-        let had_marker_file = names.iter().any(|p| p.file_name().is_some_and(|n| n == CLEAN_MARKER));
+        let had_marker_file = names
+            .iter()
+            .any(|p| p.file_name().is_some_and(|n| n == CLEAN_MARKER));
         if had_marker_file {
             // Deleted (durably) before anything else: a crash from here on is an unclean stop.
-            fs.remove_file(&marker_path).await.map_err(|e| io_err(&marker_path, e))?;
+            fs.remove_file(&marker_path)
+                .await
+                .map_err(|e| io_err(&marker_path, e))?;
             fs.sync_dir(&dir).await.map_err(|e| io_err(&dir, e))?;
         }
         let ckpt_path = dir.join(LOG_START_CHECKPOINT);
@@ -519,7 +647,10 @@ impl PartitionLog {
         let mut producers = None;
         if let Some(marker_leo) = marker {
             if let Some((_, p)) = snapshots.iter().find(|(o, _)| *o == marker_leo) {
-                let b = fs.read_small(p, PRODUCER_SNAPSHOT_BYTES_MAX).await.map_err(|e| io_err(p, e))?;
+                let b = fs
+                    .read_small(p, PRODUCER_SNAPSHOT_BYTES_MAX)
+                    .await
+                    .map_err(|e| io_err(p, e))?;
                 producers = b.and_then(|b| ProducerTable::decode_snapshot(&b));
             }
         }
@@ -553,8 +684,19 @@ impl PartitionLog {
                     }
                 }
             } else {
-                let ib = fs.read_small(&seg.index_path(), SEGMENT_BYTES_MAX).await.ok().flatten().unwrap_or_default();
-                let tb = fs.read_small(&seg.time_index_path(), SEGMENT_BYTES_MAX).await.ok().flatten().unwrap_or_default();
+                let bound = (file_len / HEADER_BYTES as u64 + 1) * TIME_INDEX_ENTRY_BYTES as u64;
+                let ib = fs
+                    .read_small(&seg.index_path(), bound)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                let tb = fs
+                    .read_small(&seg.time_index_path(), bound)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
                 Some([ib, tb].concat())
             };
             let end = validate_scan(&fs, &mut seg, file_len, interval, |h| {
@@ -565,8 +707,22 @@ impl PartitionLog {
             .await?;
             if let Some((pos, reason)) = end.damage {
                 if last {
-                    tracing::warn!(path = %path.display(), position = pos, offset = seg.next_offset, %reason,
-                        "truncating torn or corrupt tail");
+                    if valid_batch_follows(&fs, &seg.read, pos, file_len).await {
+                        // Not a torn tail: good data follows the bad batch. The log must end
+                        // somewhere consistent, so it is still truncated, but loudly.
+                        tracing::error!(path = %path.display(), position = pos, offset = seg.next_offset,
+                            bytes_dropped = file_len - pos, %reason,
+                            "corrupt batch followed by valid data in the active segment; truncating here");
+                        corruption.push(CorruptionReport {
+                            path: path.clone(),
+                            position: pos,
+                            offset: seg.next_offset,
+                            reason: reason.clone(),
+                        });
+                    } else {
+                        tracing::warn!(path = %path.display(), position = pos, offset = seg.next_offset,
+                            bytes_dropped = file_len - pos, %reason, "truncating torn or corrupt tail of the active segment");
+                    }
                     if let Some(w) = &seg.write {
                         fs.set_len(w, pos).await.map_err(|e| io_err(&path, e))?;
                         fs.sync_data(w).await.map_err(|e| io_err(&path, e))?;
@@ -574,7 +730,12 @@ impl PartitionLog {
                 } else {
                     tracing::error!(path = %path.display(), position = pos, offset = seg.next_offset, %reason,
                         "corrupt batch in a sealed segment; readable up to here, reads continue at the next segment");
-                    corruption.push(CorruptionReport { path: path.clone(), position: pos, offset: seg.next_offset, reason });
+                    corruption.push(CorruptionReport {
+                        path: path.clone(),
+                        position: pos,
+                        offset: seg.next_offset,
+                        reason,
+                    });
                 }
             }
             if !last {
@@ -606,7 +767,11 @@ impl PartitionLog {
             fs.sync_dir(&dir).await.map_err(|e| io_err(&dir, e))?;
         }
         let Some(active) = segs.last() else {
-            return Err(StorageError::Corrupt { path: dir, offset: 0, reason: "no segment".into() });
+            return Err(StorageError::Corrupt {
+                path: dir,
+                offset: 0,
+                reason: "no segment".into(),
+            });
         };
         let leo = active.next_offset;
         log_start = log_start.min(leo);
@@ -621,9 +786,15 @@ impl PartitionLog {
                 fs.sync_data(w).await.map_err(|e| io_err(&active.path, e))?;
             }
         }
-        let mark = Mark { offset: leo, seg_base: active.base, pos: active.size };
+        let mark = Mark {
+            offset: leo,
+            seg_base: active.base,
+            pos: active.size,
+        };
         for (_, p) in &snapshots {
-            fs.remove_file_if_exists(p).await.map_err(|e| io_err(p, e))?;
+            fs.remove_file_if_exists(p)
+                .await
+                .map_err(|e| io_err(p, e))?;
         }
         let state = State {
             config,
@@ -646,7 +817,12 @@ impl PartitionLog {
             flusher_wake: None,
             corruption,
         };
-        let inner = Rc::new(Inner { fs, dir, state: RefCell::new(state), append_lock: Mutex::new(()) });
+        let inner = Rc::new(Inner {
+            fs,
+            dir,
+            state: RefCell::new(state),
+            append_lock: Mutex::new(()),
+        });
         compio::runtime::spawn(flusher(Rc::downgrade(&inner))).detach();
         Ok(PartitionLog { inner })
     }
@@ -654,7 +830,9 @@ impl PartitionLog {
     fn check_open(&self) -> Result<(), StorageError> {
         let st = self.inner.state.borrow();
         if st.offline || st.closed {
-            return Err(StorageError::Offline { path: self.inner.dir.clone() });
+            return Err(StorageError::Offline {
+                path: self.inner.dir.clone(),
+            });
         }
         Ok(())
     }
@@ -676,9 +854,16 @@ impl PartitionLog {
 
     /// Appends one or more RecordBatch v2 (see the API contract). Resolves once written to the
     /// kernel (acks=1 point); use [`PartitionLog::wait_durable`] for acks=all.
-    pub async fn append(&self, records: Bytes, leader_epoch: i32) -> Result<AppendInfo, StorageError> {
+    pub async fn append(
+        &self,
+        records: Bytes,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, StorageError> {
         if records.len() > APPEND_BYTES_MAX {
-            return Err(StorageError::RecordTooLarge { size: records.len(), max: APPEND_BYTES_MAX });
+            return Err(StorageError::RecordTooLarge {
+                size: records.len(),
+                max: APPEND_BYTES_MAX,
+            });
         }
         let _guard = self.inner.append_lock.lock().await;
         self.check_open()?;
@@ -706,11 +891,27 @@ impl PartitionLog {
                             duplicate: true,
                         });
                     }
-                    Err(SeqError::OutOfOrder { producer_id, expected, got }) => {
-                        return Err(StorageError::OutOfOrderSequence { producer_id, expected, got });
+                    Err(SeqError::OutOfOrder {
+                        producer_id,
+                        expected,
+                        got,
+                    }) => {
+                        return Err(StorageError::OutOfOrderSequence {
+                            producer_id,
+                            expected,
+                            got,
+                        });
                     }
-                    Err(SeqError::Fenced { producer_id, current_epoch, got }) => {
-                        return Err(StorageError::ProducerFenced { producer_id, current_epoch, got });
+                    Err(SeqError::Fenced {
+                        producer_id,
+                        current_epoch,
+                        got,
+                    }) => {
+                        return Err(StorageError::ProducerFenced {
+                            producer_id,
+                            current_epoch,
+                            got,
+                        });
                     }
                 }
                 st.producers.stage(&mut staged, h, next);
@@ -718,9 +919,14 @@ impl PartitionLog {
             }
             let a = st.active();
             let full = a.size + total > st.config.segment_bytes_clamped();
-            let old = a.first_append_ms.is_some_and(|t| now - t >= st.config.segment_ms);
+            let old = a
+                .first_append_ms
+                .is_some_and(|t| now - t >= st.config.segment_ms);
             let rel_overflow = st.leo + records_count - 1 - a.base > i64::from(i32::MAX);
-            (staged, (a.size > 0 && (full || old || rel_overflow)).then_some(st.leo))
+            (
+                staged,
+                (a.size > 0 && (full || old || rel_overflow)).then_some(st.leo),
+            )
         };
         if let Some(base) = roll_at {
             self.roll(base).await?;
@@ -735,7 +941,9 @@ impl PartitionLog {
             }
             let a = st.active();
             let Some(w) = a.write.clone() else {
-                return Err(StorageError::Offline { path: a.path.clone() });
+                return Err(StorageError::Offline {
+                    path: a.path.clone(),
+                });
             };
             (w, a.size, a.path.clone(), st.leo)
         };
@@ -762,7 +970,11 @@ impl PartitionLog {
         st.producers.commit(staged);
         st.leo = next;
         let a = st.active();
-        st.written = Mark { offset: next, seg_base: a.base, pos: a.size };
+        st.written = Mark {
+            offset: next,
+            seg_base: a.base,
+            pos: a.size,
+        };
         st.active_unsynced = true;
         st.msgs_unflushed += records_count as u64;
         if st.config.relaxed() {
@@ -787,11 +999,19 @@ impl PartitionLog {
             let mut st = self.inner.state.borrow_mut();
             let synced = !st.active_unsynced;
             let a = st.active_mut();
-            assert!(base >= a.next_offset, "roll base below the active segment's end");
+            assert!(
+                base >= a.next_offset,
+                "roll base below the active segment's end"
+            );
             a.seal_time_index();
             let w = a.write.take();
             let path = a.path.clone();
-            let r = (a.index.encode(), a.time_index.encode(), a.index_path(), a.time_index_path());
+            let r = (
+                a.index.encode(),
+                a.time_index.encode(),
+                a.index_path(),
+                a.time_index_path(),
+            );
             if let (Some(w), false) = (w, synced) {
                 st.unsynced.push((path, w));
             }
@@ -813,14 +1033,17 @@ impl PartitionLog {
             return Err(self.fail(&self.inner.dir, e));
         }
         let mut st = self.inner.state.borrow_mut();
-        st.segs.push(empty_segment(base, path, read, read_std, write));
+        st.segs
+            .push(empty_segment(base, path, read, read_std, write));
         Ok(())
     }
 
     fn fail_storage(&self, e: StorageError) -> StorageError {
         match e {
             StorageError::Io { path, source } => self.fail(&path, source),
-            StorageError::NoSpace { path } => self.fail(&path, io::Error::from_raw_os_error(libc::ENOSPC)),
+            StorageError::NoSpace { path } => {
+                self.fail(&path, io::Error::from_raw_os_error(libc::ENOSPC))
+            }
             other => other,
         }
     }
@@ -864,13 +1087,17 @@ impl PartitionLog {
         let rx = {
             let mut st = self.inner.state.borrow_mut();
             if st.offline {
-                return Err(StorageError::Offline { path: self.inner.dir.clone() });
+                return Err(StorageError::Offline {
+                    path: self.inner.dir.clone(),
+                });
             }
             if offset < st.durable_target() {
                 return Ok(());
             }
             if st.closed {
-                return Err(StorageError::Offline { path: self.inner.dir.clone() });
+                return Err(StorageError::Offline {
+                    path: self.inner.dir.clone(),
+                });
             }
             let (tx, rx) = oneshot::channel();
             st.durable_waiters.push((offset, tx));
@@ -878,7 +1105,9 @@ impl PartitionLog {
         };
         match rx.await {
             Ok(true) => Ok(()),
-            _ => Err(StorageError::Offline { path: self.inner.dir.clone() }),
+            _ => Err(StorageError::Offline {
+                path: self.inner.dir.clone(),
+            }),
         }
     }
 
@@ -907,7 +1136,12 @@ impl PartitionLog {
 
     /// Whole batches from the batch containing `offset`, at most `max_bytes` (or the first batch
     /// alone if larger and `min_one`), never past the high watermark.
-    pub async fn read(&self, offset: i64, max_bytes: u32, min_one: bool) -> Result<ReadSlice, StorageError> {
+    pub async fn read(
+        &self,
+        offset: i64,
+        max_bytes: u32,
+        min_one: bool,
+    ) -> Result<ReadSlice, StorageError> {
         self.check_open()?;
         let fs = self.inner.fs.clone();
         // Locate the segment and the index hint (sync).
@@ -915,26 +1149,70 @@ impl PartitionLog {
             let st = self.inner.state.borrow();
             let (hwm, start) = (st.hwm, st.log_start);
             if offset < start || offset > hwm {
-                return Err(StorageError::OffsetOutOfRange { offset, start, end: hwm });
+                return Err(StorageError::OffsetOutOfRange {
+                    offset,
+                    start,
+                    end: hwm,
+                });
             }
             if offset == hwm {
-                let s = st.segs.iter().find(|s| s.base == st.hwm_mark.seg_base).unwrap_or(st.active());
-                let position = if s.base == st.hwm_mark.seg_base { st.hwm_mark.pos } else { s.size };
-                return Ok(ReadSlice { file: s.read_std.clone(), position, len: 0, high_watermark: hwm, log_start_offset: start });
+                let s = st
+                    .segs
+                    .iter()
+                    .find(|s| s.base == st.hwm_mark.seg_base)
+                    .unwrap_or(st.active());
+                let position = if s.base == st.hwm_mark.seg_base {
+                    st.hwm_mark.pos
+                } else {
+                    s.size
+                };
+                return Ok(ReadSlice {
+                    file: s.read_std.clone(),
+                    position,
+                    len: 0,
+                    high_watermark: hwm,
+                    log_start_offset: start,
+                });
             }
-            let mut i = st.segs.partition_point(|s| s.base <= offset).saturating_sub(1);
+            let mut i = st
+                .segs
+                .partition_point(|s| s.base <= offset)
+                .saturating_sub(1);
             // Skip holes (empty or damaged sealed segments): continue at the next segment.
             while offset >= st.segs[i].next_offset && i + 1 < st.segs.len() {
                 i += 1;
             }
             let s = &st.segs[i];
             let Some(limit) = st.read_limit(s) else {
-                return Err(StorageError::OffsetOutOfRange { offset, start, end: hwm });
+                return Err(StorageError::OffsetOutOfRange {
+                    offset,
+                    start,
+                    end: hwm,
+                });
             };
-            let pos = if offset >= s.base { s.index.lookup(s.rel(offset)) } else { 0 };
-            (s.base, s.read.clone(), s.read_std.clone(), s.path.clone(), u64::from(pos), limit, hwm, start)
+            let pos = if offset >= s.base {
+                s.index.lookup(s.rel(offset))
+            } else {
+                0
+            };
+            (
+                s.base,
+                s.read.clone(),
+                s.read_std.clone(),
+                s.path.clone(),
+                u64::from(pos),
+                limit,
+                hwm,
+                start,
+            )
         };
-        let empty = |position| ReadSlice { file: std_file.clone(), position, len: 0, high_watermark: hwm, log_start_offset: start };
+        let empty = |position| ReadSlice {
+            file: std_file.clone(),
+            position,
+            len: 0,
+            high_watermark: hwm,
+            log_start_offset: start,
+        };
         let mut sc = HeaderScanner::new(&fs, &file);
         // Find the batch containing `offset`.
         let first = loop {
@@ -953,7 +1231,13 @@ impl PartitionLog {
         }
         if first_len > u64::from(max_bytes) {
             let len = if min_one { first_len as u32 } else { 0 };
-            return Ok(ReadSlice { file: std_file, position: pos, len, high_watermark: hwm, log_start_offset: start });
+            return Ok(ReadSlice {
+                file: std_file,
+                position: pos,
+                len,
+                high_watermark: hwm,
+                log_start_offset: start,
+            });
         }
         let want_end = (pos + u64::from(max_bytes)).min(limit);
         let mut end = pos + first_len;
@@ -961,7 +1245,10 @@ impl PartitionLog {
         {
             let st = self.inner.state.borrow();
             if let Some(s) = st.segs.iter().find(|s| s.base == seg_base) {
-                if let Some(b) = s.index.boundary_at_or_before(want_end.min(u64::from(u32::MAX)) as u32) {
+                if let Some(b) = s
+                    .index
+                    .boundary_at_or_before(want_end.min(u64::from(u32::MAX)) as u32)
+                {
                     end = end.max(u64::from(b));
                 }
             }
@@ -974,7 +1261,13 @@ impl PartitionLog {
             end += h.total_bytes();
         }
         assert!(end - pos <= u64::from(max_bytes) && end <= limit);
-        Ok(ReadSlice { file: std_file, position: pos, len: (end - pos) as u32, high_watermark: hwm, log_start_offset: start })
+        Ok(ReadSlice {
+            file: std_file,
+            position: pos,
+            len: (end - pos) as u32,
+            high_watermark: hwm,
+            log_start_offset: start,
+        })
     }
 
     /// First batch (below the hwm) whose max timestamp >= `ts`: (its base offset, or the log
@@ -986,13 +1279,28 @@ impl PartitionLog {
         loop {
             let (file, path, mut pos, limit, start) = {
                 let st = self.inner.state.borrow();
-                let Some(s) = st.segs.iter().find(|s| s.base > after_base && s.max_ts >= ts && s.size > 0) else {
+                let Some(s) = st
+                    .segs
+                    .iter()
+                    .find(|s| s.base > after_base && s.max_ts >= ts && s.size > 0)
+                else {
                     return Ok(None);
                 };
-                let Some(limit) = st.read_limit(s) else { return Ok(None) };
+                let Some(limit) = st.read_limit(s) else {
+                    return Ok(None);
+                };
                 after_base = s.base;
-                let pos = s.time_index.start_for(ts).map_or(0, |rel| s.index.lookup(rel));
-                (s.read.clone(), s.path.clone(), u64::from(pos), limit, st.log_start)
+                let pos = s
+                    .time_index
+                    .start_for(ts)
+                    .map_or(0, |rel| s.index.lookup(rel));
+                (
+                    s.read.clone(),
+                    s.path.clone(),
+                    u64::from(pos),
+                    limit,
+                    st.log_start,
+                )
             };
             let mut sc = HeaderScanner::new(&fs, &file);
             while pos + HEADER_BYTES as u64 <= limit {
@@ -1015,7 +1323,13 @@ impl PartitionLog {
         st.segs
             .iter()
             .filter(|s| s.max_ts_offset >= 0)
-            .fold((-1, -1), |acc, s| if s.max_ts > acc.0 { (s.max_ts, s.max_ts_offset) } else { acc })
+            .fold((-1, -1), |acc, s| {
+                if s.max_ts > acc.0 {
+                    (s.max_ts, s.max_ts_offset)
+                } else {
+                    acc
+                }
+            })
     }
 
     /// Resolves when the high watermark moves, or the log goes offline or closes.
@@ -1045,7 +1359,11 @@ impl PartitionLog {
             let st = self.inner.state.borrow();
             let offset = if offset == -1 { st.hwm } else { offset };
             if offset < 0 || offset > st.hwm {
-                return Err(StorageError::OffsetOutOfRange { offset, start: st.log_start, end: st.hwm });
+                return Err(StorageError::OffsetOutOfRange {
+                    offset,
+                    start: st.log_start,
+                    end: st.hwm,
+                });
             }
             (offset, st.log_start)
         };
@@ -1053,14 +1371,24 @@ impl PartitionLog {
             return Ok(start);
         }
         let fs = &self.inner.fs;
-        if let Err(e) = fs.write_small_durably(&self.inner.dir, LOG_START_CHECKPOINT, encode_small(LOG_START_MAGIC, offset)).await {
+        if let Err(e) = fs
+            .write_small_durably(
+                &self.inner.dir,
+                LOG_START_CHECKPOINT,
+                encode_small(LOG_START_MAGIC, offset),
+            )
+            .await
+        {
             return Err(self.fail(&self.inner.dir.join(LOG_START_CHECKPOINT), e));
         }
         let n = {
             let mut st = self.inner.state.borrow_mut();
             st.log_start = offset;
             let last = st.segs.len() - 1;
-            st.segs[..last].iter().take_while(|s| s.next_offset <= offset).count()
+            st.segs[..last]
+                .iter()
+                .take_while(|s| s.next_offset <= offset)
+                .count()
         };
         self.delete_front(n).await?;
         Ok(offset)
@@ -1085,7 +1413,12 @@ impl PartitionLog {
         for s in removed {
             tracing::info!(path = %s.path.display(), base = s.base, "deleting segment");
             for p in [s.path.clone(), s.index_path(), s.time_index_path()] {
-                fs.remove_file_if_exists(&p).await.map_err(|e| StorageError::Io { path: p.clone(), source: e })?;
+                fs.remove_file_if_exists(&p)
+                    .await
+                    .map_err(|e| StorageError::Io {
+                        path: p.clone(),
+                        source: e,
+                    })?;
             }
             // Open read handles (ReadSlice) keep the unlinked file readable.
         }
@@ -1099,7 +1432,10 @@ impl PartitionLog {
         let roll_at = {
             let st = self.inner.state.borrow();
             let a = st.active();
-            (a.size > 0 && a.first_append_ms.is_some_and(|t| now_ms - t >= st.config.segment_ms)).then_some(st.leo)
+            (a.size > 0
+                && a.first_append_ms
+                    .is_some_and(|t| now_ms - t >= st.config.segment_ms))
+            .then_some(st.leo)
         };
         if let Some(base) = roll_at {
             self.roll(base).await?;
@@ -1113,9 +1449,14 @@ impl PartitionLog {
                 if s.next_offset > st.hwm {
                     break;
                 }
-                let ts = if s.max_ts >= 0 { s.max_ts } else { s.modified_ms };
+                let ts = if s.max_ts >= 0 {
+                    s.max_ts
+                } else {
+                    s.modified_ms
+                };
                 let by_time = cfg.retention_ms >= 0 && now_ms - ts > cfg.retention_ms;
-                let by_size = cfg.retention_bytes >= 0 && total - s.size >= cfg.retention_bytes as u64;
+                let by_size =
+                    cfg.retention_bytes >= 0 && total - s.size >= cfg.retention_bytes as u64;
                 if !(by_time || by_size) {
                     break;
                 }
@@ -1163,7 +1504,9 @@ impl PartitionLog {
                 return Ok(());
             }
             if st.offline {
-                return Err(StorageError::Offline { path: self.inner.dir.clone() });
+                return Err(StorageError::Offline {
+                    path: self.inner.dir.clone(),
+                });
             }
         }
         let fs = self.inner.fs.clone();
@@ -1175,8 +1518,21 @@ impl PartitionLog {
             if let Some(w) = &a.write {
                 files.push((a.path.clone(), w.clone()));
             }
-            let r = (a.index.encode(), a.time_index.encode(), a.index_path(), a.time_index_path());
-            (files, r.0, r.1, r.2, r.3, st.leo, st.producers.encode_snapshot())
+            let r = (
+                a.index.encode(),
+                a.time_index.encode(),
+                a.index_path(),
+                a.time_index_path(),
+            );
+            (
+                files,
+                r.0,
+                r.1,
+                r.2,
+                r.3,
+                st.leo,
+                st.producers.encode_snapshot(),
+            )
         };
         for (path, f) in &files {
             if let Err(e) = fs.sync_data(f).await {
@@ -1189,10 +1545,16 @@ impl PartitionLog {
             }
         }
         let dir = &self.inner.dir;
-        if let Err(e) = fs.write_small_durably(dir, &segment_name(leo, "snapshot"), snap).await {
+        if let Err(e) = fs
+            .write_small_durably(dir, &segment_name(leo, "snapshot"), snap)
+            .await
+        {
             return Err(self.fail(dir, e));
         }
-        if let Err(e) = fs.write_small_durably(dir, CLEAN_MARKER, encode_small(CLEAN_MARKER_MAGIC, leo)).await {
+        if let Err(e) = fs
+            .write_small_durably(dir, CLEAN_MARKER, encode_small(CLEAN_MARKER_MAGIC, leo))
+            .await
+        {
             return Err(self.fail(dir, e));
         }
         let mut st = self.inner.state.borrow_mut();
@@ -1218,7 +1580,14 @@ impl PartitionLog {
             Err(e) => return Err(e),
         }
         let dir = self.inner.dir.clone();
-        self.inner.fs.remove_dir_all(&dir).await.map_err(|e| StorageError::Io { path: dir, source: e })
+        self.inner
+            .fs
+            .remove_dir_all(&dir)
+            .await
+            .map_err(|e| StorageError::Io {
+                path: dir,
+                source: e,
+            })
     }
 }
 
@@ -1249,7 +1618,9 @@ async fn flusher(weak: Weak<Inner>) {
             let cancelled = match at {
                 None => rx.await.is_err(),
                 Some(at) => {
-                    let sleep = std::pin::pin!(compio::time::sleep(at.saturating_duration_since(Instant::now())));
+                    let sleep = std::pin::pin!(compio::time::sleep(
+                        at.saturating_duration_since(Instant::now())
+                    ));
                     match futures::future::select(rx, sleep).await {
                         futures::future::Either::Left((r, _)) => r.is_err(),
                         futures::future::Either::Right(_) => false,

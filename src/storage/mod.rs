@@ -61,7 +61,10 @@ impl LogConfig {
     }
     /// segment.bytes clamped to what the format supports.
     pub(crate) fn segment_bytes_clamped(&self) -> u64 {
-        self.segment_bytes.clamp(crate::limits::SEGMENT_BYTES_MIN, crate::limits::SEGMENT_BYTES_MAX)
+        self.segment_bytes.clamp(
+            crate::limits::SEGMENT_BYTES_MIN,
+            crate::limits::SEGMENT_BYTES_MAX,
+        )
     }
 }
 
@@ -102,12 +105,19 @@ impl ReadSlice {
 pub enum StorageError {
     /// A write or fsync failed: the log is offline.
     #[error("I/O error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// ENOSPC: the log is offline.
     #[error("no space left on device writing {path}")]
     NoSpace { path: PathBuf },
     #[error("corrupt data in {path} at byte {offset}: {reason}")]
-    Corrupt { path: PathBuf, offset: u64, reason: String },
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
     /// A bad incoming batch (CRC, magic, lengths) -> CORRUPT_MESSAGE.
     #[error("corrupt record batch: {0}")]
     CorruptRecord(String),
@@ -117,9 +127,17 @@ pub enum StorageError {
     #[error("offset {offset} outside [{start}, {end}]")]
     OffsetOutOfRange { offset: i64, start: i64, end: i64 },
     #[error("producer {producer_id}: sequence {got}, expected {expected}")]
-    OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
     #[error("producer {producer_id}: epoch {got} fenced by epoch {current_epoch}")]
-    ProducerFenced { producer_id: i64, current_epoch: i16, got: i16 },
+    ProducerFenced {
+        producer_id: i64,
+        current_epoch: i16,
+        got: i16,
+    },
     /// The log is offline (after a failed write/fsync) or closed -> KAFKA_STORAGE_ERROR.
     #[error("log {path} is offline")]
     Offline { path: PathBuf },

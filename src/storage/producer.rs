@@ -37,8 +37,16 @@ impl ProducerEntry {
 /// Why an idempotent batch was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SeqError {
-    OutOfOrder { producer_id: i64, expected: i32, got: i32 },
-    Fenced { producer_id: i64, current_epoch: i16, got: i16 },
+    OutOfOrder {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    Fenced {
+        producer_id: i64,
+        current_epoch: i16,
+        got: i16,
+    },
 }
 
 /// Outcome of checking one batch.
@@ -56,13 +64,21 @@ pub struct ProducerTable {
 }
 
 fn next_seq(s: i32) -> i32 {
-    if s == i32::MAX { 0 } else { s + 1 }
+    if s == i32::MAX {
+        0
+    } else {
+        s + 1
+    }
 }
 
 impl ProducerTable {
     /// Checks `h` against the state (staged entries in `staged` take precedence, for requests
     /// carrying several batches). Does not modify the table.
-    pub fn check(&self, staged: &HashMap<i64, ProducerEntry>, h: &BatchHeader) -> Result<Check, SeqError> {
+    pub fn check(
+        &self,
+        staged: &HashMap<i64, ProducerEntry>,
+        h: &BatchHeader,
+    ) -> Result<Check, SeqError> {
         if !h.is_idempotent() {
             return Ok(Check::Accept);
         }
@@ -72,34 +88,59 @@ impl ProducerTable {
             return Ok(Check::Accept);
         };
         if h.producer_epoch < e.epoch {
-            return Err(SeqError::Fenced { producer_id: pid, current_epoch: e.epoch, got: h.producer_epoch });
+            return Err(SeqError::Fenced {
+                producer_id: pid,
+                current_epoch: e.epoch,
+                got: h.producer_epoch,
+            });
         }
         if h.producer_epoch > e.epoch {
             if h.base_sequence != 0 {
-                return Err(SeqError::OutOfOrder { producer_id: pid, expected: 0, got: h.base_sequence });
+                return Err(SeqError::OutOfOrder {
+                    producer_id: pid,
+                    expected: 0,
+                    got: h.base_sequence,
+                });
             }
             return Ok(Check::Accept);
         }
         let last_seq = h.last_sequence();
-        if let Some(d) = e.batches.iter().find(|b| b.first_seq == h.base_sequence && b.last_seq == last_seq) {
+        if let Some(d) = e
+            .batches
+            .iter()
+            .find(|b| b.first_seq == h.base_sequence && b.last_seq == last_seq)
+        {
             return Ok(Check::Duplicate(*d));
         }
         match e.batches.back() {
-            Some(b) if h.base_sequence != next_seq(b.last_seq) => {
-                Err(SeqError::OutOfOrder { producer_id: pid, expected: next_seq(b.last_seq), got: h.base_sequence })
-            }
+            Some(b) if h.base_sequence != next_seq(b.last_seq) => Err(SeqError::OutOfOrder {
+                producer_id: pid,
+                expected: next_seq(b.last_seq),
+                got: h.base_sequence,
+            }),
             _ => Ok(Check::Accept),
         }
     }
 
     /// Records an accepted batch (already assigned `base_offset`) into `staged`.
-    pub fn stage(&self, staged: &mut HashMap<i64, ProducerEntry>, h: &BatchHeader, base_offset: i64) {
+    pub fn stage(
+        &self,
+        staged: &mut HashMap<i64, ProducerEntry>,
+        h: &BatchHeader,
+        base_offset: i64,
+    ) {
         if !h.is_idempotent() {
             return;
         }
-        let e = staged
-            .entry(h.producer_id)
-            .or_insert_with(|| self.map.get(&h.producer_id).cloned().unwrap_or(ProducerEntry { epoch: h.producer_epoch, batches: VecDeque::new() }));
+        let e = staged.entry(h.producer_id).or_insert_with(|| {
+            self.map
+                .get(&h.producer_id)
+                .cloned()
+                .unwrap_or(ProducerEntry {
+                    epoch: h.producer_epoch,
+                    batches: VecDeque::new(),
+                })
+        });
         apply(e, h, base_offset);
     }
 
@@ -119,7 +160,10 @@ impl ProducerTable {
         let e = self
             .map
             .entry(h.producer_id)
-            .or_insert_with(|| ProducerEntry { epoch: h.producer_epoch, batches: VecDeque::new() });
+            .or_insert_with(|| ProducerEntry {
+                epoch: h.producer_epoch,
+                batches: VecDeque::new(),
+            });
         apply(e, h, h.base_offset);
         self.evict_over_bound();
     }
@@ -131,7 +175,11 @@ impl ProducerTable {
 
     fn evict_over_bound(&mut self) {
         while self.map.len() > PRODUCERS_PER_PARTITION_MAX {
-            let oldest = self.map.iter().min_by_key(|(_, e)| e.last_offset()).map(|(k, _)| *k);
+            let oldest = self
+                .map
+                .iter()
+                .min_by_key(|(_, e)| e.last_offset())
+                .map(|(k, _)| *k);
             match oldest {
                 Some(k) => {
                     self.map.remove(&k);
@@ -154,7 +202,9 @@ impl ProducerTable {
         let mut pids: Vec<_> = self.map.keys().copied().collect();
         pids.sort_unstable();
         for pid in pids {
-            let Some(e) = self.map.get(&pid) else { continue };
+            let Some(e) = self.map.get(&pid) else {
+                continue;
+            };
             b.extend_from_slice(&pid.to_be_bytes());
             b.extend_from_slice(&e.epoch.to_be_bytes());
             b.push(e.batches.len() as u8);
@@ -195,7 +245,10 @@ impl ProducerTable {
             if n > PRODUCER_BATCHES_RETAINED_COUNT {
                 return None;
             }
-            let mut e = ProducerEntry { epoch, batches: VecDeque::new() };
+            let mut e = ProducerEntry {
+                epoch,
+                batches: VecDeque::new(),
+            };
             for _ in 0..n {
                 e.batches.push_back(ProducerBatch {
                     first_seq: r.u32()? as i32,
@@ -276,15 +329,26 @@ mod tests {
         let mut s = HashMap::new();
         t.stage(&mut s, &h, 100);
         t.commit(s);
-        assert!(matches!(t.check(&none, &h), Ok(Check::Duplicate(b)) if b.base_offset == 100 && b.last_offset == 102));
-        assert!(matches!(t.check(&none, &hdr(1, 0, 4, 1)), Err(SeqError::OutOfOrder { expected: 3, .. })));
+        assert!(
+            matches!(t.check(&none, &h), Ok(Check::Duplicate(b)) if b.base_offset == 100 && b.last_offset == 102)
+        );
+        assert!(matches!(
+            t.check(&none, &hdr(1, 0, 4, 1)),
+            Err(SeqError::OutOfOrder { expected: 3, .. })
+        ));
         assert_eq!(t.check(&none, &hdr(1, 0, 3, 1)), Ok(Check::Accept));
-        assert!(matches!(t.check(&none, &hdr(1, 1, 5, 1)), Err(SeqError::OutOfOrder { expected: 0, .. })));
+        assert!(matches!(
+            t.check(&none, &hdr(1, 1, 5, 1)),
+            Err(SeqError::OutOfOrder { expected: 0, .. })
+        ));
         assert_eq!(t.check(&none, &hdr(1, 1, 0, 1)), Ok(Check::Accept));
         let mut s = HashMap::new();
         t.stage(&mut s, &hdr(1, 1, 0, 1), 103);
         t.commit(s);
-        assert!(matches!(t.check(&none, &hdr(1, 0, 3, 1)), Err(SeqError::Fenced { .. })));
+        assert!(matches!(
+            t.check(&none, &hdr(1, 0, 3, 1)),
+            Err(SeqError::Fenced { .. })
+        ));
         let snap = t.encode_snapshot();
         assert_eq!(ProducerTable::decode_snapshot(&snap), Some(t.clone()));
         let mut bad = snap;

@@ -3,6 +3,7 @@
 mod broker;
 mod client;
 mod storage;
+mod versions;
 mod wire;
 
 /// Broker logs into the test output (shown for failing tests); RUST_LOG overrides the level.

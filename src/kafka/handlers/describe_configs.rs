@@ -28,7 +28,8 @@ pub async fn handle(ctx: RequestContext, req: DescribeConfigsRequest) -> Option<
     let broker = ctx.shard.config();
     let mut results = Vec::new();
     for r in req.resources {
-        let keys: Option<Vec<String>> = r.configuration_keys.map(|k| k.iter().map(|s| s.to_string()).collect());
+        // null (and, leniently, an empty list) asks for every config.
+        let keys: Option<Vec<String>> = r.configuration_keys.filter(|k| !k.is_empty()).map(|k| k.iter().map(|s| s.to_string()).collect());
         let wanted = |name: &str| keys.as_ref().is_none_or(|k| k.iter().any(|x| x == name));
         let mut res = DescribeConfigsResult::default().with_resource_type(r.resource_type).with_resource_name(r.resource_name.clone());
         match r.resource_type {

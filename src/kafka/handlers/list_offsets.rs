@@ -23,7 +23,10 @@ pub async fn handle(ctx: RequestContext, req: ListOffsetsRequest) -> Option<List
         let meta = snap.topic(t.name.0.as_str());
         let mut partitions = Vec::new();
         for p in t.partitions {
-            let mut pr = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_timestamp(-1).with_offset(-1).with_leader_epoch(0);
+            let mut pr = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_timestamp(-1).with_offset(-1);
+            if ctx.version() >= 4 {
+                pr.leader_epoch = 0;
+            }
             let Some(m) = meta.filter(|m| p.partition_index >= 0 && p.partition_index < m.partitions) else {
                 pr.error_code = ResponseError::UnknownTopicOrPartition.code();
                 partitions.push(pr);
@@ -41,7 +44,7 @@ pub async fn handle(ctx: RequestContext, req: ListOffsetsRequest) -> Option<List
                         EARLIEST => Ok((-1, log.log_start_offset())),
                         MAX_TIMESTAMP => Ok(log.max_timestamp()),
                         ts if ts >= 0 => match log.offset_for_timestamp(ts).await {
-                            Ok(Some((off, found_ts))) => Ok((found_ts, off)),
+                            Ok(Some((batch_offset, batch_ts))) => Ok(first_record_at_or_after(&log, batch_offset, ts).await.unwrap_or((batch_ts, batch_offset))),
                             Ok(None) => Ok((-1, -1)),
                             Err(e) => Err(error::storage(&e)),
                         },
@@ -62,4 +65,14 @@ pub async fn handle(ctx: RequestContext, req: ListOffsetsRequest) -> Option<List
         topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions));
     }
     Some(ListOffsetsResponse::default().with_topics(topics))
+}
+
+/// Storage finds the first batch whose max timestamp is at or after `ts`; Kafka answers with
+/// the first *record* at or after it, so look inside that batch (decompressing it if needed).
+/// None when the batch cannot be read or decoded (the caller falls back to the batch).
+async fn first_record_at_or_after(log: &crate::storage::PartitionLog, batch_offset: i64, ts: i64) -> Option<(i64, i64)> {
+    let slice = log.read(batch_offset, 1, true).await.ok()?;
+    let mut bytes = super::fetch::read_slice(&slice).await.ok()?;
+    let set = crate::protocol::guard(|| kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)).ok()?;
+    set.records.iter().find(|r| r.timestamp >= ts && r.offset >= batch_offset).map(|r| (r.timestamp, r.offset))
 }

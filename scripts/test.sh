@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# scripts/test.sh: the one test command of Sluice (README, CI).
+#
+# On a fresh Debian 12 machine (as root, or with passwordless sudo) it installs what the
+# tests need, then runs every test:
+#   1. system packages: kcat (Debian's, on librdkafka 2.0.2), a C compiler for -sys crates,
+#      python3 with venv support; `apt-get update` runs only when something is missing;
+#   2. a Python venv at .venv with the pinned clients of tests/clients/requirements.txt;
+#   3. `cargo build` of the `sluice` binary;
+#   4. `cargo test` (unit tests and the tests/it integration binary);
+#   5. `pytest tests/clients` against the built binary (real Kafka clients, raw sockets).
+# Re-running is quick: every install step is skipped when already satisfied.
+# Works from any directory. Exits non-zero on the first failure.
+#
+# Environment: CARGO_TARGET_DIR (respected), PYTHON (interpreter for the venv, default python3),
+# SLUICE_TEST_PYTEST_ARGS (extra pytest arguments, e.g. "-k kcat").
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+START_S=$SECONDS
+section() { printf '\n========== %s (t=%ds) ==========\n' "$*" "$((SECONDS - START_S))"; }
+die() { printf 'scripts/test.sh: error: %s\n' "$*" >&2; exit 1; }
+
+PYTHON="${PYTHON:-python3}"
+VENV="$ROOT/.venv"
+REQUIREMENTS="$ROOT/tests/clients/requirements.txt"
+
+# ---------------------------------------------------------------------------------------------
+section "1/5 system packages"
+missing=()
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    PYTHON=python3
+    missing+=(python3 python3-venv)
+elif ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    # Debian's own python3 needs python3-venv for `python3 -m venv`; pyenv builds do not.
+    have_pkg python3-venv || missing+=(python3-venv)
+fi
+if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}"
+    command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get: install them by hand"
+    SUDO=()
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || die "missing ${missing[*]}: run as root or install them"
+        SUDO=(sudo -n)
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    "${SUDO[@]}" apt-get update -q
+    "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+    echo "all present"
+fi
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install the Rust toolchain (rustup) first"
+echo "cargo:   $(cargo --version)"
+echo "python:  $("$PYTHON" --version 2>&1) ($(command -v "$PYTHON"))"
+echo "kcat:    $(kcat -V 2>&1 | grep -m1 Version || true)"
+
+# ---------------------------------------------------------------------------------------------
+section "2/5 python venv (.venv)"
+stamp_want="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1) $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
+stamp_file="$VENV/.sluice-requirements"
+venv_ok() {
+    [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1
+}
+if ! venv_ok; then
+    echo "creating $VENV"
+    "$PYTHON" -m venv --clear "$VENV"
+fi
+if [[ "$(cat "$stamp_file" 2>/dev/null || true)" == "$stamp_want" ]] \
+    && "$VENV/bin/python" -c 'import kafka, confluent_kafka, pytest, pytest_timeout' >/dev/null 2>&1; then
+    echo "requirements already installed"
+else
+    # A venv made by another interpreter version would hold wrong wheels: start it over.
+    if [[ -f "$stamp_file" && "$(cut -d' ' -f2 "$stamp_file")" != "$(cut -d' ' -f2 <<<"$stamp_want")" ]]; then
+        "$PYTHON" -m venv --clear "$VENV"
+    fi
+    "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q -r "$REQUIREMENTS"
+    printf '%s\n' "$stamp_want" >"$stamp_file"
+fi
+"$VENV/bin/python" - <<'PY'
+import confluent_kafka, kafka, pytest
+print(f"kafka-python {kafka.__version__}, confluent-kafka {confluent_kafka.__version__} "
+      f"(librdkafka {confluent_kafka.libversion()[0]}), pytest {pytest.__version__}")
+PY
+
+# ---------------------------------------------------------------------------------------------
+section "3/5 cargo build"
+cargo build --locked --bin sluice
+TARGET_DIR="$(cargo metadata --locked --format-version 1 --no-deps \
+    | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+SLUICE_BIN="$TARGET_DIR/debug/sluice"
+[[ -x "$SLUICE_BIN" ]] || die "built binary not found at $SLUICE_BIN"
+export SLUICE_BIN
+echo "binary: $SLUICE_BIN"
+
+# ---------------------------------------------------------------------------------------------
+section "4/5 cargo test (unit + tests/it)"
+cargo test --locked
+
+# ---------------------------------------------------------------------------------------------
+section "5/5 pytest tests/clients (real clients against $SLUICE_BIN)"
+# shellcheck disable=SC2086 # word splitting of the extra arguments is intended
+set +e
+"$VENV/bin/python" -m pytest "$ROOT/tests/clients" -v ${SLUICE_TEST_PYTEST_ARGS:-}
+rc=$?
+set -e
+if [[ $rc -eq 5 ]]; then
+    die "pytest collected no tests (exit 5): that is a failure"
+elif [[ $rc -ne 0 ]]; then
+    die "pytest failed (exit $rc)"
+fi
+
+section "all tests passed"

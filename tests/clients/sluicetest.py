@@ -1,0 +1,333 @@
+"""Helpers for the client tests: a real `sluice serve` process, and client conveniences.
+
+The broker is the built binary ($SLUICE_BIN, else $CARGO_TARGET_DIR/debug/sluice, else
+target/debug/sluice), started on free loopback ports with a fresh data directory.
+"""
+
+import ctypes
+import http.client
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Bounds (seconds) for everything that waits on the broker.
+BROKER_START_TIMEOUT_S = 20.0
+BROKER_STOP_TIMEOUT_S = 10.0
+LOG_TAIL_BYTES = 64 * 1024
+
+
+def sluice_binary():
+    env_bin = os.environ.get("SLUICE_BIN")
+    if env_bin:
+        return Path(env_bin)
+    target = os.environ.get("CARGO_TARGET_DIR")
+    target_dir = Path(target) if target else REPO_ROOT / "target"
+    if not target_dir.is_absolute():
+        target_dir = REPO_ROOT / target_dir
+    return target_dir / "debug" / "sluice"
+
+
+def _die_with_parent():
+    """In the child before exec: SIGKILL us if pytest dies, so no broker outlives its test run."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def free_port():
+    """A port on 127.0.0.1 that was free a moment ago (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def broker_cores():
+    """Shards for a test broker: 2 (so cross-shard paths run) unless the machine has fewer."""
+    wanted = int(os.environ.get("SLUICE_TEST_CORES", "2"))
+    return max(1, min(wanted, os.cpu_count() or 1))
+
+
+class BrokerError(AssertionError):
+    pass
+
+
+class Broker:
+    """One `sluice serve` process; restartable on the same data directory and ports."""
+
+    def __init__(self, workdir, name="broker"):
+        self.name = name
+        self.workdir = Path(workdir)
+        self.data_dir = self.workdir / "data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.workdir / f"{name}.log"
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.admin_port = free_port()
+        while self.admin_port == self.port:
+            self.admin_port = free_port()
+        self.binary = sluice_binary()
+        self.proc = None
+        self.starts = 0
+        self.problems = []  # found at stop: not a clean exit, a panic in the log, ...
+
+    @property
+    def bootstrap(self):
+        return f"{self.host}:{self.port}"
+
+    def command(self):
+        return [
+            str(self.binary), "serve",
+            "--data-dir", str(self.data_dir),
+            "--listen", self.bootstrap,
+            "--admin-listen", f"{self.host}:{self.admin_port}",
+            "--cores", str(broker_cores()),
+        ]
+
+    def start(self):
+        assert self.proc is None, "broker already running"
+        if not self.binary.is_file():
+            raise BrokerError(f"sluice binary not found at {self.binary}: run `cargo build` "
+                              "(scripts/test.sh does) or set SLUICE_BIN")
+        self.starts += 1
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "info")
+        env.setdefault("RUST_BACKTRACE", "1")
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== start #{self.starts}: {' '.join(self.command())}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
+                                         preexec_fn=_die_with_parent)
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self):
+        """Bounded wait until the Kafka port accepts TCP and the admin endpoint's /readyz answers
+        200 (every shard recovered its partitions and listens)."""
+        deadline = time.monotonic() + BROKER_START_TIMEOUT_S
+        last = "no answer yet"
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                self.proc = None
+                raise BrokerError(f"sluice serve exited with code {code} before it was ready "
+                                  f"({last}); its log:\n{self.log_tail()}")
+            last = self._readiness()
+            if last is None:
+                return
+            if time.monotonic() > deadline:
+                self.kill9()
+                raise BrokerError(f"sluice serve not ready within {BROKER_START_TIMEOUT_S:.0f} s "
+                                  f"({last}); its log:\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def _readiness(self):
+        """None when ready, else what is missing."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1.0):
+                pass
+        except OSError as e:
+            return f"Kafka port {self.port}: {e}"
+        conn = http.client.HTTPConnection(self.host, self.admin_port, timeout=2.0)
+        try:
+            conn.request("GET", "/readyz")
+            response = conn.getresponse()
+            body = response.read(256).decode("utf-8", "replace").strip()
+            if response.status == 200:
+                return None
+            return f"GET /readyz on {self.admin_port}: {response.status} {body}"
+        except (OSError, http.client.HTTPException) as e:
+            return f"GET /readyz on {self.admin_port}: {e}"
+        finally:
+            conn.close()
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self):
+        """SIGKILL, as a crash or power cut would end it; waits for the process to be gone."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=BROKER_STOP_TIMEOUT_S)
+        self._append_log(f"===== killed with SIGKILL (exit {self.proc.returncode})\n")
+        self.proc = None
+        self._wait_ports_released()
+
+    def _wait_ports_released(self):
+        """After the process is gone its listening sockets can outlive it for a moment (the
+        kernel tears an io_uring instance down asynchronously, and pending accepts hold the
+        socket), still completing handshakes nobody will serve. Wait (bounded) until both ports
+        refuse connections, so a restart binds and serves on its own sockets."""
+        began = time.monotonic()
+        deadline = began + BROKER_STOP_TIMEOUT_S
+        for port in (self.port, self.admin_port):
+            while True:
+                try:
+                    with socket.create_connection((self.host, port), timeout=1.0):
+                        pass
+                except OSError:
+                    break
+                if time.monotonic() > deadline:
+                    raise BrokerError(f"port {port} still accepts connections "
+                                      f"{BROKER_STOP_TIMEOUT_S:.0f} s after the broker was killed")
+                time.sleep(0.02)
+        self._append_log(f"===== ports released {1000 * (time.monotonic() - began):.0f} ms after exit\n")
+
+    def restart_after_crash(self):
+        """kill -9, then start again on the same data directory and ports."""
+        self.kill9()
+        return self.start()
+
+    def stop(self):
+        """SIGTERM and wait for a clean exit; SIGKILL after BROKER_STOP_TIMEOUT_S.
+
+        Records a problem (reported by the fixture) if the broker had died on its own, did not
+        stop in time, or exited non-zero."""
+        if self.proc is None:
+            return
+        code = self.proc.poll()
+        if code is not None:
+            self.problems.append(f"broker exited on its own during the test (exit code {code})")
+        else:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                code = self.proc.wait(timeout=BROKER_STOP_TIMEOUT_S)
+                if code != 0:
+                    self.problems.append(f"broker exited with code {code} after SIGTERM")
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGKILL)
+                self.proc.wait(timeout=BROKER_STOP_TIMEOUT_S)
+                self.problems.append(f"broker still running {BROKER_STOP_TIMEOUT_S:.0f} s "
+                                     "after SIGTERM; killed with SIGKILL")
+        self._append_log(f"===== stopped (exit {self.proc.returncode})\n")
+        self.proc = None
+        log = self.log_text()
+        at = log.find("panicked at")
+        if at >= 0:
+            excerpt = log[max(0, at - 2000):at + 4000]
+            self.problems.append(f"the broker log reports a panic:\n{excerpt}\n--- end of panic excerpt")
+
+    def _append_log(self, line):
+        with open(self.log_path, "ab") as log:
+            log.write(line.encode())
+
+    def log_text(self):
+        try:
+            return self.log_path.read_bytes().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self):
+        text = self.log_text()
+        if len(text) > LOG_TAIL_BYTES:
+            return f"[... {len(text) - LOG_TAIL_BYTES} bytes cut ...]\n" + text[-LOG_TAIL_BYTES:]
+        return text
+
+
+def wait_until(predicate, timeout_s, what):
+    """Bounded wait for a condition that no event announces (e.g. metadata propagation on a real
+    Kafka broker). Returns the predicate's last truthy value; fails with `what` after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+# --- confluent-kafka conveniences ----------------------------------------------------------------
+
+# librdkafka's own log lines go to Python logging (shown with a failed test) instead of stderr,
+# where clients still reconnecting to a killed broker would print them long after their test.
+LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
+
+
+
+def admin_client(bootstrap):
+    from confluent_kafka.admin import AdminClient
+    return AdminClient({"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOGGER})
+
+
+def create_topic(bootstrap, name, partitions, config=None, timeout_s=15.0):
+    """CreateTopics through confluent-kafka's AdminClient; waits until Metadata shows the topic
+    with all its partitions led."""
+    from confluent_kafka.admin import NewTopic
+    admin = admin_client(bootstrap)
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})],
+        operation_timeout=timeout_s, request_timeout=timeout_s)
+    futures[name].result(timeout=timeout_s)
+    wait_for_partitions(admin, name, partitions, timeout_s)
+    return admin
+
+
+def wait_for_partitions(admin, name, partitions, timeout_s=15.0):
+    def ready():
+        md = admin.list_topics(topic=name, timeout=timeout_s)
+        topic = md.topics.get(name)
+        if topic is None or topic.error is not None or len(topic.partitions) != partitions:
+            return None
+        if any(p.leader < 0 or p.error is not None for p in topic.partitions.values()):
+            return None
+        return topic
+    return wait_until(ready, timeout_s, f"topic {name} with {partitions} led partitions")
+
+
+def consumer(bootstrap, **extra):
+    """An assign()-style confluent consumer: no commits, no subscription. (The Python binding
+    insists on a group.id even when the group is never joined.)"""
+    from confluent_kafka import Consumer
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "group.id": "sluice-tests-unused",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        "logger": LIBRDKAFKA_LOGGER,
+    }
+    conf.update(extra)
+    return Consumer(conf)
+
+
+def consume_all(bootstrap, topic, partitions, timeout_s=30.0, start=None, **extra):
+    """Reads every partition of `topic` from the beginning (or `start`: {partition: offset}) up
+    to its end; returns the messages in arrival order. Ends on partition-EOF events, bounded by
+    timeout_s. Fails on any consumer error other than EOF."""
+    from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+    c = consumer(bootstrap, **extra)
+    try:
+        start = start or {}
+        c.assign([TopicPartition(topic, p, start.get(p, OFFSET_BEGINNING)) for p in range(partitions)])
+        at_eof = set()
+        messages = []
+        deadline = time.monotonic() + timeout_s
+        while len(at_eof) < partitions:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"consume_all({topic}): only partitions {sorted(at_eof)} "
+                                     f"reached their end within {timeout_s} s "
+                                     f"({len(messages)} messages read)")
+            msg = c.poll(0.5)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    at_eof.add(msg.partition())
+                    continue
+                raise AssertionError(f"consumer error on {topic}: {err}")
+            at_eof.discard(msg.partition())
+            messages.append(msg)
+        return messages
+    finally:
+        c.close()
