@@ -84,6 +84,8 @@ pub struct PhaseResult {
     pub consumed_total: u64,
     pub errors: u64,
     pub first_error: Option<String>,
+    /// Messages due at the target rate that were never sent before the phase ended.
+    pub unsent_total: u64,
 }
 
 enum Report {
@@ -301,6 +303,7 @@ pub fn run_phase(
         acked_total: all.acked_msgs,
         consumed_total: all.consumed_msgs,
         errors: all.errors,
+        unsent_total: all.unsent_msgs,
         first_error,
     })
 }
@@ -549,6 +552,13 @@ impl ProducerTask {
                     while next_i < due && batch.len() < self.max_batch_msgs {
                         batch.push(s.intended_ns(next_i));
                         next_i += 1;
+                    }
+                    if now >= self.end_ns && s.intended_ns(next_i) < self.end_ns {
+                        // Behind schedule at the end: the phase ends on time; what was due
+                        // and never sent is counted, not silently dropped.
+                        let unsent = s.due_count(self.end_ns - 1).saturating_sub(next_i);
+                        self.shared.stats.borrow_mut().unsent_msgs += unsent;
+                        next_i += unsent;
                     }
                     s.intended_ns(next_i) >= self.end_ns
                 }
