@@ -52,6 +52,9 @@ pub struct BenchArgs {
     /// 0, 1 or all.
     #[arg(long)]
     pub acks: Option<String>,
+    /// NO_KEY, KEY_ROUND_ROBIN or RANDOM_NANO (keys pick partitions by murmur2, as Kafka).
+    #[arg(long)]
+    pub key_distribution: Option<String>,
     #[arg(long)]
     pub batch_bytes: Option<usize>,
     #[arg(long)]
@@ -123,6 +126,7 @@ impl BenchArgs {
         set!(consumers => consumers_per_subscription);
         set!(subscriptions => subscriptions_per_topic);
         set!(acks => acks);
+        set!(key_distribution => key_distribution);
         set!(batch_bytes => batch_bytes);
         set!(linger_ms => linger_ms);
         set!(compression => compression);
