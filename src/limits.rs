@@ -44,6 +44,8 @@ pub const BENCH_LATENCY_NS_MAX: u64 = 3_600 * 1_000_000_000;
 /// Size of a `--workload` file the bench reads.
 pub const BENCH_WORKLOAD_FILE_BYTES_MAX: u64 = 1024 * 1024;
 
+// ---- Broker (src/server, src/kafka, src/runtime) ----
+
 /// Default `socket.request.max.bytes` (Kafka's default: 100 MiB).
 pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: u32 = 100 * 1024 * 1024;
 /// Default `message.max.bytes` (Kafka's default: 1 MiB + 12 bytes of log overhead).

@@ -335,3 +335,15 @@ fn request_budget_applies_back_pressure_without_deadlock() {
     }
     b.shutdown().unwrap();
 }
+
+/// SO_REUSEPORT (one listener per shard) must not let a second broker share a busy port.
+#[test]
+fn second_broker_on_a_busy_port_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(dir.path());
+    let dir2 = tempfile::tempdir().unwrap();
+    let config = BrokerConfig { data_dir: dir2.path().to_path_buf(), listen: a.bootstrap(), cores: 1, ..BrokerConfig::default() };
+    let err = Broker::start(config).err().expect("the port is taken");
+    assert!(format!("{err:#}").contains("in use"), "{err:#}");
+    a.shutdown().unwrap();
+}
