@@ -82,3 +82,21 @@ def test_produce_and_consume_interoperate_with_kafka_python(bootstrap):
     done = sluice("consume", "--topic", "nope", "--timeout-ms", "100", "--bootstrap", bootstrap)
     assert done.returncode != 0
     assert done.stderr.strip() == "error: topic 'nope' does not exist"
+
+
+def test_bench_against_a_separately_started_broker(bootstrap, tmp_path):
+    import json
+    out = tmp_path / "bench.json"
+    done = subprocess.run([str(sluice_binary()), "bench", "--bootstrap", bootstrap, "--rate", "500",
+                           "--duration", "1s", "--warmup", "0s", "--quiet", "--json", str(out)],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert "publish" in done.stdout and "end-to-end" in done.stdout, done.stdout
+    doc = json.loads(out.read_text())
+    assert set(doc) == {"workload", "environment", "throughput", "publish_latency_us", "e2e_latency_us",
+                        "timeline"}
+    assert doc["throughput"]["msgs_per_s"] > 0
+    for key in ("p50", "p90", "p99", "p999", "p9999", "max"):
+        assert doc["publish_latency_us"][key] > 0 and doc["e2e_latency_us"][key] > 0
+    results = doc["workload"]["phases"][0]["results"]
+    assert results["consumed_msgs"] == results["acked_msgs"] > 0
