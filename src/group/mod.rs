@@ -11,6 +11,7 @@
 //! that shard's executor; nothing about a group is shared between shards.
 //! Architecture invariant: OffsetCommit is acknowledged only after its records are fsync'd.
 
+pub mod consumer;
 pub mod offsets;
 pub mod state;
 
@@ -26,6 +27,7 @@ use crate::config::BrokerConfig;
 use crate::limits;
 use offsets::{Committed, OffsetLog, OffsetRecord, OffsetTable};
 pub use state::{Code, GroupSettings, GroupState, JoinParams, JoinResult, Reply, SyncResult, NONE};
+use consumer::{ConsumerGroup, ConsumerSettings, HeartbeatParams, HeartbeatResult};
 use state::Group;
 
 /// The shard that coordinates `group_id`: a pure function of the id bytes.
@@ -75,9 +77,34 @@ pub struct MemberSummary {
     pub assignment: Bytes,
 }
 
+#[derive(Clone, Debug)]
+pub struct ConsumerGroupSummary {
+    pub state: &'static str,
+    pub epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: String,
+    pub members: Vec<ConsumerMemberSummary>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ConsumerMemberSummary {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub epoch: i32,
+    pub client_id: String,
+    pub client_host: String,
+    pub subscribed: Vec<String>,
+    pub assigned: Vec<consumer::Tp>,
+    pub target: Vec<consumer::Tp>,
+}
+
 /// The group coordinator state of one shard.
 pub struct Coordinator {
     groups: RefCell<HashMap<String, Group>>,
+    /// KIP-848 groups (`group.protocol=consumer`); an id is in at most one of the two maps.
+    consumer_groups: RefCell<HashMap<String, ConsumerGroup>>,
+    consumer_settings: ConsumerSettings,
     offsets: RefCell<OffsetTable>,
     log: RefCell<Option<Rc<OffsetLog>>>,
     settings: GroupSettings,
@@ -111,6 +138,12 @@ impl Coordinator {
     pub fn new(config: &BrokerConfig) -> Coordinator {
         Coordinator {
             groups: RefCell::new(HashMap::new()),
+            consumer_groups: RefCell::new(HashMap::new()),
+            consumer_settings: ConsumerSettings {
+                session_timeout_ms: config.group_consumer_session_timeout_ms,
+                heartbeat_interval_ms: config.group_consumer_heartbeat_interval_ms,
+                members_max: config.group_max_size,
+            },
             offsets: RefCell::new(HashMap::new()),
             log: RefCell::new(None),
             settings: GroupSettings {
@@ -185,6 +218,9 @@ impl Coordinator {
     }
 
     pub fn join(&self, group_id: &str, p: JoinParams, now_ms: i64) -> Reply<JoinResult> {
+        if self.consumer_groups.borrow().get(group_id).is_some_and(|g| !g.members.is_empty()) {
+            return Reply::Now(JoinResult { error: ResponseError::InconsistentGroupProtocol.code(), generation: -1, member_id: p.member_id, ..Default::default() });
+        }
         let mut groups = self.groups.borrow_mut();
         if !groups.contains_key(group_id) {
             if !p.member_id.is_empty() {
@@ -252,7 +288,11 @@ impl Coordinator {
     ) -> Vec<Code> {
         let all = |e: ResponseError| vec![e.code(); entries.len()];
         let Some(log) = self.log.borrow().clone() else { return all(ResponseError::CoordinatorLoadInProgress) };
-        {
+        if let Some(cg) = self.consumer_groups.borrow().get(group_id) {
+            if let Err(e) = cg.check_commit(member_id, generation) {
+                return all(e);
+            }
+        } else {
             let mut groups = self.groups.borrow_mut();
             match groups.get_mut(group_id) {
                 Some(g) => {
@@ -385,7 +425,11 @@ impl Coordinator {
     /// DeleteGroups for one group: must be empty; its offsets are deleted durably.
     pub async fn delete_group(&self, group_id: &str, now_ms: i64) -> Code {
         let Some(log) = self.log.borrow().clone() else { return ResponseError::CoordinatorLoadInProgress.code() };
-        let has_group = match self.groups.borrow().get(group_id) {
+        if self.consumer_groups.borrow().get(group_id).is_some_and(|g| !g.members.is_empty()) {
+            return ResponseError::NonEmptyGroup.code();
+        }
+        let had_consumer_group = self.consumer_groups.borrow_mut().remove(group_id).is_some();
+        let has_group = had_consumer_group || match self.groups.borrow().get(group_id) {
             Some(g) if !g.is_empty() => return ResponseError::NonEmptyGroup.code(),
             Some(g) => g.state != GroupState::Dead,
             None => false,
@@ -421,7 +465,81 @@ impl Coordinator {
         NONE
     }
 
+    /// ConsumerGroupHeartbeat (KIP-848). `topics` resolves a topic name to (id, partitions).
+    pub fn consumer_heartbeat(
+        &self,
+        group_id: &str,
+        p: HeartbeatParams,
+        topics: &dyn Fn(&str) -> Option<(uuid::Uuid, i32)>,
+        now_ms: i64,
+    ) -> (HeartbeatResult, i32) {
+        let interval = self.consumer_settings.heartbeat_interval_ms;
+        let fail = |e: ResponseError, m: &str| {
+            (HeartbeatResult { error: e.code(), error_message: Some(m.to_string()), member_epoch: -1, ..Default::default() }, interval)
+        };
+        {
+            let mut classic = self.groups.borrow_mut();
+            match classic.get(group_id) {
+                Some(g) if !g.is_empty() => return fail(ResponseError::GroupIdNotFound, "the group uses the classic protocol"),
+                Some(_) => {
+                    classic.remove(group_id);
+                }
+                None => {}
+            }
+        }
+        let mut cgs = self.consumer_groups.borrow_mut();
+        if !cgs.contains_key(group_id) {
+            if p.member_epoch != 0 {
+                return fail(ResponseError::UnknownMemberId, "unknown member");
+            }
+            if cgs.len() + self.groups.borrow().len() >= limits::GROUPS_PER_SHARD_MAX {
+                return fail(ResponseError::UnknownServerError, "too many groups on this coordinator");
+            }
+            cgs.insert(group_id.to_string(), ConsumerGroup::new(group_id.to_string(), now_ms));
+        }
+        match cgs.get_mut(group_id) {
+            Some(g) => (g.heartbeat(p, topics, now_ms, &self.consumer_settings), interval),
+            None => fail(ResponseError::UnknownServerError, "group vanished"),
+        }
+    }
+
+    /// ConsumerGroupDescribe: None when `group_id` is not a KIP-848 group.
+    pub fn consumer_describe(&self, group_id: &str) -> Option<ConsumerGroupSummary> {
+        let cgs = self.consumer_groups.borrow();
+        let g = cgs.get(group_id)?;
+        Some(ConsumerGroupSummary {
+            state: g.state_name(),
+            epoch: g.epoch,
+            assignment_epoch: g.assignment_epoch,
+            assignor: g.assignor.clone(),
+            members: g
+                .members
+                .values()
+                .map(|m| ConsumerMemberSummary {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    rack_id: m.rack_id.clone(),
+                    epoch: m.epoch,
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    subscribed: m.subscribed.clone(),
+                    assigned: m.assigned.iter().copied().collect(),
+                    target: g.target.get(&m.id).map(|t| t.iter().copied().collect()).unwrap_or_default(),
+                })
+                .collect(),
+        })
+    }
+
     pub fn describe(&self, group_id: &str) -> GroupSummary {
+        if let Some(cg) = self.consumer_groups.borrow().get(group_id) {
+            return GroupSummary {
+                group_id: group_id.to_string(),
+                state: cg.state_name(),
+                protocol_type: "consumer".into(),
+                protocol: String::new(),
+                members: vec![],
+            };
+        }
         let groups = self.groups.borrow();
         match groups.get(group_id) {
             Some(g) => {
@@ -462,14 +580,17 @@ impl Coordinator {
         }
     }
 
-    /// Every group this shard knows: with members, or with committed offsets only.
-    pub fn list(&self) -> Vec<(String, String, &'static str)> {
+    /// Every group this shard knows: (id, protocol type, state, group type "classic" or
+    /// "consumer"), with members or with committed offsets only.
+    pub fn list(&self) -> Vec<(String, String, &'static str, &'static str)> {
         let groups = self.groups.borrow();
-        let mut out: Vec<(String, String, &'static str)> =
-            groups.values().map(|g| (g.id.clone(), g.protocol_type.clone().unwrap_or_default(), g.state.name())).collect();
+        let mut out: Vec<(String, String, &'static str, &'static str)> =
+            groups.values().map(|g| (g.id.clone(), g.protocol_type.clone().unwrap_or_default(), g.state.name(), "classic")).collect();
+        let cgs = self.consumer_groups.borrow();
+        out.extend(cgs.values().map(|g| (g.id.clone(), "consumer".to_string(), g.state_name(), "consumer")));
         for id in self.offsets.borrow().keys() {
-            if !groups.contains_key(id) {
-                out.push((id.clone(), String::new(), GroupState::Empty.name()));
+            if !groups.contains_key(id) && !cgs.contains_key(id) {
+                out.push((id.clone(), String::new(), GroupState::Empty.name(), "classic"));
             }
         }
         out
@@ -479,6 +600,9 @@ impl Coordinator {
     pub async fn tick(&self, now_ms: i64, all_shards_ready: bool) {
         for g in self.groups.borrow_mut().values_mut() {
             g.tick(now_ms, &self.settings);
+        }
+        for g in self.consumer_groups.borrow_mut().values_mut() {
+            g.tick(now_ms);
         }
         if now_ms - self.last_retention_ms.get() >= limits::OFFSETS_RETENTION_CHECK_INTERVAL_MS {
             self.last_retention_ms.set(now_ms);
@@ -494,11 +618,14 @@ impl Coordinator {
         let mut records = Vec::new();
         {
             let groups = self.groups.borrow();
+            let cgs = self.consumer_groups.borrow();
             for (gid, parts) in self.offsets.borrow().iter() {
-                let since = match groups.get(gid) {
-                    Some(g) if g.state == GroupState::Empty && g.is_empty() => Some(g.state_since_ms),
-                    Some(_) => continue,
-                    None => None,
+                let since = match (groups.get(gid), cgs.get(gid)) {
+                    (Some(g), _) if g.state == GroupState::Empty && g.is_empty() => Some(g.state_since_ms),
+                    (Some(_), _) => continue,
+                    (None, Some(g)) if g.members.is_empty() => Some(g.state_since_ms),
+                    (None, Some(_)) => continue,
+                    (None, None) => None,
                 };
                 for ((t, p), c) in parts {
                     if since.unwrap_or(0).max(c.commit_ms) + self.offsets_retention_ms <= now_ms {
@@ -520,6 +647,7 @@ impl Coordinator {
         // Empty groups without offsets are forgotten (Kafka marks them Dead).
         let offsets = self.offsets.borrow();
         self.groups.borrow_mut().retain(|id, g| !(g.state == GroupState::Empty && g.is_empty() && !offsets.contains_key(id)));
+        self.consumer_groups.borrow_mut().retain(|id, g| !g.members.is_empty() || offsets.contains_key(id));
     }
 
     async fn maybe_compact(&self, all_shards_ready: bool) {

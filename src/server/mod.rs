@@ -73,7 +73,10 @@ impl Broker {
             listeners.push(listener(addr).with_context(|| format!("cannot listen on {addr} (SO_REUSEPORT)"))?);
         }
         let admin = match config.admin_listen {
-            Some(a) => Some(std::net::TcpListener::bind(a).with_context(|| format!("cannot listen on admin address {a}"))?),
+            // SO_REUSEPORT like the Kafka listeners: after a kill -9, the dead process's io_uring
+            // teardown can hold its listening sockets for a moment, and a plain bind then fails
+            // with EADDRINUSE on restart.
+            Some(a) => Some(listener(a).with_context(|| format!("cannot listen on admin address {a}"))?),
             None => None,
         };
         let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;

@@ -19,13 +19,13 @@ pub async fn handle(ctx: RequestContext, req: ListGroupsRequest) -> Option<ListG
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let listed = groups
         .into_iter()
-        .filter(|(_, _, state)| states.is_empty() || states.contains(&state.to_lowercase()))
-        .map(|(id, pt, state)| {
+        .filter(|(_, _, state, _)| states.is_empty() || states.contains(&state.to_lowercase()))
+        .map(|(id, pt, state, kind)| {
             ListedGroup::default()
                 .with_group_id(GroupId(StrBytes::from_string(id)))
                 .with_protocol_type(StrBytes::from_string(pt))
                 .with_group_state(StrBytes::from_static_str(state))
-                .with_group_type(StrBytes::from_static_str("classic"))
+                .with_group_type(StrBytes::from_static_str(kind))
         })
         .collect();
     Some(ListGroupsResponse::default().with_groups(listed))

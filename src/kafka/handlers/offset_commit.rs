@@ -9,8 +9,9 @@ use crate::kafka::RequestContext;
 use crate::limits;
 use crate::runtime::now_ms;
 
-/// v9+ carry KIP-848 member epochs; not offered until that protocol exists.
-pub const VERSIONS: VersionRange = VersionRange { min: 2, max: 8 };
+/// v9+ carry a KIP-848 member epoch in the generation field (checked for consumer-protocol
+/// groups); v10 (topic ids) is not offered.
+pub const VERSIONS: VersionRange = VersionRange { min: 2, max: 9 };
 
 pub async fn handle(ctx: RequestContext, req: OffsetCommitRequest) -> Option<OffsetCommitResponse> {
     let version = ctx.version();

@@ -10,8 +10,9 @@ use crate::group::{self, offsets::Committed, Code};
 use crate::kafka::RequestContext;
 use crate::limits;
 
-/// v9+ carry KIP-848 member epochs; not offered until that protocol exists.
-pub const VERSIONS: VersionRange = VersionRange { min: 1, max: 8 };
+/// v9 adds a KIP-848 member id and epoch per group (accepted, not checked: fetching offsets
+/// changes nothing); v10 (topic ids) is not offered.
+pub const VERSIONS: VersionRange = VersionRange { min: 1, max: 9 };
 
 type Rows = group::FetchedOffsets;
 
