@@ -415,3 +415,74 @@ fn commits_from_members_are_fenced_and_a_busy_group_cannot_be_deleted() {
     assert_eq!(dg.groups[0].protocol_data.to_string(), "range");
     broker.shutdown().unwrap();
 }
+
+fn cg_heartbeat(c: &mut Conn, group: &str, member: &str, epoch: i32, subscribe: bool, owned: Option<Vec<(uuid::Uuid, Vec<i32>)>>) -> ConsumerGroupHeartbeatResponse {
+    use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+    let req = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_member_id(s(member))
+        .with_member_epoch(epoch)
+        .with_rebalance_timeout_ms(5000)
+        .with_subscribed_topic_names(if subscribe { Some(vec![TopicName(s("kip848"))]) } else { None })
+        .with_topic_partitions(owned.map(|o| o.into_iter().map(|(t, ps)| TopicPartitions::default().with_topic_id(t).with_partitions(ps)).collect()));
+    c.call(&req, 0)
+}
+
+fn assigned(r: &ConsumerGroupHeartbeatResponse) -> Option<Vec<(uuid::Uuid, Vec<i32>)>> {
+    r.assignment.as_ref().map(|a| a.topic_partitions.iter().map(|t| (t.topic_id, t.partitions.clone())).collect())
+}
+
+#[test]
+fn consumer_protocol_members_reconcile_and_commits_check_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path());
+    let mut c = Conn::connect(broker.bootstrap());
+    assert_eq!(create_topic(&mut c, "kip848", 4, &[]), 0);
+    let g = "g-kip848";
+    let a = cg_heartbeat(&mut c, g, "", 0, true, None);
+    assert_eq!(a.error_code, 0);
+    let a_id = a.member_id.clone().unwrap().to_string();
+    let a_parts = assigned(&a).unwrap();
+    assert_eq!(a_parts[0].1.len(), 4, "a lone member gets every partition");
+    let b = cg_heartbeat(&mut c, g, "", 0, true, None);
+    let b_id = b.member_id.clone().unwrap().to_string();
+    // a must give two partitions up before b gets them.
+    let a2 = cg_heartbeat(&mut c, g, &a_id, a.member_epoch, false, None);
+    let kept = assigned(&a2).unwrap();
+    assert_eq!(kept[0].1.len(), 2);
+    let a3 = cg_heartbeat(&mut c, g, &a_id, a2.member_epoch, false, Some(kept.clone()));
+    assert!(a3.member_epoch > a.member_epoch);
+    let b2 = cg_heartbeat(&mut c, g, &b_id, b.member_epoch, false, Some(vec![]));
+    let theirs = assigned(&b2).unwrap();
+    assert_eq!(theirs[0].1.len(), 2);
+    assert!(theirs[0].1.iter().all(|p| !kept[0].1.contains(p)), "disjoint");
+    // Fencing and unknown members.
+    assert_eq!(cg_heartbeat(&mut c, g, &b_id, 999, false, None).error_code, ResponseError::FencedMemberEpoch.code());
+    assert_eq!(cg_heartbeat(&mut c, g, "nobody", 3, false, None).error_code, ResponseError::UnknownMemberId.code());
+    // OffsetCommit v9 carries the member epoch.
+    let ok = c.call(&commit_req(g, b2.member_epoch, &b_id, "kip848", theirs[0].1[0], 7), 9);
+    assert_eq!(ok.topics[0].partitions[0].error_code, 0);
+    let stale = c.call(&commit_req(g, b2.member_epoch - 1, &b_id, "kip848", theirs[0].1[0], 8), 9);
+    assert_eq!(stale.topics[0].partitions[0].error_code, ResponseError::StaleMemberEpoch.code());
+    // A classic JoinGroup cannot take over a live consumer-protocol group.
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(s(g)))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default().with_name(s("range"))]);
+    assert_eq!(c.call(&join, JOIN_V).error_code, ResponseError::InconsistentGroupProtocol.code());
+    let d = c.call(&ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s(g)), GroupId(s("g-none"))]), 0);
+    assert_eq!(d.groups[0].error_code, 0);
+    assert_eq!(d.groups[0].group_state.to_string(), "Stable");
+    assert_eq!(d.groups[0].members.len(), 2);
+    assert_eq!(d.groups[1].error_code, ResponseError::GroupIdNotFound.code());
+    let lg = c.call(&ListGroupsRequest::default().with_types_filter(vec![s("consumer")]), 5);
+    let listed: Vec<(String, String)> = lg.groups.iter().map(|l| (l.group_id.0.to_string(), l.group_type.to_string())).collect();
+    assert_eq!(listed, vec![(g.to_string(), "consumer".to_string())]);
+    // Leaving hands the partitions back.
+    assert_eq!(cg_heartbeat(&mut c, g, &b_id, -1, false, None).member_epoch, -1);
+    let a4 = cg_heartbeat(&mut c, g, &a_id, a3.member_epoch, false, None);
+    assert_eq!(assigned(&a4).unwrap()[0].1.len(), 4);
+    broker.shutdown().unwrap();
+}

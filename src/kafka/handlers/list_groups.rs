@@ -1,4 +1,5 @@
-//! ListGroups: the groups of every coordinator shard, optionally filtered by state (v4+).
+//! ListGroups: the groups of every coordinator shard, optionally filtered by state (v4+) and
+//! type (v5+: "classic" or "consumer").
 
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
@@ -6,7 +7,7 @@ use kafka_protocol::protocol::{StrBytes, VersionRange};
 
 use crate::kafka::RequestContext;
 
-pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 4 };
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
 
 pub async fn handle(ctx: RequestContext, req: ListGroupsRequest) -> Option<ListGroupsResponse> {
     let mut groups = Vec::new();
@@ -17,9 +18,11 @@ pub async fn handle(ctx: RequestContext, req: ListGroupsRequest) -> Option<ListG
         }
     }
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
     let listed = groups
         .into_iter()
         .filter(|(_, _, state, _)| states.is_empty() || states.contains(&state.to_lowercase()))
+        .filter(|(_, _, _, kind)| types.is_empty() || types.iter().any(|t| t == kind))
         .map(|(id, pt, state, kind)| {
             ListedGroup::default()
                 .with_group_id(GroupId(StrBytes::from_string(id)))
