@@ -47,7 +47,12 @@ pub struct HeartbeatResult {
 }
 
 fn err(e: ResponseError, msg: &str) -> HeartbeatResult {
-    HeartbeatResult { error: e.code(), error_message: Some(msg.to_string()), member_epoch: -1, ..Default::default() }
+    HeartbeatResult {
+        error: e.code(),
+        error_message: Some(msg.to_string()),
+        member_epoch: -1,
+        ..Default::default()
+    }
 }
 
 pub struct CMember {
@@ -111,7 +116,11 @@ impl ConsumerGroup {
             "Empty"
         } else if self.assignment_epoch < self.epoch {
             "Assigning"
-        } else if self.members.values().any(|m| m.epoch != self.assignment_epoch || !m.pending_revocation.is_empty()) {
+        } else if self
+            .members
+            .values()
+            .any(|m| m.epoch != self.assignment_epoch || !m.pending_revocation.is_empty())
+        {
             "Reconciling"
         } else {
             "Stable"
@@ -143,12 +152,24 @@ impl ConsumerGroup {
         let id = match p.member_epoch {
             0 => {
                 let Some(subscribed) = p.subscribed.clone() else {
-                    return err(ResponseError::InvalidRequest, "SubscribedTopicNames must be set when joining");
+                    return err(
+                        ResponseError::InvalidRequest,
+                        "SubscribedTopicNames must be set when joining",
+                    );
                 };
-                let id = if p.member_id.is_empty() { Uuid::new_v4().simple().to_string() } else { p.member_id.clone() };
+                let id = if p.member_id.is_empty() {
+                    Uuid::new_v4().simple().to_string()
+                } else {
+                    p.member_id.clone()
+                };
                 // A static member's new incarnation replaces the old one.
                 if let Some(iid) = &p.instance_id {
-                    let old: Vec<String> = self.members.values().filter(|m| m.instance_id.as_ref() == Some(iid) && m.id != id).map(|m| m.id.clone()).collect();
+                    let old: Vec<String> = self
+                        .members
+                        .values()
+                        .filter(|m| m.instance_id.as_ref() == Some(iid) && m.id != id)
+                        .map(|m| m.id.clone())
+                        .collect();
                     for o in old {
                         self.remove(&o, now_ms);
                     }
@@ -164,7 +185,10 @@ impl ConsumerGroup {
                     if a == "uniform" || a == "range" {
                         self.assignor = a.clone();
                     } else {
-                        return err(ResponseError::UnsupportedAssignor, "server assignors: uniform, range");
+                        return err(
+                            ResponseError::UnsupportedAssignor,
+                            "server assignors: uniform, range",
+                        );
                     }
                 }
                 self.members.insert(
@@ -195,7 +219,11 @@ impl ConsumerGroup {
                     return err(ResponseError::UnknownMemberId, "unknown member");
                 }
                 self.remove(&p.member_id, now_ms);
-                return HeartbeatResult { member_id: p.member_id, member_epoch: p.member_epoch, ..Default::default() };
+                return HeartbeatResult {
+                    member_id: p.member_id,
+                    member_epoch: p.member_epoch,
+                    ..Default::default()
+                };
             }
             e => {
                 let Some(m) = self.members.get_mut(&p.member_id) else {
@@ -232,8 +260,15 @@ impl ConsumerGroup {
 
     /// Recomputes the target assignment when the group epoch moved or subscribed topics changed.
     fn refresh_target(&mut self, topics: &dyn Fn(&str) -> Option<(Uuid, i32)>) {
-        let names: BTreeSet<&String> = self.members.values().flat_map(|m| m.subscribed.iter()).collect();
-        let metadata: BTreeMap<String, (Uuid, i32)> = names.into_iter().filter_map(|n| topics(n).map(|t| (n.clone(), t))).collect();
+        let names: BTreeSet<&String> = self
+            .members
+            .values()
+            .flat_map(|m| m.subscribed.iter())
+            .collect();
+        let metadata: BTreeMap<String, (Uuid, i32)> = names
+            .into_iter()
+            .filter_map(|n| topics(n).map(|t| (n.clone(), t)))
+            .collect();
         if metadata != self.metadata {
             self.metadata = metadata;
             self.bump();
@@ -241,18 +276,30 @@ impl ConsumerGroup {
         if self.assignment_epoch == self.epoch {
             return;
         }
-        self.target = if self.assignor == "range" { self.range_target() } else { self.uniform_target() };
+        self.target = if self.assignor == "range" {
+            self.range_target()
+        } else {
+            self.uniform_target()
+        };
         self.assignment_epoch = self.epoch;
     }
 
     fn eligible(&self, topic: &str) -> Vec<&String> {
-        self.members.values().filter(|m| m.subscribed.iter().any(|t| t == topic)).map(|m| &m.id).collect()
+        self.members
+            .values()
+            .filter(|m| m.subscribed.iter().any(|t| t == topic))
+            .map(|m| &m.id)
+            .collect()
     }
 
     /// Balanced and sticky: members keep what they had (up to their fair share), the rest goes
     /// to the eligible member with the fewest partitions.
     fn uniform_target(&self) -> HashMap<String, BTreeSet<Tp>> {
-        let mut out: HashMap<String, BTreeSet<Tp>> = self.members.keys().map(|k| (k.clone(), BTreeSet::new())).collect();
+        let mut out: HashMap<String, BTreeSet<Tp>> = self
+            .members
+            .keys()
+            .map(|k| (k.clone(), BTreeSet::new()))
+            .collect();
         let mut all: Vec<(String, Tp)> = Vec::new();
         for (name, (id, n)) in &self.metadata {
             for p in 0..*n {
@@ -265,10 +312,14 @@ impl ConsumerGroup {
         let share = all.len().div_ceil(self.members.len());
         let mut taken = BTreeSet::new();
         for (mid, prev) in &self.target {
-            let Some(m) = self.members.get(mid) else { continue };
+            let Some(m) = self.members.get(mid) else {
+                continue;
+            };
             let mine = out.entry(mid.clone()).or_default();
             for tp in prev {
-                let still = all.iter().any(|(name, t)| t == tp && m.subscribed.contains(name));
+                let still = all
+                    .iter()
+                    .any(|(name, t)| t == tp && m.subscribed.contains(name));
                 if still && mine.len() < share && taken.insert(*tp) {
                     mine.insert(*tp);
                 }
@@ -278,7 +329,10 @@ impl ConsumerGroup {
             if taken.contains(tp) {
                 continue;
             }
-            let best = self.eligible(name).into_iter().min_by_key(|m| out.get(*m).map_or(0, |s| s.len()));
+            let best = self
+                .eligible(name)
+                .into_iter()
+                .min_by_key(|m| out.get(*m).map_or(0, |s| s.len()));
             if let Some(m) = best {
                 out.entry(m.clone()).or_default().insert(*tp);
                 taken.insert(*tp);
@@ -289,7 +343,11 @@ impl ConsumerGroup {
 
     /// Kafka's range: per topic, contiguous ranges over the subscribed members sorted by id.
     fn range_target(&self) -> HashMap<String, BTreeSet<Tp>> {
-        let mut out: HashMap<String, BTreeSet<Tp>> = self.members.keys().map(|k| (k.clone(), BTreeSet::new())).collect();
+        let mut out: HashMap<String, BTreeSet<Tp>> = self
+            .members
+            .keys()
+            .map(|k| (k.clone(), BTreeSet::new()))
+            .collect();
         for (name, (id, n)) in &self.metadata {
             let mut ms = self.eligible(name);
             ms.sort();
@@ -315,12 +373,22 @@ impl ConsumerGroup {
             .members
             .values()
             .filter(|m| m.id != id)
-            .flat_map(|m| m.assigned.iter().chain(m.pending_revocation.iter()).copied())
+            .flat_map(|m| {
+                m.assigned
+                    .iter()
+                    .chain(m.pending_revocation.iter())
+                    .copied()
+            })
             .collect();
         let assignment_epoch = self.assignment_epoch;
-        let Some(m) = self.members.get_mut(id) else { return err(ResponseError::UnknownMemberId, "unknown member") };
+        let Some(m) = self.members.get_mut(id) else {
+            return err(ResponseError::UnknownMemberId, "unknown member");
+        };
         if !m.pending_revocation.is_empty() {
-            let released = m.owned.as_ref().is_some_and(|o| o.is_disjoint(&m.pending_revocation));
+            let released = m
+                .owned
+                .as_ref()
+                .is_some_and(|o| o.is_disjoint(&m.pending_revocation));
             if released {
                 m.pending_revocation.clear();
             }
@@ -352,7 +420,13 @@ impl ConsumerGroup {
         } else {
             None
         };
-        HeartbeatResult { error: NONE, error_message: None, member_id: id.to_string(), member_epoch: m.epoch, assignment }
+        HeartbeatResult {
+            error: NONE,
+            error_message: None,
+            member_id: id.to_string(),
+            member_epoch: m.epoch,
+            assignment,
+        }
     }
 
     /// Members whose session lapsed, or who kept partitions past their rebalance timeout, leave.
@@ -360,7 +434,10 @@ impl ConsumerGroup {
         let gone: Vec<String> = self
             .members
             .values()
-            .filter(|m| m.session_deadline_ms <= now_ms || (!m.pending_revocation.is_empty() && m.revocation_deadline_ms <= now_ms))
+            .filter(|m| {
+                m.session_deadline_ms <= now_ms
+                    || (!m.pending_revocation.is_empty() && m.revocation_deadline_ms <= now_ms)
+            })
             .map(|m| m.id.clone())
             .collect();
         for id in gone {
@@ -374,7 +451,9 @@ impl ConsumerGroup {
         if epoch < 0 && member_id.is_empty() && self.members.is_empty() {
             return Ok(());
         }
-        let Some(m) = self.members.get(member_id) else { return Err(ResponseError::UnknownMemberId) };
+        let Some(m) = self.members.get(member_id) else {
+            return Err(ResponseError::UnknownMemberId);
+        };
         if epoch != m.epoch {
             return Err(ResponseError::StaleMemberEpoch);
         }
@@ -388,7 +467,11 @@ mod tests {
     use super::*;
 
     fn settings() -> ConsumerSettings {
-        ConsumerSettings { session_timeout_ms: 1000, heartbeat_interval_ms: 100, members_max: 10 }
+        ConsumerSettings {
+            session_timeout_ms: 1000,
+            heartbeat_interval_ms: 100,
+            members_max: 10,
+        }
     }
 
     fn params(member: &str, epoch: i32, owned: Option<BTreeSet<Tp>>) -> HeartbeatParams {
@@ -398,7 +481,11 @@ mod tests {
             instance_id: None,
             rack_id: None,
             rebalance_timeout_ms: 5000,
-            subscribed: if epoch == 0 { Some(vec!["t".into()]) } else { None },
+            subscribed: if epoch == 0 {
+                Some(vec!["t".into()])
+            } else {
+                None
+            },
             server_assignor: None,
             owned,
             client_id: "c".into(),
@@ -407,7 +494,12 @@ mod tests {
     }
 
     fn set(r: &HeartbeatResult) -> BTreeSet<Tp> {
-        r.assignment.as_ref().unwrap().iter().flat_map(|(t, ps)| ps.iter().map(move |p| (*t, *p))).collect()
+        r.assignment
+            .as_ref()
+            .unwrap()
+            .iter()
+            .flat_map(|(t, ps)| ps.iter().map(move |p| (*t, *p)))
+            .collect()
     }
 
     #[test]
@@ -430,18 +522,38 @@ mod tests {
         assert_eq!(kept.len(), 2);
         assert_eq!(a2.member_epoch, a.member_epoch);
         // Until a reports them released, b still gets nothing.
-        assert_eq!(g.heartbeat(params(&b_id, b.member_epoch, None), &topics, 3, &s).assignment, None);
-        let a3 = g.heartbeat(params(&a_id, a2.member_epoch, Some(kept.clone())), &topics, 4, &s);
+        assert_eq!(
+            g.heartbeat(params(&b_id, b.member_epoch, None), &topics, 3, &s)
+                .assignment,
+            None
+        );
+        let a3 = g.heartbeat(
+            params(&a_id, a2.member_epoch, Some(kept.clone())),
+            &topics,
+            4,
+            &s,
+        );
         assert!(a3.member_epoch > a.member_epoch);
-        let b2 = g.heartbeat(params(&b_id, b.member_epoch, Some(BTreeSet::new())), &topics, 5, &s);
+        let b2 = g.heartbeat(
+            params(&b_id, b.member_epoch, Some(BTreeSet::new())),
+            &topics,
+            5,
+            &s,
+        );
         let bs = set(&b2);
         assert_eq!(bs.len(), 2);
         assert!(bs.is_disjoint(&kept));
         assert_eq!(g.state_name(), "Stable");
         // Stale epochs are fenced; commits need the current epoch.
-        assert_eq!(g.heartbeat(params(&b_id, 99, None), &topics, 6, &s).error, ResponseError::FencedMemberEpoch.code());
+        assert_eq!(
+            g.heartbeat(params(&b_id, 99, None), &topics, 6, &s).error,
+            ResponseError::FencedMemberEpoch.code()
+        );
         assert_eq!(g.check_commit(&b_id, b2.member_epoch), Ok(()));
-        assert_eq!(g.check_commit(&b_id, 0), Err(ResponseError::StaleMemberEpoch));
+        assert_eq!(
+            g.check_commit(&b_id, 0),
+            Err(ResponseError::StaleMemberEpoch)
+        );
         // b leaves: a gets everything back.
         g.heartbeat(params(&b_id, -1, None), &topics, 7, &s);
         let a4 = g.heartbeat(params(&a_id, a3.member_epoch, None), &topics, 8, &s);
@@ -466,6 +578,9 @@ mod tests {
         assert_eq!(g.target["b"], (3..5).map(|p| (topic, p)).collect());
         let mut bad = params("c", 0, None);
         bad.server_assignor = Some("nope".into());
-        assert_eq!(g.heartbeat(bad, &topics, 0, &s).error, ResponseError::UnsupportedAssignor.code());
+        assert_eq!(
+            g.heartbeat(bad, &topics, 0, &s).error,
+            ResponseError::UnsupportedAssignor.code()
+        );
     }
 }

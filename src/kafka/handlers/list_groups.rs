@@ -12,9 +12,18 @@ pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
 pub async fn handle(ctx: RequestContext, req: ListGroupsRequest) -> Option<ListGroupsResponse> {
     let mut groups = Vec::new();
     for shard in 0..ctx.shard.shared.shard_count() {
-        match ctx.shard.run_on(shard, |s| async move { s.groups.list() }).await {
+        match ctx
+            .shard
+            .run_on(shard, |s| async move { s.groups.list() })
+            .await
+        {
             Ok(l) => groups.extend(l),
-            Err(e) => return Some(ListGroupsResponse::default().with_error_code(crate::kafka::error::shard_gone(&e))),
+            Err(e) => {
+                return Some(
+                    ListGroupsResponse::default()
+                        .with_error_code(crate::kafka::error::shard_gone(&e)),
+                )
+            }
         }
     }
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
