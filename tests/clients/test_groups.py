@@ -59,6 +59,8 @@ class Member(threading.Thread):
         conf = {"bootstrap.servers": self.bootstrap, "group.id": self.group, "client.id": self.name,
                 "auto.offset.reset": "earliest", "enable.auto.commit": False,
                 "logger": LIBRDKAFKA_LOGGER}
+        if self.client == "confluent-kafka-consumer-protocol":
+            conf["group.protocol"] = "consumer"  # KIP-848: server-side assignment
         conf.update(self.conf)
         c = Consumer(conf)
         c.subscribe([self.topic])
@@ -114,7 +116,7 @@ class Member(threading.Thread):
 
 def wait_for_split(members, partitions, timeout_s=GROUP_STABLE_TIMEOUT_S):
     """Bounded wait until the members' assignments are pairwise disjoint, cover every partition,
-    and every member has some; returns the assignments."""
+    and are balanced (sizes differ by at most one); returns the assignments."""
     def split():
         for m in members:
             if m.error is not None:
@@ -123,13 +125,13 @@ def wait_for_split(members, partitions, timeout_s=GROUP_STABLE_TIMEOUT_S):
         union = frozenset().union(*sets)
         if union != frozenset(range(partitions)) or sum(len(s) for s in sets) != partitions:
             return None
-        if any(not s for s in sets):
+        if max(len(s) for s in sets) - min(len(s) for s in sets) > 1:
             return None
         return sets
     return wait_until(split, timeout_s, f"{len(members)} members to split {partitions} partitions")
 
 
-CLIENTS = ["kafka-python", "confluent-kafka"]
+CLIENTS = ["kafka-python", "confluent-kafka", "confluent-kafka-consumer-protocol"]
 
 
 @pytest.mark.timeout(120)
@@ -181,6 +183,8 @@ def test_member_leaving_hands_its_partitions_over(bootstrap, client):
 
 def committed(client, bootstrap, group, topic, partitions):
     """The group's committed offsets, read through the client's own API."""
+    if client == "confluent-kafka-consumer-protocol":
+        client = "confluent-kafka"
     if client == "kafka-python":
         from kafka import KafkaConsumer, TopicPartition
         c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
