@@ -124,7 +124,7 @@ pub async fn run_to(args: GroupArgs, out: &mut impl std::io::Write) -> anyhow::R
             check("ListGroups", String::new, resp.error_code)?;
             let mut groups: Vec<_> = resp.groups.into_iter().collect();
             groups.sort_by(|a, b| a.group_id.0.as_str().cmp(b.group_id.0.as_str()));
-            writeln!(out, "{:<40} {:<20} {}", "GROUP", "STATE", "PROTOCOL-TYPE")?;
+            writeln!(out, "{:<40} {:<20} PROTOCOL-TYPE", "GROUP", "STATE")?;
             for g in groups {
                 let state = if g.group_state.is_empty() { "-" } else { g.group_state.as_str() };
                 writeln!(out, "{:<40} {:<20} {}", g.group_id.0.as_str(), state, g.protocol_type.as_str())?;
@@ -141,7 +141,7 @@ pub async fn run_to(args: GroupArgs, out: &mut impl std::io::Write) -> anyhow::R
                 bail!("consumer group '{group}' does not exist (no members, no committed offsets)");
             }
             writeln!(out, "Group {group}: state {}, {} member(s)", g.group_state.as_str(), g.members.len())?;
-            writeln!(out, "{:<24} {:>9} {:>15} {:>15} {:>10}  {}", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID HOST CLIENT-ID")?;
+            writeln!(out, "{:<24} {:>9} {:>15} {:>15} {:>10}  CONSUMER-ID HOST CLIENT-ID", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG")?;
             // Every partition with a commit or an owner.
             let mut rows: BTreeMap<(String, i32), Option<i64>> = BTreeMap::new();
             for (t, ps) in &offsets {
