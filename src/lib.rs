@@ -6,10 +6,12 @@
 //! - [`client`]: a small async Kafka client on compio (CLI tools and the load generator).
 //! - [`cli`]: `sluice topic|produce|consume|bench` argument structs and their `run`.
 //! - [`bench`]: the open-loop load generator, histograms, reports, plots.
+//! - [`metrics`]: per-shard recorders, aggregated at scrape time into `/metrics`.
 pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod limits;
+pub mod metrics;
 pub mod catalog;
 pub mod config;
 pub mod kafka;

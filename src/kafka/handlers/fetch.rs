@@ -115,7 +115,7 @@ pub async fn handle(ctx: RequestContext, req: FetchRequest) -> Option<FetchRespo
                     match s.log(&topic, p) {
                         None => Err(ResponseError::UnknownTopicOrPartition.code()),
                         Some(log) => log.read(off, budget, min_one).await.map_err(|e| {
-                            if !matches!(e, crate::storage::StorageError::OffsetOutOfRange { .. }) {
+                            if !matches!(e, crate::storage::StorageError::OffsetOutOfRange { .. }) && crate::metrics::log_allowed("fetch.read_failed") {
                                 tracing::warn!(topic = %topic, partition = p, error = %e, "read failed");
                             }
                             error::storage(&e)
@@ -133,6 +133,7 @@ pub async fn handle(ctx: RequestContext, req: FetchRequest) -> Option<FetchRespo
                     if slice.len > 0 && (budget > 0 || min_one) {
                         match read_slice(&slice).await {
                             Ok(bytes) => {
+                                crate::metrics::topic_out(w.topic.as_deref().unwrap_or(""), &bytes);
                                 total += bytes.len();
                                 pd.records = Some(bytes);
                             }
