@@ -10,6 +10,8 @@ pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
 /// Requests read from one connection and not yet answered (Kafka: `queued.max.requests`
 /// is per broker; clients keep at most 5 in flight, we allow headroom for pipelining tools).
 pub const IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 32;
+/// Shards (pinned executor threads) one broker may run.
+pub const SHARDS_MAX: usize = 1024;
 /// Jobs queued from one shard to another before the sender waits (back-pressure).
 pub const CROSS_SHARD_QUEUE_JOBS_MAX: usize = 1024;
 /// Topic name length (Kafka: 249 characters).

@@ -17,9 +17,12 @@
 //! shard coordinates ([`GroupOffsetsSnapshot`]). Lag is computed at scrape time against the
 //! partitions' high watermarks.
 //!
-//! Stalls: a ticker task per shard sleeps [`limits::STALL_TICK_MS`] and measures how late it wakes;
-//! lateness above [`limits::STALL_LATENESS_US_MIN`] means some task ran that long without yielding
-//! (or the thread was descheduled). This samples: a stall is seen when it overlaps a tick.
+//! Stalls: a ticker task per shard sleeps [`limits::STALL_TICK_MS`] and measures how late it wakes
+//! (all lateness goes to `sluice_shard_tick_lateness_seconds`). A stall is counted when the tick is
+//! more than [`limits::STALL_LATENESS_US_MIN`] late *and* the shard thread used more CPU than that
+//! during the sleep: some task ran without yielding. Lateness without CPU use is the thread
+//! waiting for a core (an oversubscribed machine), not a stall. This samples: a stall is seen
+//! when it overlaps a tick.
 //! Busy time is the shard thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), read at scrape.
 
 use std::cell::{Cell, RefCell};
@@ -248,11 +251,14 @@ pub async fn stall_ticker(shard: usize) {
     let mut last_log: Option<Instant> = None;
     let mut unlogged = 0u64;
     loop {
-        let t0 = Instant::now();
+        let (t0, cpu0) = (Instant::now(), thread_cpu_seconds());
         compio::time::sleep(tick).await;
         let late = t0.elapsed().saturating_sub(tick);
         LOCAL.with(|l| l.stall_lateness.borrow_mut().observe(late));
-        if late > threshold {
+        // Late and the thread was on the CPU for that long: a task ran without yielding (not
+        // the thread waiting for a core, which only shows in the lateness histogram).
+        let cpu = Duration::from_secs_f64((thread_cpu_seconds() - cpu0).max(0.0));
+        if late > threshold && cpu > threshold {
             LOCAL.with(|l| l.stalls_total.set(l.stalls_total.get() + 1));
             unlogged += 1;
             let now = Instant::now();
@@ -1068,6 +1074,25 @@ mod tests {
             "a cut batch is not counted"
         );
         assert_eq!(count_records(&[]), 0);
+    }
+
+    /// A task that keeps the thread busy for 30 ms of CPU without yielding is a stall.
+    #[test]
+    fn stall_counted_when_a_task_hogs_the_thread() {
+        let rt = compio::runtime::Runtime::new().unwrap();
+        let before = LOCAL.with(|l| l.stalls_total.get());
+        rt.block_on(async {
+            compio::runtime::spawn(stall_ticker(0)).detach();
+            compio::time::sleep(Duration::from_millis(20)).await;
+            let cpu0 = thread_cpu_seconds();
+            let wall0 = Instant::now();
+            while thread_cpu_seconds() - cpu0 < 0.030 && wall0.elapsed() < Duration::from_secs(10) {
+                std::hint::spin_loop();
+            }
+            compio::time::sleep(Duration::from_millis(20)).await;
+        });
+        assert!(LOCAL.with(|l| l.stalls_total.get()) > before);
+        assert!(LOCAL.with(|l| l.stall_lateness.borrow().count()) >= 2);
     }
 
     #[test]
