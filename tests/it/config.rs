@@ -106,7 +106,9 @@ fn bad_config_is_one_clear_error() {
         args.extend_from_slice(extra);
         sluice(&args, env)
     };
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str, Option<&str>)> = vec![
+    // (flags, environment, config file content, expected in the error)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             vec!["--config", f],
             vec![],
