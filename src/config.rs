@@ -42,6 +42,8 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     /// `queued.max.requests` per connection (in flight at once).
     pub max_in_flight_requests_per_connection: usize,
+    /// `queued.max.request.bytes`, per shard: request bytes read and not yet answered.
+    pub queued_max_request_bytes: usize,
 }
 
 impl Default for BrokerConfig {
@@ -64,6 +66,7 @@ impl Default for BrokerConfig {
             log_flush_interval_ms: None,
             max_connections: limits::CONNECTIONS_MAX_DEFAULT,
             max_in_flight_requests_per_connection: limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX,
+            queued_max_request_bytes: limits::QUEUED_REQUEST_BYTES_PER_SHARD_DEFAULT,
         }
     }
 }
@@ -220,6 +223,7 @@ pub const KEYS: &[&str] = &[
     "message.max.bytes",
     "node.id",
     "num.partitions",
+    "queued.max.request.bytes",
     "queued.max.requests",
     "socket.request.max.bytes",
 ];
@@ -314,6 +318,7 @@ impl ServeConfig {
             "node.id" => V::Integer(i64::from(b.node_id)),
             "num.partitions" => V::Integer(i64::from(b.num_partitions)),
             "queued.max.requests" => V::Integer(b.max_in_flight_requests_per_connection as i64),
+            "queued.max.request.bytes" => V::Integer(b.queued_max_request_bytes.min(i64::MAX as usize) as i64),
             "socket.request.max.bytes" => V::Integer(i64::from(b.socket_request_max_bytes)),
             _ => return None,
         })
@@ -419,6 +424,7 @@ impl BrokerConfig {
             "log.flush.interval.messages" => self.log_flush_interval_messages = Some(int(key, v, 1, i64::MAX)? as u64),
             "log.flush.interval.ms" => self.log_flush_interval_ms = Some(int(key, v, 0, i64::MAX)? as u64),
             "max.connections" => self.max_connections = int(key, v, 1, 1_000_000)? as usize,
+            "queued.max.request.bytes" => self.queued_max_request_bytes = int(key, v, 1024, i64::MAX)? as usize,
             "node.id" => self.node_id = int(key, v, 0, i32::MAX as i64)? as i32,
             "queued.max.requests" => {
                 self.max_in_flight_requests_per_connection = int(key, v, 1, limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX as i64)? as usize

@@ -7,9 +7,6 @@
 //! - [`cli`]: `sluice topic|produce|consume|bench` argument structs and their `run`.
 //! - [`bench`]: the open-loop load generator, histograms, reports, plots.
 //! - [`metrics`]: per-shard recorders, aggregated at scrape time into `/metrics`.
-pub mod bench;
-pub mod cli;
-pub mod client;
 pub mod limits;
 pub mod metrics;
 pub mod catalog;
@@ -19,3 +16,6 @@ pub mod protocol;
 pub mod runtime;
 pub mod server;
 pub mod storage;
+pub mod bench;
+pub mod cli;
+pub mod client;

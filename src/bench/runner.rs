@@ -696,13 +696,17 @@ impl ConsumerTask {
             let fut = submit_fetch_on(&self.conn, &self.parts, FETCH_MAX_WAIT_MS, 1).await?;
             let resp = flatten_fetch(fut.wait().await?)?;
             let t = now_ns(epoch);
+            let mut got_any = false;
             let mut s = self.shared.stats.borrow_mut();
             for pf in resp {
                 let Some(i) = self.parts.iter().position(|p| p.0 == pf.topic && p.1 == pf.partition) else {
                     continue;
                 };
                 if pf.error_code != 0 {
-                    s.errors += 1;
+                    drop(s);
+                    let e = crate::client::ClientError::check("Fetch", || format!("{}-{}", pf.topic, pf.partition), pf.error_code, None);
+                    self.shared.error(e.err().map(|e| e.to_string()).unwrap_or_default());
+                    s = self.shared.stats.borrow_mut();
                     continue;
                 }
                 high_watermarks[i] = pf.high_watermark;
@@ -716,6 +720,7 @@ impl ConsumerTask {
                         record(&mut stats.e2e, t.saturating_sub(u64::from_le_bytes(b)));
                     }
                     stats.consumed_msgs += 1;
+                    got_any = true;
                     stats.consumed_bytes += v.len() as u64;
                     last = Some(off);
                 })?;
@@ -729,7 +734,10 @@ impl ConsumerTask {
                 self.parts[i].2 = pos;
             }
             drop(s);
-            if producers_done && self.parts.iter().zip(&high_watermarks).all(|(p, hw)| p.2 >= *hw) {
+            // Drained: a long-poll sent after every producer finished came back empty with
+            // every partition at its high watermark. (Caught up alone is not enough: with
+            // acks=0/1 the high watermark may still trail acknowledged messages.)
+            if producers_done && !got_any && self.parts.iter().zip(&high_watermarks).all(|(p, hw)| p.2 >= *hw) {
                 return Ok(());
             }
         }

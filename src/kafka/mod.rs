@@ -9,6 +9,8 @@ pub mod topics;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 
@@ -35,9 +37,19 @@ impl RequestContext {
 pub enum Reply {
     /// A complete response frame.
     Frame(Bytes),
+    /// A response frame in pieces: bytes, and byte ranges of segment files that the
+    /// connection sends from the file to the socket without copying them through user space.
+    Parts(Vec<Part>),
     /// No response is sent (Produce with acks=0).
     Nothing,
     /// The request cannot be answered: close the connection (Kafka does the same for
     /// requests it cannot parse).
     Close(String),
+}
+
+/// A piece of a response frame.
+pub enum Part {
+    Bytes(Bytes),
+    /// `len` bytes of `file` from `position` (a segment; valid even if since deleted).
+    File { file: Arc<std::fs::File>, position: u64, len: u32 },
 }

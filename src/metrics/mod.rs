@@ -170,6 +170,12 @@ pub fn topic_out(topic: &str, batches: &[u8]) {
     });
 }
 
+/// A byte range sent zero-copy (file to socket): its bytes are counted, its records are not
+/// (they are never in memory here).
+pub fn topic_out_zero_copy(topic: &str, bytes: u32) {
+    with_topic(topic, |t| t.bytes_out += u64::from(bytes));
+}
+
 fn with_topic(topic: &str, f: impl FnOnce(&mut TopicIo)) {
     LOCAL.with(|l| {
         let mut topics = l.topics.borrow_mut();
@@ -304,6 +310,10 @@ pub struct ShardSnapshot {
     pub stalls_total: u64,
     pub stall_lateness: Hist,
     pub cpu_seconds: f64,
+    /// The shard's request memory budget (`queued.max.request.bytes`): in use, limit, waits.
+    pub request_memory_used_bytes: u64,
+    pub request_memory_budget_bytes: u64,
+    pub request_memory_waits_total: u64,
     pub groups: Vec<GroupOffsetsSnapshot>,
 }
 
@@ -366,6 +376,9 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
             stalls_total: l.stalls_total.get(),
             stall_lateness: l.stall_lateness.borrow().clone(),
             cpu_seconds: thread_cpu_seconds(),
+            request_memory_used_bytes: shard.budget.used_bytes() as u64,
+            request_memory_budget_bytes: shard.budget.limit_bytes() as u64,
+            request_memory_waits_total: shard.budget.waits_total.get(),
             groups: provider.map(|f| f()).unwrap_or_default(),
         }
     })
@@ -683,7 +696,7 @@ pub fn render(view: &BrokerView, shards: &[ShardSnapshot], openmetrics: bool) ->
     );
     x.add(
         "sluice_topic_records_out",
-        "Records sent to consumers of a topic.",
+        "Records sent to consumers of a topic, counted in responses read into memory (ranges sent zero-copy add to bytes_out only).",
         tio.iter()
             .map(|(t, io)| (topic(t), Value::Counter(io.records_out)))
             .collect(),
@@ -777,10 +790,25 @@ pub fn render(view: &BrokerView, shards: &[ShardSnapshot], openmetrics: bool) ->
             .map(|s| (shard(s), Value::Hist(s.stall_lateness.clone())))
             .collect(),
     );
+    x.add(
+        "sluice_request_memory_used_bytes",
+        "Bytes of request frames a shard has read and not yet answered.",
+        shards.iter().map(|s| (shard(s), Value::Gauge(s.request_memory_used_bytes as i64))).collect(),
+    );
+    x.add(
+        "sluice_request_memory_budget_bytes",
+        "A shard's request memory budget (queued.max.request.bytes).",
+        shards.iter().map(|s| (shard(s), Value::Gauge(s.request_memory_budget_bytes as i64))).collect(),
+    );
+    x.add(
+        "sluice_request_memory_waits",
+        "Times a connection waited for the shard's request memory budget (back-pressure).",
+        shards.iter().map(|s| (shard(s), Value::Counter(s.request_memory_waits_total))).collect(),
+    );
     if let Some(rss) = view.rss_bytes {
         x.add(
             "sluice_memory_rss_bytes",
-            "Resident memory of the process (/proc/self/statm; Sluice has no memory budget yet).",
+            "Resident memory of the process (/proc/self/statm).",
             one(Value::Gauge(rss as i64)),
         );
     }

@@ -1,4 +1,7 @@
-"""Sluice's own admin CLI (`sluice topic ...`) speaks the Kafka protocol to a running broker."""
+"""Sluice's own admin CLI (`sluice topic ...`) speaks the Kafka protocol to a running broker.
+
+PENDING: `sluice topic` does not exist yet; conftest.py keeps this directory out of the run.
+Move this file to tests/clients/ in the commit that adds the subcommand."""
 
 import subprocess
 

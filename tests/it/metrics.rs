@@ -159,6 +159,7 @@ fn metrics_after_produce_and_fetch() {
     assert_eq!(get("sluice_shards"), 2.0);
     assert_eq!(get("sluice_ready"), 1.0);
     assert!(get("sluice_memory_rss_bytes") > 0.0);
+    assert!(get(r#"sluice_request_memory_budget_bytes{shard="0"}"#) > 0.0);
     assert!(m.contains_key(r#"sluice_shard_busy_seconds_total{shard="1"}"#));
 
     // OpenMetrics when asked for, ending in # EOF.
