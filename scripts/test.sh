@@ -4,7 +4,8 @@
 # On a fresh Debian 12 machine (as root, or with passwordless sudo) it installs what the
 # tests need, then runs every test:
 #   1. system packages: kcat (Debian's, on librdkafka 2.0.2), a C compiler for -sys crates,
-#      python3 with venv support, prometheus (promtool and the server, for the /metrics tests); `apt-get update` runs only when something is missing;
+#      python3 with venv support, prometheus (promtool and the server, for the /metrics tests);
+#      `apt-get update` runs only when something is missing;
 #   2. a Python venv at .venv with the pinned clients of tests/clients/requirements.txt;
 #   3. `cargo build` of the `sluice` binary;
 #   4. `cargo test` (unit tests and the tests/it integration binary);

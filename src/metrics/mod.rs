@@ -793,17 +793,26 @@ pub fn render(view: &BrokerView, shards: &[ShardSnapshot], openmetrics: bool) ->
     x.add(
         "sluice_request_memory_used_bytes",
         "Bytes of request frames a shard has read and not yet answered.",
-        shards.iter().map(|s| (shard(s), Value::Gauge(s.request_memory_used_bytes as i64))).collect(),
+        shards
+            .iter()
+            .map(|s| (shard(s), Value::Gauge(s.request_memory_used_bytes as i64)))
+            .collect(),
     );
     x.add(
         "sluice_request_memory_budget_bytes",
         "A shard's request memory budget (queued.max.request.bytes).",
-        shards.iter().map(|s| (shard(s), Value::Gauge(s.request_memory_budget_bytes as i64))).collect(),
+        shards
+            .iter()
+            .map(|s| (shard(s), Value::Gauge(s.request_memory_budget_bytes as i64)))
+            .collect(),
     );
     x.add(
         "sluice_request_memory_waits",
         "Times a connection waited for the shard's request memory budget (back-pressure).",
-        shards.iter().map(|s| (shard(s), Value::Counter(s.request_memory_waits_total))).collect(),
+        shards
+            .iter()
+            .map(|s| (shard(s), Value::Counter(s.request_memory_waits_total)))
+            .collect(),
     );
     if let Some(rss) = view.rss_bytes {
         x.add(
@@ -1121,6 +1130,86 @@ mod tests {
         });
         assert!(LOCAL.with(|l| l.stalls_total.get()) > before);
         assert!(LOCAL.with(|l| l.stall_lateness.borrow().count()) >= 2);
+    }
+
+    /// Every series the Grafana dashboard queries is one Sluice exports.
+    #[test]
+    fn dashboard_uses_exported_series() {
+        let dashboard = include_str!("../../docs/grafana/sluice-dashboard.json");
+        let mut h = Hist::default();
+        h.observe(Duration::from_millis(1));
+        let shards = vec![ShardSnapshot {
+            apis: vec![(
+                "Produce".into(),
+                ApiStats {
+                    requests: 1,
+                    errors: 0,
+                    latency: h.clone(),
+                },
+            )],
+            topics: vec![("t".into(), TopicIo::default())],
+            partitions: vec![part("t", 0, 5)],
+            fsync: h,
+            groups: vec![GroupOffsetsSnapshot {
+                group: "g".into(),
+                members: 1,
+                offsets: vec![CommittedOffset {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset: 1,
+                }],
+            }],
+            ..Default::default()
+        }];
+        let view = BrokerView {
+            brokers: 1,
+            topics: vec![("t".into(), 1)],
+            rss_bytes: Some(1),
+            ..Default::default()
+        };
+        let text = render(&view, &shards, false);
+        let exported: std::collections::HashSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        match (k.as_str(), v) {
+                            ("expr", serde_json::Value::String(e)) => out.push(e.clone()),
+                            _ => exprs(v, out),
+                        }
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| exprs(v, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        exprs(&serde_json::from_str(dashboard).unwrap(), &mut all);
+        let mut used = 0;
+        for e in &all {
+            for (i, _) in e.match_indices(['k', 's']) {
+                let rest = &e[i..];
+                if !(rest.starts_with("kafka_") || rest.starts_with("sluice_"))
+                    || (i > 0 && e.as_bytes()[i - 1].is_ascii_alphanumeric())
+                {
+                    continue;
+                }
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                    .collect();
+                assert!(
+                    exported.contains(name.as_str()),
+                    "dashboard queries {name}, which is not exported"
+                );
+                used += 1;
+            }
+        }
+        assert!(used > 20, "{used}");
     }
 
     #[test]
