@@ -169,6 +169,16 @@ fn socket_addr(key: &str, v: &toml::Value) -> Result<SocketAddr, ConfigError> {
     s.parse().map_err(|_| bad(key, format!("must be IP:PORT, got `{s}`")))
 }
 
+fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match v {
+            toml::Value::Table(t) => flatten(&key, t, out),
+            _ => out.push((key, v.clone())),
+        }
+    }
+}
+
 /// Parses a value given as text (environment, `--set`) the way TOML would read a bare scalar:
 /// an integer, true/false, else a string.
 pub fn scalar(s: &str) -> toml::Value {
@@ -356,7 +366,11 @@ impl ServeConfig {
             let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.clone(), error: e })?;
             let table: toml::Table =
                 text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax { path: path.clone(), reason: e.to_string() })?;
-            for (k, v) in &table {
+            // `num.partitions = 3` is TOML for {num = {partitions = 3}}: flatten tables back
+            // into dotted Kafka names, so quoted and bare keys (and [log] sections) all work.
+            let mut flat = Vec::new();
+            flatten("", &table, &mut flat);
+            for (k, v) in &flat {
                 c.apply(k, v, Source::File(path.clone()))?;
             }
         }
@@ -473,7 +487,7 @@ mod tests {
     fn file_keys_validated_and_flags_win() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sluice.toml");
-        std::fs::write(&path, "\"num.partitions\" = 3\n\"auto.create.topics.enable\" = false\n").unwrap();
+        std::fs::write(&path, "num.partitions = 3\n\"auto.create.topics.enable\" = false\n").unwrap();
         let args = ServeArgs {
             data_dir: Some("/tmp/x".into()),
             listen: Some("127.0.0.1:1".parse().unwrap()),
