@@ -44,6 +44,19 @@ pub struct BrokerConfig {
     pub max_in_flight_requests_per_connection: usize,
     /// `queued.max.request.bytes`, per shard: request bytes read and not yet answered.
     pub queued_max_request_bytes: usize,
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group
+    /// waits for more members.
+    pub group_initial_rebalance_delay_ms: i64,
+    /// `group.min.session.timeout.ms`
+    pub group_min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`
+    pub group_max_session_timeout_ms: i32,
+    /// `group.max.size`
+    pub group_max_size: usize,
+    /// `offsets.retention.minutes`: committed offsets of an empty group expire after this.
+    pub offsets_retention_minutes: i64,
+    /// `offset.metadata.max.bytes`
+    pub offset_metadata_max_bytes: usize,
 }
 
 impl Default for BrokerConfig {
@@ -67,6 +80,12 @@ impl Default for BrokerConfig {
             max_connections: limits::CONNECTIONS_MAX_DEFAULT,
             max_in_flight_requests_per_connection: limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX,
             queued_max_request_bytes: limits::QUEUED_REQUEST_BYTES_PER_SHARD_DEFAULT,
+            group_initial_rebalance_delay_ms: 3000,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_max_size: limits::GROUP_MEMBERS_MAX_DEFAULT,
+            offsets_retention_minutes: 7 * 24 * 60,
+            offset_metadata_max_bytes: limits::OFFSET_METADATA_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -220,6 +239,10 @@ pub const KEYS: &[&str] = &[
     "advertised.listeners",
     "auto.create.topics.enable",
     "cores",
+    "group.initial.rebalance.delay.ms",
+    "group.max.session.timeout.ms",
+    "group.max.size",
+    "group.min.session.timeout.ms",
     "listeners",
     "log.dir",
     "log.flush.interval.messages",
@@ -233,6 +256,8 @@ pub const KEYS: &[&str] = &[
     "message.max.bytes",
     "node.id",
     "num.partitions",
+    "offset.metadata.max.bytes",
+    "offsets.retention.minutes",
     "queued.max.request.bytes",
     "queued.max.requests",
     "socket.request.max.bytes",
@@ -314,6 +339,12 @@ impl ServeConfig {
             "advertised.listeners" => V::String(b.advertised_listener.as_ref().map(|(h, p)| format!("{h}:{p}")).unwrap_or_default()),
             "auto.create.topics.enable" => V::Boolean(b.auto_create_topics),
             "cores" => V::Integer(b.shard_count() as i64),
+            "group.initial.rebalance.delay.ms" => V::Integer(b.group_initial_rebalance_delay_ms),
+            "group.max.session.timeout.ms" => V::Integer(i64::from(b.group_max_session_timeout_ms)),
+            "group.max.size" => V::Integer(b.group_max_size as i64),
+            "group.min.session.timeout.ms" => V::Integer(i64::from(b.group_min_session_timeout_ms)),
+            "offset.metadata.max.bytes" => V::Integer(b.offset_metadata_max_bytes as i64),
+            "offsets.retention.minutes" => V::Integer(b.offsets_retention_minutes),
             "listeners" => V::String(b.listen.to_string()),
             "log.dir" => V::String(b.data_dir.display().to_string()),
             "log.flush.interval.messages" => opt_int(b.log_flush_interval_messages),
@@ -439,6 +470,12 @@ impl BrokerConfig {
             "log.flush.interval.ms" => self.log_flush_interval_ms = Some(int(key, v, 0, i64::MAX)? as u64),
             "max.connections" => self.max_connections = int(key, v, 1, 1_000_000)? as usize,
             "queued.max.request.bytes" => self.queued_max_request_bytes = int(key, v, 1024, i64::MAX)? as usize,
+            "group.initial.rebalance.delay.ms" => self.group_initial_rebalance_delay_ms = int(key, v, 0, 3_600_000)?,
+            "group.min.session.timeout.ms" => self.group_min_session_timeout_ms = int(key, v, 1, i32::MAX as i64)? as i32,
+            "group.max.session.timeout.ms" => self.group_max_session_timeout_ms = int(key, v, 1, i32::MAX as i64)? as i32,
+            "group.max.size" => self.group_max_size = int(key, v, 1, limits::GROUP_MEMBERS_MAX_DEFAULT as i64)? as usize,
+            "offsets.retention.minutes" => self.offsets_retention_minutes = int(key, v, 1, i64::MAX / 60_000)?,
+            "offset.metadata.max.bytes" => self.offset_metadata_max_bytes = int(key, v, 0, u16::MAX as i64)? as usize,
             "node.id" => self.node_id = int(key, v, 0, i32::MAX as i64)? as i32,
             "queued.max.requests" => {
                 self.max_in_flight_requests_per_connection = int(key, v, 1, limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX as i64)? as usize
@@ -552,6 +589,12 @@ mod tests {
         assert_eq!(env_name("log.retention.ms"), "SLUICE_LOG_RETENTION_MS");
         for key in KEYS {
             assert!(!key.contains('_'), "{key}: the env mapping needs keys without underscores");
+            let mut c = ServeConfig::load(&ServeArgs::default(), env(&[])).unwrap();
+            let v = c.get(key).unwrap_or_else(|| panic!("{key} has no effective value"));
+            let unset = v.as_str() == Some("") || (key.starts_with("log.flush.interval") && v.as_integer() == Some(-1));
+            if !unset {
+                c.apply(key, &v, Source::Default).unwrap_or_else(|e| panic!("{key} = {v} does not load back: {e}"));
+            }
         }
     }
 }

@@ -135,6 +135,13 @@ pub fn table(w: &Workload, env: &Environment, results: &[PhaseResult]) -> String
             "  throughput: {:.0} msgs/s, {:.2} MB/s acknowledged; consumed {:.0} msgs/s",
             r.msgs_per_s, r.mb_per_s, r.consumed_msgs_per_s
         );
+        if r.unsent_total > 0 {
+            let _ = writeln!(
+                s,
+                "  TARGET RATE NOT REACHED: {} messages fell due but were never sent (generator or broker too slow)",
+                r.unsent_total
+            );
+        }
         let _ = writeln!(
             s,
             "  {:<12} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
@@ -213,6 +220,7 @@ fn timeline_json(results: &[PhaseResult]) -> Vec<Value> {
                 "e2e_max_us": max(&s.e2e),
                 "errors": s.errors,
                 "backpressure_waits": s.backpressure_waits,
+                "unsent_msgs": s.unsent_msgs,
             }));
         }
     }
@@ -240,6 +248,7 @@ pub fn to_json(w: &Workload, env: &Environment, results: &[PhaseResult]) -> Valu
                     "consumed_msgs": r.consumed_total,
                     "errors": r.errors,
                     "first_error": r.first_error,
+                    "unsent_msgs": r.unsent_total,
                 }
             })
         })

@@ -12,10 +12,10 @@
 //! merges them and encodes them with `prometheus-client`: OpenMetrics text when the scraper asks
 //! for `application/openmetrics-text`, else the Prometheus text format 0.0.4.
 //!
-//! Consumer-group series (`kafka_consumergroup_*`) come from a provider the group coordinator
-//! registers on each shard with [`register_group_provider`]: a callback returning the groups that
-//! shard coordinates ([`GroupOffsetsSnapshot`]). Lag is computed at scrape time against the
-//! partitions' high watermarks.
+//! Consumer-group series (`kafka_consumergroup_*`) come from each shard's group coordinator
+//! ([`group_snapshots`]: members and committed offsets of the groups that shard coordinates).
+//! Lag is computed at scrape time against the partitions' high watermarks, which live on
+//! other shards: lag = high watermark − committed offset.
 //!
 //! Stalls: a ticker task per shard sleeps [`limits::STALL_TICK_MS`] and measures how late it wakes
 //! (all lateness goes to `sluice_shard_tick_lateness_seconds`). A stall is counted when the tick is
@@ -122,9 +122,6 @@ pub struct GroupOffsetsSnapshot {
     pub offsets: Vec<CommittedOffset>,
 }
 
-/// The callback a shard's group coordinator registers; called on that shard at scrape time.
-pub type GroupProvider = Rc<dyn Fn() -> Vec<GroupOffsetsSnapshot>>;
-
 /// One shard's recorders (thread-local: one shard per thread).
 #[derive(Default)]
 struct Local {
@@ -135,7 +132,6 @@ struct Local {
     connections_accepted_total: Cell<u64>,
     stalls_total: Cell<u64>,
     stall_lateness: RefCell<Hist>,
-    groups: RefCell<Option<GroupProvider>>,
 }
 
 thread_local! {
@@ -244,10 +240,35 @@ pub fn log_allowed(key: &'static str) -> bool {
     })
 }
 
-/// Registers this shard's consumer-group provider (call on the shard's thread). Replaces any
-/// earlier one.
-pub fn register_group_provider(f: GroupProvider) {
-    LOCAL.with(|l| *l.groups.borrow_mut() = Some(f));
+/// The groups a shard's coordinator knows (with members or only committed offsets): members
+/// and committed offsets, read through the coordinator's public API on the shard's thread.
+pub fn group_snapshots(groups: &crate::group::Coordinator) -> Vec<GroupOffsetsSnapshot> {
+    let mut ids: Vec<String> = groups.list().into_iter().map(|(id, _, _)| id).collect();
+    ids.sort();
+    ids.dedup();
+    ids.into_iter()
+        .map(|group| {
+            let members = groups.describe(&group).members.len() as u64;
+            let offsets = groups
+                .fetch(&group, None)
+                .into_iter()
+                .flat_map(|(topic, rows)| {
+                    rows.into_iter().filter_map(move |(partition, c)| {
+                        c.map(|c| CommittedOffset {
+                            topic: topic.clone(),
+                            partition,
+                            offset: c.offset,
+                        })
+                    })
+                })
+                .collect();
+            GroupOffsetsSnapshot {
+                group,
+                members,
+                offsets,
+            }
+        })
+        .collect()
 }
 
 /// Runs forever on a shard, counting executor stalls (see the module docs).
@@ -353,34 +374,31 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
             offline: log.is_offline(),
         })
         .collect();
-    LOCAL.with(|l| {
-        let provider = l.groups.borrow().clone();
-        ShardSnapshot {
-            shard: shard.id,
-            apis: l
-                .apis
-                .borrow()
-                .iter()
-                .map(|(k, v)| (api_name(*k), v.clone()))
-                .collect(),
-            topics: l
-                .topics
-                .borrow()
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
-            partitions,
-            fsync: l.fsync.borrow().clone(),
-            inbox_full_total: l.inbox_full_total.get(),
-            connections_accepted_total: l.connections_accepted_total.get(),
-            stalls_total: l.stalls_total.get(),
-            stall_lateness: l.stall_lateness.borrow().clone(),
-            cpu_seconds: thread_cpu_seconds(),
-            request_memory_used_bytes: shard.budget.used_bytes() as u64,
-            request_memory_budget_bytes: shard.budget.limit_bytes() as u64,
-            request_memory_waits_total: shard.budget.waits_total.get(),
-            groups: provider.map(|f| f()).unwrap_or_default(),
-        }
+    LOCAL.with(|l| ShardSnapshot {
+        shard: shard.id,
+        apis: l
+            .apis
+            .borrow()
+            .iter()
+            .map(|(k, v)| (api_name(*k), v.clone()))
+            .collect(),
+        topics: l
+            .topics
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
+        partitions,
+        fsync: l.fsync.borrow().clone(),
+        inbox_full_total: l.inbox_full_total.get(),
+        connections_accepted_total: l.connections_accepted_total.get(),
+        stalls_total: l.stalls_total.get(),
+        stall_lateness: l.stall_lateness.borrow().clone(),
+        cpu_seconds: thread_cpu_seconds(),
+        request_memory_used_bytes: shard.budget.used_bytes() as u64,
+        request_memory_budget_bytes: shard.budget.limit_bytes() as u64,
+        request_memory_waits_total: shard.budget.waits_total.get(),
+        groups: group_snapshots(&shard.groups),
     })
 }
 
@@ -920,34 +938,31 @@ mod tests {
         })
     }
 
-    /// Lag through the provider interface: a provider registered on this thread (one shard)
-    /// reports committed offsets; lag is high watermark minus committed, summed per topic.
+    /// Lag from one shard's group offsets against partitions on several shards: high watermark
+    /// minus committed, summed per topic; a partition without a commit has no lag series.
     #[test]
-    fn lag_from_group_provider() {
-        register_group_provider(Rc::new(|| {
-            vec![GroupOffsetsSnapshot {
-                group: "g1".into(),
-                members: 2,
-                offsets: vec![
-                    CommittedOffset {
-                        topic: "t".into(),
-                        partition: 0,
-                        offset: 4,
-                    },
-                    CommittedOffset {
-                        topic: "t".into(),
-                        partition: 1,
-                        offset: 10,
-                    },
-                    CommittedOffset {
-                        topic: "t".into(),
-                        partition: 2,
-                        offset: -1,
-                    },
-                ],
-            }]
-        }));
-        let groups = LOCAL.with(|l| l.groups.borrow().clone().map(|f| f()).unwrap());
+    fn lag_across_shards() {
+        let groups = vec![GroupOffsetsSnapshot {
+            group: "g1".into(),
+            members: 2,
+            offsets: vec![
+                CommittedOffset {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset: 4,
+                },
+                CommittedOffset {
+                    topic: "t".into(),
+                    partition: 1,
+                    offset: 10,
+                },
+                CommittedOffset {
+                    topic: "t".into(),
+                    partition: 2,
+                    offset: -1,
+                },
+            ],
+        }];
         let shards = vec![
             ShardSnapshot {
                 shard: 0,
@@ -1022,7 +1037,6 @@ mod tests {
             );
             assert_eq!(text.contains("# EOF"), om);
         }
-        LOCAL.with(|l| *l.groups.borrow_mut() = None);
     }
 
     #[test]

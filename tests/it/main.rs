@@ -3,6 +3,7 @@
 mod broker;
 mod client;
 mod config;
+mod groups;
 mod metrics;
 mod storage;
 mod versions;

@@ -5,6 +5,11 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 use sluice::server::{Broker, BrokerConfig};
 
@@ -57,6 +62,20 @@ pub fn parse(text: &str) -> HashMap<String, f64> {
         );
     }
     out
+}
+
+fn commit(group: &str, topic: &str, partition: i32, offset: i64) -> OffsetCommitRequest {
+    let s = |x: &str| StrBytes::from_string(x.to_string());
+    OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id_or_member_epoch(-1)
+        .with_member_id(s(""))
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(s(topic)))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(partition)
+                .with_committed_offset(offset)
+                .with_committed_leader_epoch(-1)])])
 }
 
 #[test]
@@ -177,6 +196,64 @@ fn metrics_after_produce_and_fetch() {
     assert_eq!(
         parse(&body).get(r#"kafka_topic_partition_current_offset{topic="m",partition="1"}"#),
         Some(&4.0)
+    );
+
+    // Committed offsets (OffsetCommit, simple group: generation -1) in two groups, which may be
+    // coordinated by different shards than the partitions' owners.
+    for (g, p, o) in [
+        ("lagging", 0, 1),
+        ("lagging", 1, 4),
+        ("lagging", 2, 0),
+        ("caught-up", 2, 6),
+    ] {
+        let r = c.call(&commit(g, "m", p, o), 8);
+        assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    }
+    let (_, _, body) = http_get(admin, "/metrics", "text/plain");
+    let m = parse(&body);
+    let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("no {k} in\n{body}"));
+    for (p, committed, end) in [(0, 1.0, 2.0), (1, 4.0, 4.0), (2, 0.0, 6.0)] {
+        let l = format!(r#"consumergroup="lagging",topic="m",partition="{p}""#);
+        assert_eq!(
+            get(&format!("kafka_consumergroup_current_offset{{{l}}}")),
+            committed
+        );
+        assert_eq!(
+            get(&format!("kafka_consumergroup_lag{{{l}}}")),
+            end - committed,
+            "lag = log end - committed"
+        );
+    }
+    assert_eq!(
+        get(r#"kafka_consumergroup_lag_sum{consumergroup="lagging",topic="m"}"#),
+        7.0
+    );
+    assert_eq!(
+        get(r#"kafka_consumergroup_lag{consumergroup="caught-up",topic="m",partition="2"}"#),
+        0.0
+    );
+    assert_eq!(
+        get(r#"kafka_consumergroup_members{consumergroup="lagging"}"#),
+        0.0,
+        "simple commits, no members"
+    );
+    // More records: the lag grows with the log end, not the commit.
+    assert_eq!(
+        produce(
+            &mut c,
+            "m",
+            0,
+            wire::batch(&[b"c"], Compression::None),
+            -1,
+            9
+        )
+        .0,
+        0
+    );
+    let m = parse(&http_get(admin, "/metrics", "text/plain").2);
+    assert_eq!(
+        m.get(r#"kafka_consumergroup_lag{consumergroup="lagging",topic="m",partition="0"}"#),
+        Some(&2.0)
     );
 
     let (status, _, _) = http_get(admin, "/nope", "*/*");
