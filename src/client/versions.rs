@@ -18,6 +18,11 @@ pub fn client_window(key: i16) -> (i16, i16) {
         Ok(ApiKey::DeleteTopics) => (1, 5),
         Ok(ApiKey::CreatePartitions) => (0, 3),
         Ok(ApiKey::DescribeConfigs) => (1, 4),
+        Ok(ApiKey::ListGroups) => (0, 4),
+        Ok(ApiKey::DescribeGroups) => (0, 5),
+        Ok(ApiKey::DeleteGroups) => (0, 2),
+        Ok(ApiKey::OffsetFetch) => (2, 7),
+        Ok(ApiKey::OffsetCommit) => (2, 8),
         _ => (0, -1),
     }
 }
@@ -34,6 +39,11 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::DeleteTopics) => "DeleteTopics",
         Ok(ApiKey::CreatePartitions) => "CreatePartitions",
         Ok(ApiKey::DescribeConfigs) => "DescribeConfigs",
+        Ok(ApiKey::ListGroups) => "ListGroups",
+        Ok(ApiKey::DescribeGroups) => "DescribeGroups",
+        Ok(ApiKey::DeleteGroups) => "DeleteGroups",
+        Ok(ApiKey::OffsetFetch) => "OffsetFetch",
+        Ok(ApiKey::OffsetCommit) => "OffsetCommit",
         _ => "request",
     }
 }
@@ -57,6 +67,11 @@ mod tests {
             (ApiKey::DeleteTopics, DeleteTopicsRequest::VERSIONS),
             (ApiKey::CreatePartitions, CreatePartitionsRequest::VERSIONS),
             (ApiKey::DescribeConfigs, DescribeConfigsRequest::VERSIONS),
+            (ApiKey::ListGroups, ListGroupsRequest::VERSIONS),
+            (ApiKey::DescribeGroups, DescribeGroupsRequest::VERSIONS),
+            (ApiKey::DeleteGroups, DeleteGroupsRequest::VERSIONS),
+            (ApiKey::OffsetFetch, OffsetFetchRequest::VERSIONS),
+            (ApiKey::OffsetCommit, OffsetCommitRequest::VERSIONS),
         ] {
             let (lo, hi) = client_window(key as i16);
             assert!(lo <= hi, "{key:?}");
