@@ -42,6 +42,8 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     /// `queued.max.requests` per connection (in flight at once).
     pub max_in_flight_requests_per_connection: usize,
+    /// `queued.max.request.bytes`, per shard: request bytes read and not yet answered.
+    pub queued_max_request_bytes: usize,
     /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group
     /// waits for more members.
     pub group_initial_rebalance_delay_ms: i64,
@@ -81,6 +83,7 @@ impl Default for BrokerConfig {
             log_flush_interval_ms: None,
             max_connections: limits::CONNECTIONS_MAX_DEFAULT,
             max_in_flight_requests_per_connection: limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX,
+            queued_max_request_bytes: limits::QUEUED_REQUEST_BYTES_PER_SHARD_DEFAULT,
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
@@ -163,6 +166,7 @@ impl BrokerConfig {
             "log.flush.interval.messages" => self.log_flush_interval_messages = Some(int(key, v, 1, i64::MAX)? as u64),
             "log.flush.interval.ms" => self.log_flush_interval_ms = Some(int(key, v, 0, i64::MAX)? as u64),
             "max.connections" => self.max_connections = int(key, v, 1, 1_000_000)? as usize,
+            "queued.max.request.bytes" => self.queued_max_request_bytes = int(key, v, 1024, i64::MAX)? as usize,
             "group.initial.rebalance.delay.ms" => self.group_initial_rebalance_delay_ms = int(key, v, 0, 3_600_000)?,
             "group.min.session.timeout.ms" => self.group_min_session_timeout_ms = int(key, v, 1, i32::MAX as i64)? as i32,
             "group.max.session.timeout.ms" => self.group_max_session_timeout_ms = int(key, v, 1, i32::MAX as i64)? as i32,

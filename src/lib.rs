@@ -7,9 +7,6 @@
 //! - [`client`]: a small async Kafka client on compio (CLI tools and the load generator).
 //! - [`cli`]: `sluice topic|produce|consume|bench` argument structs and their `run`.
 //! - [`bench`]: the open-loop load generator, histograms, reports, plots.
-pub mod bench;
-pub mod cli;
-pub mod client;
 pub mod limits;
 pub mod catalog;
 pub mod config;
@@ -19,3 +16,6 @@ pub mod protocol;
 pub mod runtime;
 pub mod server;
 pub mod storage;
+pub mod bench;
+pub mod cli;
+pub mod client;

@@ -6,6 +6,7 @@
 //! its cross-shard inbox and its housekeeping timer until shutdown.
 
 pub mod admin;
+pub mod budget;
 pub mod connection;
 
 use std::net::SocketAddr;
@@ -43,17 +44,39 @@ fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
-/// Checks that io_uring can be set up here, with an error that says what to change.
+/// How long a restarted broker waits for its ports: right after a kill -9 the old process's
+/// sockets linger a moment (its io_uring is torn down asynchronously).
+const PORT_WAIT_MS: u64 = 5_000;
+
+/// Binds `addr` without SO_REUSEPORT, retrying while it is in use for up to [`PORT_WAIT_MS`].
+fn bind_exclusive(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(PORT_WAIT_MS);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// What an operator must change for io_uring to work here.
+const IO_URING_HELP: &str = "Sluice wants Linux 5.11+ with io_uring enabled: check that \
+/proc/sys/kernel/io_uring_disabled is 0, that seccomp allows io_uring_setup (containers: e.g. \
+docker run --security-opt seccomp=unconfined), and that the locked-memory limit is large enough \
+(ulimit -l 65536)";
+
+/// Checks that the runtime can start. compio falls back to epoll when io_uring cannot be set
+/// up; that still works (slower), so it is said loudly rather than refused.
 fn probe_io_uring() -> anyhow::Result<()> {
-    let rt = compio::runtime::Runtime::new();
-    match rt {
-        Ok(_) => Ok(()),
-        Err(e) => anyhow::bail!(
-            "cannot start the io_uring runtime: {e}. Sluice needs Linux 5.11+ with io_uring enabled \
-             (check /proc/sys/kernel/io_uring_disabled is 0, that seccomp allows io_uring_setup — \
-             e.g. docker run --security-opt seccomp=unconfined — and that the locked-memory limit \
-             is large enough: ulimit -l 65536)"
-        ),
+    match compio::runtime::Runtime::new() {
+        Ok(rt) if rt.driver_type().is_iouring() => Ok(()),
+        Ok(rt) => {
+            tracing::warn!(driver = ?rt.driver_type(), "io_uring is unavailable, running on the epoll fallback. {IO_URING_HELP}");
+            Ok(())
+        }
+        Err(e) => anyhow::bail!("cannot start the I/O runtime: {e}. {IO_URING_HELP}"),
     }
 }
 
@@ -66,6 +89,11 @@ impl Broker {
         let catalog = Arc::new(Catalog::open(&config.data_dir)?);
         let n = config.shard_count();
         let mut listeners = Vec::with_capacity(n);
+        // SO_REUSEPORT would let a second broker share the port unnoticed: first make sure
+        // nobody else holds it.
+        if config.listen.port() != 0 {
+            drop(bind_exclusive(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?);
+        }
         let first = listener(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = first.local_addr()?;
         listeners.push(first);
@@ -73,16 +101,14 @@ impl Broker {
             listeners.push(listener(addr).with_context(|| format!("cannot listen on {addr} (SO_REUSEPORT)"))?);
         }
         let admin = match config.admin_listen {
-            // SO_REUSEPORT like the Kafka listeners: after a kill -9, the dead process's io_uring
-            // teardown can hold its listening sockets for a moment, and a plain bind then fails
-            // with EADDRINUSE on restart.
-            Some(a) => Some(listener(a).with_context(|| format!("cannot listen on admin address {a}"))?),
+            Some(a) => {
+                let l = bind_exclusive(a).with_context(|| format!("cannot listen on admin address {a}"))?;
+                l.set_nonblocking(true)?;
+                Some(l)
+            }
             None => None,
         };
         let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
-        if let Some(l) = &admin {
-            l.set_nonblocking(true)?;
-        }
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| inbox_pair()).unzip();
         let shared = Arc::new(Shared::new(config, catalog, senders));
         let cores = core_affinity::get_core_ids().unwrap_or_default();

@@ -262,3 +262,88 @@ fn hostile_frames_close_only_that_connection() {
     b.shutdown().unwrap();
 }
 
+
+/// Large fetches leave the segment file through splice (zero-copy); the bytes must arrive
+/// exactly, also when the client reads slowly and the socket buffer fills.
+#[test]
+fn large_fetch_is_spliced_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(dir.path());
+    let mut c = Conn::connect(b.bootstrap());
+    assert_eq!(create_topic(&mut c, "big", 1, &[]), 0);
+    let value: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    for i in 0..40 {
+        let (err, base) = produce(&mut c, "big", 0, wire::batch(&[&value[..]], Compression::None), -1, 9);
+        assert_eq!((err, base), (0, i));
+    }
+    for version in [4i16, 11, 12, 16] {
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_min_bytes(1)
+            .with_max_bytes(8 << 20)
+            .with_session_epoch(if version >= 7 { -1 } else { 0 })
+            .with_topics(vec![{
+                let t = if version >= 13 {
+                    let id = c.call(&MetadataRequest::default().with_topics(None), 12).topics[0].topic_id;
+                    FetchTopic::default().with_topic_id(id)
+                } else {
+                    FetchTopic::default().with_topic(topic_name("big"))
+                };
+                t.with_partitions(vec![FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(8 << 20)])
+            }]);
+        let body = c.encode(&req, version);
+        c.send_raw(&body);
+        std::thread::sleep(Duration::from_millis(300)); // let the socket buffer fill up
+        let mut frame = c.read_frame().expect("response");
+        let api = ApiKey::Fetch;
+        let _ = <ResponseHeader as kafka_protocol::protocol::Decodable>::decode(&mut frame, api.response_header_version(version)).unwrap();
+        let resp = <FetchResponse as kafka_protocol::protocol::Decodable>::decode(&mut frame, version).unwrap();
+        let p = &resp.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        let values = wire::decode_values(p.records.clone().unwrap());
+        assert_eq!(values.len(), 40, "v{version}");
+        assert!(values.iter().enumerate().all(|(i, (o, v))| *o == i as i64 && v[..] == value[..]), "v{version}");
+    }
+    b.shutdown().unwrap();
+}
+
+/// With a tiny per-shard request budget, pipelined requests larger than the budget are admitted
+/// one at a time (back-pressure), and every one is answered, in order.
+#[test]
+fn request_budget_applies_back_pressure_without_deadlock() {
+    crate::init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig { data_dir: dir.path().to_path_buf(), cores: 1, queued_max_request_bytes: 10_000, ..BrokerConfig::default() };
+    let b = Broker::start(config).unwrap();
+    let mut c = Conn::connect(b.bootstrap());
+    assert_eq!(create_topic(&mut c, "bp", 1, &[]), 0);
+    let value = vec![7u8; 30_000];
+    let n = 20;
+    for _ in 0..n {
+        let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name("bp"))
+            .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(wire::batch(&[&value[..]], Compression::None)))])]);
+        c.send(&req, 9);
+    }
+    for i in 0..n {
+        let mut frame = c.read_frame().expect("every pipelined request is answered");
+        let _ = <ResponseHeader as kafka_protocol::protocol::Decodable>::decode(&mut frame, 1).unwrap();
+        let resp = <ProduceResponse as kafka_protocol::protocol::Decodable>::decode(&mut frame, 9).unwrap();
+        let p = &resp.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, i as i64));
+    }
+    b.shutdown().unwrap();
+}
+
+/// SO_REUSEPORT (one listener per shard) must not let a second broker share a busy port.
+#[test]
+fn second_broker_on_a_busy_port_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(dir.path());
+    let dir2 = tempfile::tempdir().unwrap();
+    let config = BrokerConfig { data_dir: dir2.path().to_path_buf(), listen: a.bootstrap(), cores: 1, ..BrokerConfig::default() };
+    let err = Broker::start(config).err().expect("the port is taken");
+    assert!(format!("{err:#}").contains("in use"), "{err:#}");
+    a.shutdown().unwrap();
+}

@@ -1,6 +1,7 @@
 //! The one integration-test binary: one module per area, compiled once.
 
 mod broker;
+mod client;
 mod groups;
 mod storage;
 mod versions;

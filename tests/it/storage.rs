@@ -662,7 +662,9 @@ async fn group_commit_covers_concurrent_appends() {
     assert_eq!(offs.iter().max(), Some(&(n * 4 - 1)));
     assert_eq!(log.high_watermark(), n * 4);
     let fsyncs = plan.fsync_count() - before;
-    assert!(fsyncs < n as u64 / 2, "{fsyncs} fsyncs for {n} appends");
+    // Appends written while an fsync runs share the next one. How many share depends on the
+    // machine's speed (33 of 64 seen on a loaded 2-core box), so only sharing itself is asserted.
+    assert!(fsyncs < n as u64, "{fsyncs} fsyncs for {n} appends: no group commit");
 }
 
 #[compio::test]

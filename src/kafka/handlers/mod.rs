@@ -108,6 +108,19 @@ where
     }
 }
 
+/// Like [`route`], for handlers that build their own [`Reply`] (Fetch, for zero-copy).
+async fn route_reply<Req, Fut>(ctx: RequestContext, mut body: Bytes, handle: impl FnOnce(RequestContext, Req) -> Fut) -> Reply
+where
+    Req: Decodable,
+    Fut: std::future::Future<Output = Reply>,
+{
+    let (api, version) = (ctx.api, ctx.version());
+    match protocol::decode_body::<Req>(&mut body, version) {
+        Ok(req) => handle(ctx, req).await,
+        Err(e) => Reply::Close(format!("malformed {api:?} v{version} request: {e}")),
+    }
+}
+
 /// Starts answering one request whose header is already decoded.
 ///
 /// What must happen in arrival order on a connection (the appends of a Produce) happens
@@ -129,7 +142,7 @@ pub async fn dispatch(ctx: RequestContext, body: Bytes) -> LocalBoxFuture<'stati
     }
     match ctx.api {
         ApiKey::Produce => produce::submit(ctx, body).await,
-        ApiKey::Fetch => route(ctx, body, fetch::handle).boxed_local(),
+        ApiKey::Fetch => route_reply(ctx, body, fetch::handle).boxed_local(),
         ApiKey::ListOffsets => route(ctx, body, list_offsets::handle).boxed_local(),
         ApiKey::Metadata => route(ctx, body, metadata::handle).boxed_local(),
         ApiKey::ApiVersions => route(ctx, body, api_versions::handle).boxed_local(),
