@@ -243,6 +243,13 @@ impl Coordinator {
     }
 
     pub fn join(&self, group_id: &str, p: JoinParams, now_ms: i64) -> Reply<JoinResult> {
+        {
+            let mut cgs = self.consumer_groups.borrow_mut();
+            if cgs.get(group_id).is_some_and(|g| g.members.is_empty()) {
+                // An empty consumer-protocol group becomes a classic one (Kafka converts too).
+                cgs.remove(group_id);
+            }
+        }
         if self
             .consumer_groups
             .borrow()

@@ -852,3 +852,178 @@ fn consumer_protocol_members_reconcile_and_commits_check_epochs() {
     assert_eq!(assigned(&a4).unwrap()[0].1.len(), 4);
     broker.shutdown().unwrap();
 }
+
+#[derive(clap::Parser)]
+struct GroupCli {
+    #[command(flatten)]
+    args: sluice::cli::group::GroupArgs,
+}
+
+fn group_cli(bootstrap: SocketAddr, args: &[&str]) -> anyhow::Result<String> {
+    use clap::Parser;
+    let mut argv = vec![
+        "group".to_string(),
+        "--bootstrap".to_string(),
+        bootstrap.to_string(),
+    ];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let cli = GroupCli::try_parse_from(argv)?;
+    let mut out = Vec::new();
+    sluice::cli::block_on(sluice::cli::group::run_to(cli.args, &mut out))?;
+    Ok(String::from_utf8(out)?)
+}
+
+#[test]
+fn group_cli_describes_and_resets_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path());
+    let addr = broker.bootstrap();
+    let mut c = Conn::connect(addr);
+    assert_eq!(create_topic(&mut c, "replay", 2, &[]), 0);
+    for p in 0..2 {
+        // Timestamps 1_700_000_000_000 + i (2023-11-14T22:13:20.00iZ).
+        let (e, _) = crate::broker::produce(
+            &mut c,
+            "replay",
+            p,
+            crate::wire::batch(
+                &[b"a", b"b", b"c", b"d", b"e"],
+                kafka_protocol::records::Compression::None,
+            ),
+            -1,
+            9,
+        );
+        assert_eq!(e, 0);
+        assert_eq!(
+            c.call(&commit_req("g-cli", -1, "", "replay", p, 5), 8)
+                .topics[0]
+                .partitions[0]
+                .error_code,
+            0
+        );
+    }
+    let listed = group_cli(addr, &["list"]).unwrap();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("g-cli ") && l.contains("Empty")),
+        "{listed}"
+    );
+    let described = group_cli(addr, &["describe", "g-cli"]).unwrap();
+    let rows: Vec<Vec<&str>> = described
+        .lines()
+        .skip(2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{described}");
+    for r in &rows {
+        assert_eq!(&r[..5], &["replay", r[1], "5", "5", "0"], "{described}");
+    }
+    // Dry run by default.
+    let dry = group_cli(
+        addr,
+        &[
+            "reset-offsets",
+            "g-cli",
+            "--topic",
+            "replay",
+            "--to-earliest",
+        ],
+    )
+    .unwrap();
+    assert!(dry.contains("Dry run"), "{dry}");
+    assert_eq!(
+        fetch_v5(&mut c, "g-cli", "replay", vec![0, 1])
+            .iter()
+            .map(|r| r.1)
+            .collect::<Vec<_>>(),
+        vec![5, 5]
+    );
+    let offsets = |c: &mut Conn| {
+        fetch_v5(c, "g-cli", "replay", vec![0, 1])
+            .iter()
+            .map(|r| r.1)
+            .collect::<Vec<_>>()
+    };
+    group_cli(
+        addr,
+        &[
+            "reset-offsets",
+            "g-cli",
+            "--topic",
+            "replay",
+            "--shift-by",
+            "-2",
+            "--execute",
+        ],
+    )
+    .unwrap();
+    assert_eq!(offsets(&mut c), vec![3, 3]);
+    group_cli(
+        addr,
+        &[
+            "reset-offsets",
+            "g-cli",
+            "--topic",
+            "replay",
+            "--to-datetime",
+            "2023-11-14T22:13:20.002Z",
+            "--execute",
+        ],
+    )
+    .unwrap();
+    assert_eq!(offsets(&mut c), vec![2, 2]);
+    group_cli(
+        addr,
+        &[
+            "reset-offsets",
+            "g-cli",
+            "--topic",
+            "replay",
+            "--to-offset",
+            "100",
+            "--execute",
+        ],
+    )
+    .unwrap();
+    assert_eq!(offsets(&mut c), vec![5, 5], "clamped to the log end");
+    group_cli(
+        addr,
+        &[
+            "reset-offsets",
+            "g-cli",
+            "--topic",
+            "replay",
+            "--to-earliest",
+            "--execute",
+        ],
+    )
+    .unwrap();
+    assert_eq!(offsets(&mut c), vec![0, 0]);
+    // Replay: a consumer starting from the reset offsets reads every message again.
+    let (_, _, values) = crate::broker::fetch(&mut c, "replay", 0, 0, 0);
+    assert_eq!(values.len(), 5);
+    assert!(
+        group_cli(addr, &["reset-offsets", "g-cli", "--topic", "replay"]).is_err(),
+        "a target is required"
+    );
+    // A group with an active member refuses a reset.
+    let m = join(addr, "g-busy", "", None, b"m", 10_000);
+    assert_eq!(m.error, 0);
+    let e = group_cli(
+        addr,
+        &[
+            "reset-offsets",
+            "g-busy",
+            "--topic",
+            "replay",
+            "--to-latest",
+            "--execute",
+        ],
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("active members"), "{e}");
+    group_cli(addr, &["delete", "g-cli"]).unwrap();
+    assert!(!group_cli(addr, &["list"]).unwrap().contains("g-cli"));
+    broker.shutdown().unwrap();
+}

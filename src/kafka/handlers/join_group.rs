@@ -61,7 +61,7 @@ pub async fn handle(ctx: RequestContext, req: JoinGroupRequest) -> Option<JoinGr
     if let Err(e) = group::validate_group_id(&group_id) {
         return Some(error(version, e.code(), &req.member_id));
     }
-    if req.protocols.len() > crate::limits::GROUP_PROTOCOL_METADATA_BYTES_MAX / 16 {
+    if req.protocols.len() > crate::limits::GROUP_PROTOCOLS_PER_MEMBER_MAX {
         return Some(error(
             version,
             ResponseError::InvalidRequest.code(),
