@@ -1,6 +1,8 @@
 //! The one integration-test binary: one module per area, compiled once.
 
 mod broker;
+mod fuzz;
+mod sim;
 mod storage;
 mod versions;
 mod wire;

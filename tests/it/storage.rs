@@ -566,7 +566,7 @@ async fn dedup_survives_unclean_and_clean_reopen() {
 }
 
 #[compio::test]
-async fn enospc_takes_partition_offline() {
+async fn enospc_refuses_the_append_and_writes_resume_once_space_returns() {
     let dir = tempfile::tempdir().unwrap();
     let plan = FaultPlan::new();
     let log = PartitionLog::open(
@@ -578,10 +578,48 @@ async fn enospc_takes_partition_offline() {
     .unwrap();
     let ok = log.append(batch_of(2, 100, 0), 0).await.unwrap();
     log.wait_durable(ok.last_offset).await.unwrap();
-    let b = batch_of(2, 100, 0);
+    let size_before = std::fs::metadata(&seg_files(dir.path(), "log")[0]).unwrap().len();
     plan.fail_writes_after(50, libc::ENOSPC); // torn: 50 bytes then ENOSPC
-    let e = log.append(b, 0).await.unwrap_err();
+    let e = log.append(batch_of(2, 100, 0), 0).await.unwrap_err();
     assert!(matches!(e, StorageError::NoSpace { .. }), "{e:?}");
+    assert!(!log.is_offline(), "ENOSPC on a data write with the torn bytes cut off keeps the log");
+    let size_after = std::fs::metadata(&seg_files(dir.path(), "log")[0]).unwrap().len();
+    assert_eq!(size_after, size_before, "the 50 torn bytes were cut off");
+    // Still full: refused again, nothing stored, offsets not consumed.
+    let e = log.append(batch_of(1, 10, 0), 0).await.unwrap_err();
+    assert!(matches!(e, StorageError::NoSpace { .. }), "{e:?}");
+    assert_eq!(log.log_end_offset(), 2);
+    // Reads keep working meanwhile.
+    assert_eq!(read_all(&log, 0).await, vec![(0, 2)]);
+    // Space returns: writes resume right after the last acknowledged batch.
+    plan.clear();
+    let info = log.append(batch_of(3, 10, 0), 0).await.unwrap();
+    assert_eq!(info.base_offset, 2);
+    log.wait_durable(info.last_offset).await.unwrap();
+    assert_eq!(read_all(&log, 0).await, vec![(0, 2), (2, 3)]);
+    drop(log);
+    // An unclean reopen finds exactly the acknowledged batches.
+    let log = open(dir.path(), LogConfig::default()).await;
+    assert_eq!(log.log_end_offset(), 5);
+    assert_eq!(read_all(&log, 0).await, vec![(0, 2), (2, 3)]);
+}
+
+#[compio::test]
+async fn eio_on_write_takes_partition_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new();
+    let log = PartitionLog::open(
+        Fs::faulty(plan.clone()),
+        dir.path().to_path_buf(),
+        LogConfig::default(),
+    )
+    .await
+    .unwrap();
+    let ok = log.append(batch_of(2, 100, 0), 0).await.unwrap();
+    log.wait_durable(ok.last_offset).await.unwrap();
+    plan.fail_writes_after(50, libc::EIO); // torn: 50 bytes then EIO
+    let e = log.append(batch_of(2, 100, 0), 0).await.unwrap_err();
+    assert!(matches!(e, StorageError::Io { .. }), "{e:?}");
     assert!(log.is_offline());
     plan.clear();
     assert!(matches!(
