@@ -10,6 +10,12 @@ pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
 /// Requests read from one connection and not yet answered (Kafka: `queued.max.requests`
 /// is per broker; clients keep at most 5 in flight, we allow headroom for pipelining tools).
 pub const IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 32;
+/// How long `sluice serve` waits at start for its listen addresses to be free of another
+/// listener (the sockets of a process killed with SIGKILL outlive it for a moment while io_uring
+/// tears its rings down).
+pub const LISTEN_ADDRESS_WAIT_MS_MAX: u64 = 10_000;
+/// Pause between two checks of a listen address during that wait.
+pub const LISTEN_ADDRESS_RETRY_MS: u64 = 10;
 /// Jobs queued from one shard to another before the sender waits (back-pressure).
 pub const CROSS_SHARD_QUEUE_JOBS_MAX: usize = 1024;
 /// Topic name length (Kafka: 249 characters).

@@ -32,6 +32,43 @@ pub struct Broker {
     admin_addr: Option<SocketAddr>,
 }
 
+/// Waits (bounded by `limits::LISTEN_ADDRESS_WAIT_MS_MAX`) until nobody listens on `addr`.
+///
+/// After a kill -9 the dead process' listening sockets outlive it for some milliseconds (more on
+/// a loaded machine): io_uring releases the files of its rings asynchronously. Binding the admin
+/// port then failed with EADDRINUSE, and the SO_REUSEPORT Kafka listeners joined the dead
+/// sockets' group, so the kernel handed some new connections to a socket nobody would ever
+/// accept on (found by tests/clients/test_crash.py). A plain bind (SO_REUSEADDR, no
+/// SO_REUSEPORT) succeeds only once no socket listens on the address.
+fn wait_for_free_address(addr: SocketAddr) -> std::io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_millis(limits::LISTEN_ADDRESS_WAIT_MS_MAX);
+    let mut waited = false;
+    loop {
+        let domain = socket2::Domain::for_address(addr);
+        let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        match s.bind(&addr.into()) {
+            Ok(()) => {
+                if waited {
+                    tracing::info!(%addr, "listen address free again");
+                }
+                return Ok(());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                if !waited {
+                    tracing::info!(%addr, "listen address still in use (a previous process' sockets?): waiting");
+                    waited = true;
+                }
+                std::thread::sleep(Duration::from_millis(limits::LISTEN_ADDRESS_RETRY_MS));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let domain = socket2::Domain::for_address(addr);
     let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
@@ -66,6 +103,10 @@ impl Broker {
         let catalog = Arc::new(Catalog::open(&config.data_dir)?);
         let n = config.shard_count();
         let mut listeners = Vec::with_capacity(n);
+        wait_for_free_address(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+        if let Some(a) = config.admin_listen {
+            wait_for_free_address(a).with_context(|| format!("cannot listen on admin address {a}"))?;
+        }
         let first = listener(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = first.local_addr()?;
         listeners.push(first);
