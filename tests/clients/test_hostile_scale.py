@@ -90,10 +90,17 @@ def test_slowloris_does_not_hold_up_other_clients(broker):
 
 
 @pytest.mark.timeout(240)
-def test_idle_connections_do_not_stop_service(broker):
+def test_idle_connections_do_not_stop_service(broker, tmp_path):
     limit = raise_nofile(IDLE_CONNECTIONS + 512)
     if limit < IDLE_CONNECTIONS + 256:
         pytest.skip(f"RLIMIT_NOFILE {limit} too low for {IDLE_CONNECTIONS} connections")
+    # Restarted so it inherits the raised RLIMIT_NOFILE, with max.connections (default 10 000)
+    # above the idle ones plus the normal client's.
+    conf = tmp_path / "broker.toml"
+    conf.write_text(f"\"max.connections\" = {IDLE_CONNECTIONS + 100}\n")
+    broker.stop()
+    broker.extra_args = ["--config", str(conf)]
+    broker.start()
     create_topic(broker.bootstrap, "idle", 1)
     idle = []
     try:
