@@ -578,12 +578,19 @@ async fn enospc_refuses_the_append_and_writes_resume_once_space_returns() {
     .unwrap();
     let ok = log.append(batch_of(2, 100, 0), 0).await.unwrap();
     log.wait_durable(ok.last_offset).await.unwrap();
-    let size_before = std::fs::metadata(&seg_files(dir.path(), "log")[0]).unwrap().len();
+    let size_before = std::fs::metadata(&seg_files(dir.path(), "log")[0])
+        .unwrap()
+        .len();
     plan.fail_writes_after(50, libc::ENOSPC); // torn: 50 bytes then ENOSPC
     let e = log.append(batch_of(2, 100, 0), 0).await.unwrap_err();
     assert!(matches!(e, StorageError::NoSpace { .. }), "{e:?}");
-    assert!(!log.is_offline(), "ENOSPC on a data write with the torn bytes cut off keeps the log");
-    let size_after = std::fs::metadata(&seg_files(dir.path(), "log")[0]).unwrap().len();
+    assert!(
+        !log.is_offline(),
+        "ENOSPC on a data write with the torn bytes cut off keeps the log"
+    );
+    let size_after = std::fs::metadata(&seg_files(dir.path(), "log")[0])
+        .unwrap()
+        .len();
     assert_eq!(size_after, size_before, "the 50 torn bytes were cut off");
     // Still full: refused again, nothing stored, offsets not consumed.
     let e = log.append(batch_of(1, 10, 0), 0).await.unwrap_err();
@@ -702,7 +709,10 @@ async fn group_commit_covers_concurrent_appends() {
     let fsyncs = plan.fsync_count() - before;
     // Appends written while an fsync runs share the next one. How many share depends on the
     // machine's speed (33 of 64 seen on a loaded 2-core box), so only sharing itself is asserted.
-    assert!(fsyncs < n as u64, "{fsyncs} fsyncs for {n} appends: no group commit");
+    assert!(
+        fsyncs < n as u64,
+        "{fsyncs} fsyncs for {n} appends: no group commit"
+    );
 }
 
 #[compio::test]
@@ -1016,19 +1026,39 @@ async fn torn_tail_before_an_empty_rolled_segment_is_truncated() {
     let segs = seg_files(dir.path(), "log");
     assert_eq!(segs.len(), 2);
     // Lost: the whole new segment and the last 10 bytes of the sealed one.
-    std::fs::OpenOptions::new().write(true).open(&segs[1]).unwrap().set_len(0).unwrap();
-    let sealed = std::fs::OpenOptions::new().write(true).open(&segs[0]).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segs[1])
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let sealed = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segs[0])
+        .unwrap();
     let len = sealed.metadata().unwrap().len();
     sealed.set_len(len - 10).unwrap();
     drop(sealed);
 
     let log = open(dir.path(), small_cfg()).await;
-    assert!(log.corruption_reports().is_empty(), "{:?}", log.corruption_reports());
-    assert_eq!(seg_files(dir.path(), "log").len(), 1, "the empty segment is removed");
+    assert!(
+        log.corruption_reports().is_empty(),
+        "{:?}",
+        log.corruption_reports()
+    );
+    assert_eq!(
+        seg_files(dir.path(), "log").len(),
+        1,
+        "the empty segment is removed"
+    );
     let batches = read_all(&log, 0).await;
     let end = batches.last().map(|(o, n)| o + i64::from(*n)).unwrap();
     assert!(end >= first.last_offset + 1, "the durable batch survived");
-    assert_eq!(log.high_watermark(), end, "no unreadable offsets below the high watermark");
+    assert_eq!(
+        log.high_watermark(),
+        end,
+        "no unreadable offsets below the high watermark"
+    );
     assert_eq!(log.log_end_offset(), end);
     let next = log.append(batch_of(1, 10, 0), 0).await.unwrap();
     assert_eq!(next.base_offset, end);
