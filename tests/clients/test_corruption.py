@@ -5,6 +5,7 @@ from the next segment on); the other partitions and topics are served untouched.
 """
 
 import re
+import struct
 
 import pytest
 from confluent_kafka import Producer
@@ -47,6 +48,20 @@ def segments(broker, topic, partition, ext):
     return sorted((broker.data_dir / f"{topic}-{partition}").glob(f"*.{ext}"))
 
 
+def crc_covered_byte_near_middle(path):
+    """A byte inside the records of the batch in the middle of a segment (covered by the CRC:
+    baseOffset and partitionLeaderEpoch, outside it, are rewritten by the broker)."""
+    data = path.read_bytes()
+    pos = 0
+    while True:
+        (batch_length,) = struct.unpack_from(">i", data, pos + 8)
+        total = 12 + batch_length
+        if pos + total >= len(data) // 2:
+            assert total > 61 + 8, total
+            return pos + 61 + 4
+        pos += total
+
+
 def flip(path, position, mask=0xFF):
     with open(path, "r+b") as f:
         f.seek(position)
@@ -67,7 +82,7 @@ def test_flipped_byte_in_sealed_segment_is_reported_and_partition_readable_up_to
     # Unclean stop (kill -9) so recovery CRC-checks every batch, then flip a byte in the middle
     # of the segment: inside some batch's records, so its CRC no longer matches.
     broker.kill9()
-    position = victim.stat().st_size // 2
+    position = crc_covered_byte_near_middle(victim)
     flip(victim, position)
     broker.start()
 
