@@ -1,62 +1,6 @@
 //! Every bound in Sluice, named, with its unit last in the name.
 //! A value here is checked where data enters; nothing grows without a bound.
 
-/// Default `socket.request.max.bytes` (Kafka's default: 100 MiB).
-pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: u32 = 100 * 1024 * 1024;
-/// Default `message.max.bytes` (Kafka's default: 1 MiB + 12 bytes of log overhead).
-pub const MESSAGE_MAX_BYTES_DEFAULT: u32 = 1024 * 1024 + 12;
-/// Default `max.connections` for the whole broker.
-pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
-/// Requests read from one connection and not yet answered (Kafka: `queued.max.requests`
-/// is per broker; clients keep at most 5 in flight, we allow headroom for pipelining tools).
-pub const IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 32;
-/// How long `sluice serve` waits at start for its listen addresses to be free of another
-/// listener (the sockets of a process killed with SIGKILL outlive it for a moment while io_uring
-/// tears its rings down).
-pub const LISTEN_ADDRESS_WAIT_MS_MAX: u64 = 10_000;
-/// Pause between two checks of a listen address during that wait.
-pub const LISTEN_ADDRESS_RETRY_MS: u64 = 10;
-/// Jobs queued from one shard to another before the sender waits (back-pressure).
-pub const CROSS_SHARD_QUEUE_JOBS_MAX: usize = 1024;
-/// Topic name length (Kafka: 249 characters).
-pub const TOPIC_NAME_BYTES_MAX: usize = 249;
-/// Partitions one topic may have.
-pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
-/// Partitions in the whole broker (every one holds open files).
-pub const PARTITIONS_TOTAL_MAX: usize = 50_000;
-/// Topics in one CreateTopics / DeleteTopics / Metadata request.
-pub const TOPICS_PER_REQUEST_MAX: usize = 10_000;
-/// Longest a Fetch may long-poll, whatever the client asks (Kafka caps it by its request timeout).
-pub const FETCH_WAIT_MS_MAX: i32 = 60_000;
-/// Bytes one Fetch response may carry, whatever the client asks.
-pub const FETCH_RESPONSE_BYTES_MAX: i32 = 64 * 1024 * 1024;
-/// Bytes of the catalog file; a larger one is refused as corrupt.
-pub const CATALOG_FILE_BYTES_MAX: u64 = 64 * 1024 * 1024;
-/// Interval between storage housekeeping passes (retention, segment.ms rolls).
-pub const HOUSEKEEPING_INTERVAL_MS: u64 = 5_000;
-// ---- storage (src/storage) ----
-
-/// Largest single RecordBatch accepted (wire size incl. the 12-byte log overhead),
-/// whatever `max.message.bytes` says; also bounds recovery's read buffer.
-pub const BATCH_BYTES_MAX: u32 = 64 * 1024 * 1024;
-/// Largest `records` blob accepted by one `PartitionLog::append` call.
-pub const APPEND_BYTES_MAX: usize = 128 * 1024 * 1024;
-/// Largest segment: positions in `.index` are u32 and Kafka's segment.bytes is an i32.
-pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
-/// Smallest segment.bytes accepted (Kafka's own lower bound is 14 bytes; one header is 61).
-pub const SEGMENT_BYTES_MIN: u64 = 61;
-/// Idempotent producer: batches remembered per producer for duplicate detection (Kafka: 5).
-pub const PRODUCER_BATCHES_RETAINED_COUNT: usize = 5;
-/// Idempotent producer: producer ids tracked per partition; the least recently written is evicted.
-pub const PRODUCERS_PER_PARTITION_MAX: usize = 65_536;
-/// Read size used when scanning batch headers (reads, time lookups, clean recovery).
-pub const HEADER_SCAN_READ_BYTES: usize = 8 * 1024;
-/// Read size used when validating whole segments during recovery.
-pub const RECOVERY_READ_BYTES: usize = 1024 * 1024;
-/// Hwm long-poll waiters are pruned of abandoned entries when the list reaches this length.
-pub const HWM_WAITERS_PRUNE_COUNT: usize = 1024;
-/// Largest producer snapshot file read at open.
-pub const PRODUCER_SNAPSHOT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 // ---- Client (src/client), used by the CLI tools and `sluice bench` ----
 
 /// Largest response frame the client accepts from a broker, checked before allocating.
@@ -99,3 +43,81 @@ pub const BENCH_DRAIN_MS_MAX: u64 = 5_000;
 pub const BENCH_LATENCY_NS_MAX: u64 = 3_600 * 1_000_000_000;
 /// Size of a `--workload` file the bench reads.
 pub const BENCH_WORKLOAD_FILE_BYTES_MAX: u64 = 1024 * 1024;
+
+// ---- Broker (src/server, src/kafka, src/runtime) ----
+
+/// Default `socket.request.max.bytes` (Kafka's default: 100 MiB).
+pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: u32 = 100 * 1024 * 1024;
+/// Default `message.max.bytes` (Kafka's default: 1 MiB + 12 bytes of log overhead).
+pub const MESSAGE_MAX_BYTES_DEFAULT: u32 = 1024 * 1024 + 12;
+/// Default `max.connections` for the whole broker.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
+/// Requests read from one connection and not yet answered (Kafka: `queued.max.requests`
+/// is per broker; clients keep at most 5 in flight, we allow headroom for pipelining tools).
+pub const IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 32;
+/// Jobs queued from one shard to another before the sender waits (back-pressure).
+pub const CROSS_SHARD_QUEUE_JOBS_MAX: usize = 1024;
+/// Topic name length (Kafka: 249 characters).
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// Partitions one topic may have.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+/// Partitions in the whole broker (every one holds open files).
+pub const PARTITIONS_TOTAL_MAX: usize = 50_000;
+/// Topics in one CreateTopics / DeleteTopics / Metadata request.
+pub const TOPICS_PER_REQUEST_MAX: usize = 10_000;
+/// Longest a Fetch may long-poll, whatever the client asks (Kafka caps it by its request timeout).
+pub const FETCH_WAIT_MS_MAX: i32 = 60_000;
+/// Bytes one Fetch response may carry, whatever the client asks.
+pub const FETCH_RESPONSE_BYTES_MAX: i32 = 64 * 1024 * 1024;
+/// Bytes of the catalog file; a larger one is refused as corrupt.
+pub const CATALOG_FILE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Interval between storage housekeeping passes (retention, segment.ms rolls).
+pub const HOUSEKEEPING_INTERVAL_MS: u64 = 5_000;
+// ---- storage (src/storage) ----
+
+/// Largest single RecordBatch accepted (wire size incl. the 12-byte log overhead),
+/// whatever `max.message.bytes` says; also bounds recovery's read buffer.
+pub const BATCH_BYTES_MAX: u32 = 64 * 1024 * 1024;
+/// Largest `records` blob accepted by one `PartitionLog::append` call.
+pub const APPEND_BYTES_MAX: usize = 128 * 1024 * 1024;
+/// Largest segment: positions in `.index` are u32 and Kafka's segment.bytes is an i32.
+pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
+/// Smallest segment.bytes accepted (Kafka's own lower bound is 14 bytes; one header is 61).
+pub const SEGMENT_BYTES_MIN: u64 = 61;
+/// Idempotent producer: batches remembered per producer for duplicate detection (Kafka: 5).
+pub const PRODUCER_BATCHES_RETAINED_COUNT: usize = 5;
+/// Idempotent producer: producer ids tracked per partition; the least recently written is evicted.
+pub const PRODUCERS_PER_PARTITION_MAX: usize = 65_536;
+/// Read size used when scanning batch headers (reads, time lookups, clean recovery).
+pub const HEADER_SCAN_READ_BYTES: usize = 8 * 1024;
+/// Read size used when validating whole segments during recovery.
+pub const RECOVERY_READ_BYTES: usize = 1024 * 1024;
+/// Hwm long-poll waiters are pruned of abandoned entries when the list reaches this length.
+pub const HWM_WAITERS_PRUNE_COUNT: usize = 1024;
+/// Largest producer snapshot file read at open.
+pub const PRODUCER_SNAPSHOT_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Default per-shard budget for request bytes read and not yet answered
+/// (`queued.max.request.bytes`); past it connections stop reading their sockets.
+pub const QUEUED_REQUEST_BYTES_PER_SHARD_DEFAULT: usize = 256 * 1024 * 1024;
+
+// ---- consumer groups (src/group) ----
+
+/// Group id length in bytes (Kafka has none; ids are stored with a u16 length in the offsets log).
+pub const GROUP_ID_BYTES_MAX: usize = 1024;
+/// Default `group.max.size`: members in one group (Kafka's default is unbounded).
+pub const GROUP_MEMBERS_MAX_DEFAULT: usize = 10_000;
+/// Bytes of protocol names + metadata one member may send in a JoinGroup (sticky assignors
+/// carry owned partitions, so this is generous).
+pub const GROUP_PROTOCOL_METADATA_BYTES_MAX: usize = 1024 * 1024;
+/// Groups one coordinator shard keeps in memory (members or committed offsets).
+pub const GROUPS_PER_SHARD_MAX: usize = 100_000;
+/// Default `offset.metadata.max.bytes` (Kafka's default); the log stores it with a u16 length.
+pub const OFFSET_METADATA_BYTES_MAX_DEFAULT: usize = 4096;
+/// Largest record body in the offsets log; a larger length field is a corrupt tail.
+pub const OFFSET_RECORD_BYTES_MAX: usize = 256 * 1024;
+/// Offsets log size past which it is rewritten with only the live offsets (if mostly dead).
+pub const OFFSETS_LOG_COMPACT_BYTES: u64 = 64 * 1024 * 1024;
+/// Interval of the per-shard group timer (session expiry, join deadlines, initial delay).
+pub const GROUP_TICK_INTERVAL_MS: u64 = 100;
+/// Interval between offset-expiry passes (`offsets.retention.minutes`).
+pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS: i64 = 60_000;

@@ -52,6 +52,9 @@ pub struct BenchArgs {
     /// 0, 1 or all.
     #[arg(long)]
     pub acks: Option<String>,
+    /// NO_KEY, KEY_ROUND_ROBIN or RANDOM_NANO (keys pick partitions by murmur2, as Kafka).
+    #[arg(long)]
+    pub key_distribution: Option<String>,
     #[arg(long)]
     pub batch_bytes: Option<usize>,
     #[arg(long)]
@@ -123,6 +126,7 @@ impl BenchArgs {
         set!(consumers => consumers_per_subscription);
         set!(subscriptions => subscriptions_per_topic);
         set!(acks => acks);
+        set!(key_distribution => key_distribution);
         set!(batch_bytes => batch_bytes);
         set!(linger_ms => linger_ms);
         set!(compression => compression);
@@ -328,4 +332,50 @@ fn compare(a: &Path, b: &Path, plot: Option<&Path>) -> anyhow::Result<()> {
         println!("plot: {}", out.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        b: BenchArgs,
+    }
+
+    fn parse(args: &[&str]) -> BenchArgs {
+        T::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).unwrap().b
+    }
+
+    #[test]
+    fn no_flags_is_the_default_workload() {
+        assert_eq!(parse(&[]).workload().unwrap(), Workload::default());
+    }
+
+    #[test]
+    fn flags_override_the_workload_file() {
+        let dir = std::env::temp_dir().join(format!("sluice-bench-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("w.yaml");
+        std::fs::write(&f, "topics: 2\npartitionsPerTopic: 16\nmessageSize: 512\nproducerRate: 5000\ntestDurationMinutes: 1\n").unwrap();
+        let w = parse(&["--workload", f.to_str().unwrap(), "--partitions", "4", "--duration", "8s"]).workload().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!((w.topics, w.partitions_per_topic, w.message_size), (2, 4, 512));
+        assert_eq!(w.phases.len(), 1);
+        assert_eq!((w.phases[0].rate, w.phases[0].duration_s), (5000, 8.0));
+        let w = parse(&["--rate", "0", "--duration", "3s", "--acks", "1", "--compression", "zstd"]).workload().unwrap();
+        assert_eq!((w.phases[0].rate, w.phases[0].duration_s, w.acks.as_str(), w.compression.as_str()), (0, 3.0, "1", "zstd"));
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_a_reason() {
+        let e = parse(&["--message-size", "4"]).workload().unwrap_err();
+        assert!(e.to_string().contains("message size"), "{e}");
+        let e = parse(&["--compression", "brotli"]).workload().unwrap_err();
+        assert!(e.to_string().contains("unknown compression"), "{e}");
+        assert!(parse(&["--duration", "soon"]).workload().is_err());
+    }
 }

@@ -135,6 +135,13 @@ pub fn table(w: &Workload, env: &Environment, results: &[PhaseResult]) -> String
             "  throughput: {:.0} msgs/s, {:.2} MB/s acknowledged; consumed {:.0} msgs/s",
             r.msgs_per_s, r.mb_per_s, r.consumed_msgs_per_s
         );
+        if r.unsent_total > 0 {
+            let _ = writeln!(
+                s,
+                "  TARGET RATE NOT REACHED: {} messages fell due but were never sent (generator or broker too slow)",
+                r.unsent_total
+            );
+        }
         let _ = writeln!(
             s,
             "  {:<12} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
@@ -213,6 +220,7 @@ fn timeline_json(results: &[PhaseResult]) -> Vec<Value> {
                 "e2e_max_us": max(&s.e2e),
                 "errors": s.errors,
                 "backpressure_waits": s.backpressure_waits,
+                "unsent_msgs": s.unsent_msgs,
             }));
         }
     }
@@ -240,6 +248,7 @@ pub fn to_json(w: &Workload, env: &Environment, results: &[PhaseResult]) -> Valu
                     "consumed_msgs": r.consumed_total,
                     "errors": r.errors,
                     "first_error": r.first_error,
+                    "unsent_msgs": r.unsent_total,
                 }
             })
         })
@@ -283,8 +292,9 @@ pub fn write_hdr_log(path: &Path, results: &[PhaseResult]) -> anyhow::Result<()>
     let mut ser = V2Serializer::new();
     let mut builder = IntervalLogWriterBuilder::new();
     builder
-        .add_comment("sluice bench latency log; values in nanoseconds")
-        .with_start_time(std::time::SystemTime::now());
+        .add_comment("sluice bench latency log; histogram values in nanoseconds, interval max column in ms")
+        .with_start_time(std::time::SystemTime::now())
+        .with_max_value_divisor(1e6);
     let mut log = builder.begin_log_with(&mut file, &mut ser)?;
     let mut phase_offset = 0u64;
     for r in results {
@@ -369,12 +379,19 @@ pub fn plot_spectrum(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)
         .iter()
         .flat_map(|(_, v)| v.iter().map(|p| p.1))
         .fold(0.001f64, f64::max);
+    let ymin = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|p| p.1))
+        .filter(|v| *v > 0.0)
+        .fold(ymax, f64::min)
+        .max(0.001)
+        / 1.5;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..6f64, (0.001f64..ymax * 1.2).log_scale())
+        .build_cartesian_2d(0f64..6f64, (ymin..ymax * 1.2).log_scale())
         .map_err(plot_err)?;
     chart
         .configure_mesh()
@@ -390,7 +407,7 @@ pub fn plot_spectrum(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)
     for (i, (name, pts)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
-            .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1.max(0.001))), color.stroke_width(2)))
+            .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1.max(ymin))), color.stroke_width(2)))
             .map_err(plot_err)?
             .label(name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));

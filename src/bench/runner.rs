@@ -23,7 +23,7 @@ use rand::RngCore;
 
 use super::schedule::RateSchedule;
 use super::stats::{record, IntervalStats, LatencySummary};
-use super::workload::{Phase, Workload};
+use super::workload::{KeyDistribution, Phase, Workload};
 use crate::client::records::{encode_batch, visit_values, NewRecord};
 use crate::client::{submit_fetch_on, submit_produce_on, flatten_fetch, Acks, Client, Connection};
 use crate::limits;
@@ -84,6 +84,8 @@ pub struct PhaseResult {
     pub consumed_total: u64,
     pub errors: u64,
     pub first_error: Option<String>,
+    /// Messages due at the target rate that were never sent before the phase ended.
+    pub unsent_total: u64,
 }
 
 enum Report {
@@ -180,6 +182,7 @@ pub fn run_phase(
     let mut handles = Vec::new();
     for (id, (ps, cs)) in producers.into_iter().zip(consumers).enumerate() {
         let ctx = WorkerCtx {
+            key_distribution: w.key_distribution()?,
             bootstrap: bootstrap.to_owned(),
             epoch,
             producers: ps,
@@ -301,11 +304,13 @@ pub fn run_phase(
         acked_total: all.acked_msgs,
         consumed_total: all.consumed_msgs,
         errors: all.errors,
+        unsent_total: all.unsent_msgs,
         first_error,
     })
 }
 
 struct WorkerCtx {
+    key_distribution: KeyDistribution,
     bootstrap: String,
     epoch: Instant,
     producers: Vec<ProducerSpec>,
@@ -434,6 +439,8 @@ async fn worker_main(ctx: WorkerCtx) -> (f64, Option<String>) {
             max_batch_msgs: (ctx.batch_bytes / ctx.message_size).max(1),
             linger_ns: ctx.linger_ns,
             filler: Bytes::from(filler),
+            key_distribution: ctx.key_distribution,
+            keys: (ctx.key_distribution != KeyDistribution::NoKey).then(|| Rc::new(make_keys(&mut rng))),
             window: Rc::new(Window::new(ctx.in_flight)),
             start_ns,
             end_ns,
@@ -506,6 +513,17 @@ async fn setup(ctx: &WorkerCtx) -> anyhow::Result<Setup> {
     Ok((client, prod_conns, cons))
 }
 
+/// Keys per producer and their length, as OpenMessaging Benchmark's key distributor.
+const KEYS_PER_PRODUCER: usize = 10_000;
+const KEY_BYTES: usize = 7;
+
+fn make_keys(rng: &mut impl rand::Rng) -> Vec<Bytes> {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    (0..KEYS_PER_PRODUCER)
+        .map(|_| Bytes::from((0..KEY_BYTES).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())]).collect::<Vec<u8>>()))
+        .collect()
+}
+
 struct ProducerTask {
     spec: ProducerSpec,
     conns: Vec<Rc<Connection>>,
@@ -515,6 +533,9 @@ struct ProducerTask {
     max_batch_msgs: usize,
     linger_ns: u64,
     filler: Bytes,
+    key_distribution: KeyDistribution,
+    /// The producer's key set (None for NO_KEY).
+    keys: Option<Rc<Vec<Bytes>>>,
     window: Rc<Window>,
     start_ns: u64,
     end_ns: u64,
@@ -532,54 +553,96 @@ impl ProducerTask {
         self.shared.tasks_running.set(self.shared.tasks_running.get() - 1);
     }
 
+    /// The key of message `i` and its partition index (Kafka's murmur2 partitioner), or
+    /// None without keys.
+    fn key_for(&self, i: u64, rng: &mut impl rand::Rng) -> Option<(u32, usize)> {
+        let keys = self.keys.as_ref()?;
+        let k = match self.key_distribution {
+            KeyDistribution::RoundRobin => (i % keys.len() as u64) as usize,
+            _ => rng.random_range(0..keys.len()),
+        };
+        let p = crate::cli::partition_for_key(&keys[k], self.spec.partitions.len()) as usize;
+        Some((k as u32, p))
+    }
+
     async fn produce(&self) -> anyhow::Result<()> {
         let epoch = self.shared.epoch;
         let sched = (self.spec.rate > 0).then(|| RateSchedule::new(self.start_ns + self.spec.stagger_ns, self.spec.rate));
+        let nparts = self.spec.partitions.len();
         let mut next_i = 0u64;
-        let mut batch: Vec<u64> = Vec::with_capacity(self.max_batch_msgs);
-        let mut rr = 0usize;
+        // One open batch per partition: (intended send time, key index) per message.
+        let mut batches: Vec<Vec<(u64, u32)>> = vec![Vec::new(); nparts];
+        // Without keys, batches go to one partition at a time, rotating after each send
+        // (Kafka's sticky partitioner).
+        let mut sticky = 0usize;
+        let mut rng = rand::rng();
         if sched.is_none() {
             compio::time::sleep_until(epoch + Duration::from_nanos(self.start_ns)).await;
         }
         loop {
             let now = now_ns(epoch);
+            let mut full: Option<usize> = None;
             let finished = match &sched {
                 Some(s) => {
                     let due = s.due_count(now.min(self.end_ns.saturating_sub(1)));
-                    while next_i < due && batch.len() < self.max_batch_msgs {
-                        batch.push(s.intended_ns(next_i));
+                    while next_i < due && full.is_none() {
+                        let (k, p) = self.key_for(next_i, &mut rng).unwrap_or((0, sticky));
+                        batches[p].push((s.intended_ns(next_i), k));
                         next_i += 1;
+                        if batches[p].len() >= self.max_batch_msgs {
+                            full = Some(p);
+                        }
+                    }
+                    if full.is_none() && now >= self.end_ns && s.intended_ns(next_i) < self.end_ns {
+                        // Behind schedule at the end: the phase ends on time; what was due
+                        // and never sent is counted, not silently dropped.
+                        let unsent = s.due_count(self.end_ns - 1).saturating_sub(next_i);
+                        self.shared.stats.borrow_mut().unsent_msgs += unsent;
+                        next_i += unsent;
                     }
                     s.intended_ns(next_i) >= self.end_ns
                 }
                 None => {
                     if now < self.end_ns && self.window.has_slot() {
-                        while batch.len() < self.max_batch_msgs {
-                            batch.push(now);
+                        while full.is_none() {
+                            let (k, p) = self.key_for(next_i, &mut rng).unwrap_or((0, sticky));
+                            batches[p].push((now, k));
+                            next_i += 1;
+                            if batches[p].len() >= self.max_batch_msgs {
+                                full = Some(p);
+                            }
                         }
                     }
                     now >= self.end_ns
                 }
             };
-            let first = batch.first().copied();
-            let must_send = match first {
-                None => false,
-                Some(f) => {
-                    batch.len() >= self.max_batch_msgs || now >= f + self.linger_ns || finished || sched.is_none()
+            // Which batch goes next: a full one, else one whose linger expired, else (at the
+            // end or at max rate) any non-empty one.
+            let ready = full.or_else(|| {
+                (0..nparts).find(|&p| batches[p].first().is_some_and(|f| now >= f.0 + self.linger_ns))
+            });
+            let ready = ready.or_else(|| {
+                if finished || sched.is_none() {
+                    (0..nparts).find(|&p| !batches[p].is_empty())
+                } else {
+                    None
                 }
-            };
-            if must_send {
+            });
+            if let Some(p) = ready {
                 if !self.window.has_slot() {
                     self.shared.stats.borrow_mut().backpressure_waits += 1;
                     self.window.wait_until(Window::has_slot).await;
                     continue;
                 }
-                let idx = rr % self.spec.partitions.len();
-                rr += 1;
-                self.send(idx, std::mem::take(&mut batch)).await?;
+                let batch = std::mem::take(&mut batches[p]);
+                if self.keys.is_none() {
+                    sticky = (sticky + 1) % nparts;
+                }
+                self.send(p, batch).await?;
                 continue;
             }
-            if finished && batch.is_empty() {
+            let oldest = batches.iter().filter_map(|b| b.first().map(|f| f.0)).min();
+            if finished && oldest.is_none() {
                 return Ok(());
             }
             if sched.is_none() {
@@ -588,7 +651,7 @@ impl ProducerTask {
                 continue;
             }
             let next_due = sched.as_ref().map(|s| s.intended_ns(next_i)).unwrap_or(now);
-            let wake = match first {
+            let wake = match oldest {
                 Some(f) => next_due.min(f + self.linger_ns),
                 None => next_due,
             }
@@ -599,7 +662,7 @@ impl ProducerTask {
         }
     }
 
-    async fn send(&self, idx: usize, intended: Vec<u64>) -> anyhow::Result<()> {
+    async fn send(&self, idx: usize, intended: Vec<(u64, u32)>) -> anyhow::Result<()> {
         let partition = self.spec.partitions[idx];
         let conn = &self.conns[idx];
         let ts_ms = std::time::SystemTime::now()
@@ -609,11 +672,12 @@ impl ProducerTask {
         let msg_bytes = 8 + self.filler.len();
         let records: Vec<NewRecord> = intended
             .iter()
-            .map(|t| {
+            .map(|(t, k)| {
                 let mut v = BytesMut::with_capacity(msg_bytes);
                 v.put_u64_le(*t);
                 v.extend_from_slice(&self.filler);
-                NewRecord { key: None, value: Some(v.freeze()), timestamp_ms: ts_ms }
+                let key = self.keys.as_ref().and_then(|ks| ks.get(*k as usize).cloned());
+                NewRecord { key, value: Some(v.freeze()), timestamp_ms: ts_ms }
             })
             .collect();
         let encoded = encode_batch(&records, self.compression)?;
@@ -649,7 +713,7 @@ impl ProducerTask {
             match r {
                 Ok(_) => {
                     let mut s = shared.stats.borrow_mut();
-                    for it in &intended {
+                    for (it, _) in &intended {
                         record(&mut s.publish, t.saturating_sub(*it));
                     }
                     s.acked_msgs += n;
@@ -696,13 +760,17 @@ impl ConsumerTask {
             let fut = submit_fetch_on(&self.conn, &self.parts, FETCH_MAX_WAIT_MS, 1).await?;
             let resp = flatten_fetch(fut.wait().await?)?;
             let t = now_ns(epoch);
+            let mut got_any = false;
             let mut s = self.shared.stats.borrow_mut();
             for pf in resp {
                 let Some(i) = self.parts.iter().position(|p| p.0 == pf.topic && p.1 == pf.partition) else {
                     continue;
                 };
                 if pf.error_code != 0 {
-                    s.errors += 1;
+                    drop(s);
+                    let e = crate::client::ClientError::check("Fetch", || format!("{}-{}", pf.topic, pf.partition), pf.error_code, None);
+                    self.shared.error(e.err().map(|e| e.to_string()).unwrap_or_default());
+                    s = self.shared.stats.borrow_mut();
                     continue;
                 }
                 high_watermarks[i] = pf.high_watermark;
@@ -716,6 +784,7 @@ impl ConsumerTask {
                         record(&mut stats.e2e, t.saturating_sub(u64::from_le_bytes(b)));
                     }
                     stats.consumed_msgs += 1;
+                    got_any = true;
                     stats.consumed_bytes += v.len() as u64;
                     last = Some(off);
                 })?;
@@ -729,7 +798,10 @@ impl ConsumerTask {
                 self.parts[i].2 = pos;
             }
             drop(s);
-            if producers_done && self.parts.iter().zip(&high_watermarks).all(|(p, hw)| p.2 >= *hw) {
+            // Drained: a long-poll sent after every producer finished came back empty with
+            // every partition at its high watermark. (Caught up alone is not enough: with
+            // acks=0/1 the high watermark may still trail acknowledged messages.)
+            if producers_done && !got_any && self.parts.iter().zip(&high_watermarks).all(|(p, hw)| p.2 >= *hw) {
                 return Ok(());
             }
         }

@@ -74,6 +74,9 @@ pub struct IntervalStats {
     pub errors: u64,
     /// Produce requests that were kept waiting because the in-flight window was full.
     pub backpressure_waits: u64,
+    /// Messages that fell due before the end of the phase but were never sent because the
+    /// producer could not keep up with the target rate (the phase ends on time regardless).
+    pub unsent_msgs: u64,
 }
 
 impl Default for IntervalStats {
@@ -89,6 +92,7 @@ impl Default for IntervalStats {
             consumed_bytes: 0,
             errors: 0,
             backpressure_waits: 0,
+            unsent_msgs: 0,
         }
     }
 }
@@ -106,6 +110,7 @@ impl IntervalStats {
         self.consumed_bytes += other.consumed_bytes;
         self.errors += other.errors;
         self.backpressure_waits += other.backpressure_waits;
+        self.unsent_msgs += other.unsent_msgs;
     }
 }
 

@@ -11,6 +11,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits;
 
+/// How producers key their messages (OpenMessaging Benchmark's `keyDistributor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyDistribution {
+    /// No key; batches rotate over partitions (sticky partitioner).
+    NoKey,
+    /// Cycle through the producer's 10 000 random 7-byte keys; partition by murmur2(key).
+    RoundRobin,
+    /// A random key of the producer's 10 000 for each message; partition by murmur2(key).
+    Random,
+}
+
+impl std::str::FromStr for KeyDistribution {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "NO_KEY" | "none" => Ok(KeyDistribution::NoKey),
+            "KEY_ROUND_ROBIN" | "round-robin" => Ok(KeyDistribution::RoundRobin),
+            "RANDOM_NANO" | "random" => Ok(KeyDistribution::Random),
+            other => Err(format!("unknown key distribution '{other}' (NO_KEY, KEY_ROUND_ROBIN, RANDOM_NANO)")),
+        }
+    }
+}
+
 /// One measured step at one target rate.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Phase {
@@ -33,6 +56,8 @@ pub struct Workload {
     pub consumers_per_subscription: usize,
     /// "0", "1" or "all".
     pub acks: String,
+    /// NO_KEY, KEY_ROUND_ROBIN or RANDOM_NANO.
+    pub key_distribution: String,
     pub batch_bytes: usize,
     pub linger_ms: u64,
     pub compression: String,
@@ -57,6 +82,7 @@ impl Default for Workload {
             subscriptions_per_topic: 1,
             consumers_per_subscription: 1,
             acks: "all".into(),
+            key_distribution: "NO_KEY".into(),
             batch_bytes: 64 * 1024,
             linger_ms: 1,
             compression: "none".into(),
@@ -128,10 +154,8 @@ impl Workload {
         for k in w.other.keys() {
             tracing::info!("workload key '{k}' is not used by sluice bench");
         }
-        if let Some(k) = &w.key_distributor {
-            if k != "NO_KEY" {
-                tracing::warn!("keyDistributor {k} is not supported; sending without keys");
-            }
+        if let Some(k) = w.key_distributor {
+            self.key_distribution = k;
         }
         if let Some(v) = w.name {
             self.name = v;
@@ -189,6 +213,11 @@ impl Workload {
         Ok(())
     }
 
+    /// The parsed key distribution.
+    pub fn key_distribution(&self) -> anyhow::Result<KeyDistribution> {
+        self.key_distribution.parse().map_err(anyhow::Error::msg)
+    }
+
     /// Replaces the phases with one phase at `rate` (0 = max) for `duration_s`.
     pub fn single_phase(&mut self, rate: u64, duration_s: f64) {
         let name = if rate == 0 { "max-rate".to_string() } else { format!("rate-{rate}") };
@@ -244,6 +273,7 @@ impl Workload {
             bail!("warm-up must be between 0 and {} s", limits::BENCH_DURATION_S_MAX);
         }
         self.acks.parse::<crate::client::Acks>().map_err(anyhow::Error::msg)?;
+        self.key_distribution()?;
         crate::client::records::parse_compression(&self.compression).map_err(anyhow::Error::msg)?;
         Ok(())
     }

@@ -437,6 +437,8 @@ fn describe_io_error(e: &std::io::Error) -> String {
 async fn read_loop(mut stream: TcpStream, shared: Rc<Shared>) {
     let reason = match read_frames(&mut stream, &shared).await {
         Ok(()) => "closed by the broker".to_string(),
+        Err(ClientError::Io { source, .. }) => describe_io_error(&source),
+        Err(ClientError::Closed { reason, .. }) => reason,
         Err(e) => e.to_string(),
     };
     tracing::debug!(addr = %shared.addr, %reason, "connection reader stopped");

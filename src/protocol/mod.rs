@@ -5,11 +5,15 @@
 //! Architecture invariant: nothing here panics on client bytes; a frame that cannot be
 //! decoded yields an error, and the connection is closed by the caller.
 
+use std::rc::Rc;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use compio::buf::{BufResult, IntoInner, IoBuf};
 use compio::io::AsyncRead;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::server::budget::{Budget, Permit};
 
 /// Bytes reserved per socket read when the buffer has no room left.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -37,7 +41,10 @@ impl FrameReader {
     }
 
     /// The next frame's body (without its length), or None at a clean end of stream.
-    pub async fn next<S: AsyncRead>(&mut self, stream: &mut S) -> Result<Option<Bytes>, FrameError> {
+    /// The frame's bytes are taken from `budget` before its buffer is reserved; the permit
+    /// comes back with the body and returns the bytes when dropped.
+    pub async fn next<S: AsyncRead>(&mut self, stream: &mut S, budget: &Rc<Budget>) -> Result<Option<(Bytes, Permit)>, FrameError> {
+        let mut permit: Option<Permit> = None;
         loop {
             let mut want = 4usize;
             if self.buf.len() >= 4 {
@@ -46,10 +53,15 @@ impl FrameReader {
                     return Err(FrameError::BadLength(len as i64, self.max_frame_bytes));
                 }
                 want = 4 + len as usize;
+                let p = match permit.take() {
+                    Some(p) => p,
+                    None => budget.acquire(want).await,
+                };
                 if self.buf.len() >= want {
                     self.buf.advance(4);
-                    return Ok(Some(self.buf.split_to(len as usize).freeze()));
+                    return Ok(Some((self.buf.split_to(len as usize).freeze(), p)));
                 }
+                permit = Some(p);
             }
             // Room for the rest of this frame (bounded by the check above), at least a chunk.
             let need = (want - self.buf.len()).max(READ_CHUNK_BYTES.min(want.max(4096)));
@@ -155,6 +167,10 @@ mod tests {
         }
     }
 
+    fn budget() -> Rc<Budget> {
+        Budget::new(1 << 30)
+    }
+
     fn frame(body: &[u8]) -> Vec<u8> {
         let mut v = (body.len() as i32).to_be_bytes().to_vec();
         v.extend_from_slice(body);
@@ -169,10 +185,10 @@ mod tests {
         let chunks: Vec<Vec<u8>> = all.chunks(3).map(|c| c.to_vec()).collect();
         let mut s = Chunks(chunks);
         let mut r = FrameReader::new(1 << 20);
-        assert_eq!(&r.next(&mut s).await.unwrap().unwrap()[..], b"hello");
-        assert_eq!(r.next(&mut s).await.unwrap().unwrap().len(), 0);
-        assert_eq!(r.next(&mut s).await.unwrap().unwrap().len(), 100_000);
-        assert!(r.next(&mut s).await.unwrap().is_none());
+        assert_eq!(&r.next(&mut s, &budget()).await.unwrap().unwrap().0[..], b"hello");
+        assert_eq!(r.next(&mut s, &budget()).await.unwrap().unwrap().0.len(), 0);
+        assert_eq!(r.next(&mut s, &budget()).await.unwrap().unwrap().0.len(), 100_000);
+        assert!(r.next(&mut s, &budget()).await.unwrap().is_none());
     }
 
     #[compio::test]
@@ -180,11 +196,11 @@ mod tests {
         for len in [-1i32, i32::MIN, 0x7fff_ffff, (1 << 20) + 1] {
             let mut s = Chunks(vec![len.to_be_bytes().to_vec()]);
             let mut r = FrameReader::new(1 << 20);
-            assert!(matches!(r.next(&mut s).await, Err(FrameError::BadLength(..))), "{len}");
+            assert!(matches!(r.next(&mut s, &budget()).await, Err(FrameError::BadLength(..))), "{len}");
         }
         let mut s = Chunks(vec![frame(b"abcdef")[..7].to_vec()]);
         let mut r = FrameReader::new(1 << 20);
-        assert!(matches!(r.next(&mut s).await, Err(FrameError::Truncated)));
+        assert!(matches!(r.next(&mut s, &budget()).await, Err(FrameError::Truncated)));
     }
 
     #[test]

@@ -114,11 +114,17 @@ pub struct Shard {
     pub fs: Fs,
     logs: RefCell<HashMap<PartitionKey, (Uuid, PartitionLog)>>,
     opening: futures::lock::Mutex<()>,
+    /// Request bytes this shard's connections may hold unanswered.
+    pub budget: Rc<crate::server::budget::Budget>,
+    /// The consumer groups this shard coordinates (see [`crate::group`]).
+    pub groups: crate::group::Coordinator,
 }
 
 impl Shard {
     pub fn new(id: usize, shared: Arc<Shared>, fs: Fs) -> Self {
-        Shard { id, shared, fs, logs: RefCell::new(HashMap::new()), opening: futures::lock::Mutex::new(()) }
+        let budget = crate::server::budget::Budget::new(shared.config.queued_max_request_bytes);
+        let groups = crate::group::Coordinator::new(&shared.config);
+        Shard { id, shared, fs, logs: RefCell::new(HashMap::new()), opening: futures::lock::Mutex::new(()), budget, groups }
     }
 
     pub fn config(&self) -> &BrokerConfig {

@@ -77,7 +77,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         if shard.shared.shutdown.load(Ordering::Relaxed) {
             break;
         }
-        let mut body = match frames.next(&mut rd).await {
+        let (mut body, permit) = match frames.next(&mut rd, &shard.budget).await {
             Ok(Some(b)) => b,
             Ok(None) => break,
             Err(FrameError::Io(e)) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => {
@@ -98,7 +98,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         };
         let ctx = RequestContext { shard: shard.clone(), header, api, local_addr: local, peer_addr: peer };
         let rest = handlers::dispatch(ctx, body).await;
-        let task = compio::runtime::spawn(rest);
+        // The frame's budget is held until the response is built.
+        let task = compio::runtime::spawn(async move {
+            let reply = rest.await;
+            drop(permit);
+            reply
+        });
         if tx.send(task).await.is_err() {
             break;
         }

@@ -6,6 +6,7 @@
 //! its cross-shard inbox and its housekeeping timer until shutdown.
 
 pub mod admin;
+pub mod budget;
 pub mod connection;
 
 use std::net::SocketAddr;
@@ -32,43 +33,6 @@ pub struct Broker {
     admin_addr: Option<SocketAddr>,
 }
 
-/// Waits (bounded by `limits::LISTEN_ADDRESS_WAIT_MS_MAX`) until nobody listens on `addr`.
-///
-/// After a kill -9 the dead process' listening sockets outlive it for some milliseconds (more on
-/// a loaded machine): io_uring releases the files of its rings asynchronously. Binding the admin
-/// port then failed with EADDRINUSE, and the SO_REUSEPORT Kafka listeners joined the dead
-/// sockets' group, so the kernel handed some new connections to a socket nobody would ever
-/// accept on (found by tests/clients/test_crash.py). A plain bind (SO_REUSEADDR, no
-/// SO_REUSEPORT) succeeds only once no socket listens on the address.
-fn wait_for_free_address(addr: SocketAddr) -> std::io::Result<()> {
-    if addr.port() == 0 {
-        return Ok(());
-    }
-    let deadline = std::time::Instant::now() + Duration::from_millis(limits::LISTEN_ADDRESS_WAIT_MS_MAX);
-    let mut waited = false;
-    loop {
-        let domain = socket2::Domain::for_address(addr);
-        let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-        s.set_reuse_address(true)?;
-        match s.bind(&addr.into()) {
-            Ok(()) => {
-                if waited {
-                    tracing::info!(%addr, "listen address free again");
-                }
-                return Ok(());
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
-                if !waited {
-                    tracing::info!(%addr, "listen address still in use (a previous process' sockets?): waiting");
-                    waited = true;
-                }
-                std::thread::sleep(Duration::from_millis(limits::LISTEN_ADDRESS_RETRY_MS));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let domain = socket2::Domain::for_address(addr);
     let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
@@ -80,17 +44,39 @@ fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
-/// Checks that io_uring can be set up here, with an error that says what to change.
+/// How long a restarted broker waits for its ports: right after a kill -9 the old process's
+/// sockets linger a moment (its io_uring is torn down asynchronously).
+const PORT_WAIT_MS: u64 = 5_000;
+
+/// Binds `addr` without SO_REUSEPORT, retrying while it is in use for up to [`PORT_WAIT_MS`].
+fn bind_exclusive(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(PORT_WAIT_MS);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// What an operator must change for io_uring to work here.
+const IO_URING_HELP: &str = "Sluice wants Linux 5.11+ with io_uring enabled: check that \
+/proc/sys/kernel/io_uring_disabled is 0, that seccomp allows io_uring_setup (containers: e.g. \
+docker run --security-opt seccomp=unconfined), and that the locked-memory limit is large enough \
+(ulimit -l 65536)";
+
+/// Checks that the runtime can start. compio falls back to epoll when io_uring cannot be set
+/// up; that still works (slower), so it is said loudly rather than refused.
 fn probe_io_uring() -> anyhow::Result<()> {
-    let rt = compio::runtime::Runtime::new();
-    match rt {
-        Ok(_) => Ok(()),
-        Err(e) => anyhow::bail!(
-            "cannot start the io_uring runtime: {e}. Sluice needs Linux 5.11+ with io_uring enabled \
-             (check /proc/sys/kernel/io_uring_disabled is 0, that seccomp allows io_uring_setup — \
-             e.g. docker run --security-opt seccomp=unconfined — and that the locked-memory limit \
-             is large enough: ulimit -l 65536)"
-        ),
+    match compio::runtime::Runtime::new() {
+        Ok(rt) if rt.driver_type().is_iouring() => Ok(()),
+        Ok(rt) => {
+            tracing::warn!(driver = ?rt.driver_type(), "io_uring is unavailable, running on the epoll fallback. {IO_URING_HELP}");
+            Ok(())
+        }
+        Err(e) => anyhow::bail!("cannot start the I/O runtime: {e}. {IO_URING_HELP}"),
     }
 }
 
@@ -103,9 +89,10 @@ impl Broker {
         let catalog = Arc::new(Catalog::open(&config.data_dir)?);
         let n = config.shard_count();
         let mut listeners = Vec::with_capacity(n);
-        wait_for_free_address(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
-        if let Some(a) = config.admin_listen {
-            wait_for_free_address(a).with_context(|| format!("cannot listen on admin address {a}"))?;
+        // SO_REUSEPORT would let a second broker share the port unnoticed: first make sure
+        // nobody else holds it.
+        if config.listen.port() != 0 {
+            drop(bind_exclusive(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?);
         }
         let first = listener(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = first.local_addr()?;
@@ -114,13 +101,14 @@ impl Broker {
             listeners.push(listener(addr).with_context(|| format!("cannot listen on {addr} (SO_REUSEPORT)"))?);
         }
         let admin = match config.admin_listen {
-            Some(a) => Some(std::net::TcpListener::bind(a).with_context(|| format!("cannot listen on admin address {a}"))?),
+            Some(a) => {
+                let l = bind_exclusive(a).with_context(|| format!("cannot listen on admin address {a}"))?;
+                l.set_nonblocking(true)?;
+                Some(l)
+            }
             None => None,
         };
         let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
-        if let Some(l) = &admin {
-            l.set_nonblocking(true)?;
-        }
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| inbox_pair()).unzip();
         let shared = Arc::new(Shared::new(config, catalog, senders));
         let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -215,6 +203,10 @@ async fn shard_main(
         })
     };
     shard.open_owned_logs().await;
+    if let Err(e) = shard.groups.open(&shared.config.data_dir, id, shared.shard_count()).await {
+        let _ = ready.send(Err(format!("shard {id}: consumer offsets: {e}")));
+        return;
+    }
     shared.shards_ready.fetch_add(1, Ordering::AcqRel);
     let _ = ready.send(Ok(()));
     let housekeeping = {
@@ -223,6 +215,15 @@ async fn shard_main(
             loop {
                 compio::time::sleep(Duration::from_millis(limits::HOUSEKEEPING_INTERVAL_MS)).await;
                 shard.housekeeping().await;
+            }
+        })
+    };
+    let group_timer = {
+        let shard = shard.clone();
+        compio::runtime::spawn(async move {
+            loop {
+                compio::time::sleep(Duration::from_millis(limits::GROUP_TICK_INTERVAL_MS)).await;
+                shard.groups.tick(crate::runtime::now_ms(), shard.shared.is_ready()).await;
             }
         })
     };
@@ -256,6 +257,7 @@ async fn shard_main(
         }
     }
     drop(housekeeping);
+    drop(group_timer);
     shard.close_logs().await;
     tracing::debug!(shard = id, "shard stopped");
 }

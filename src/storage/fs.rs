@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use compio::buf::BufResult;
 use compio::fs::{File, OpenOptions};
+use compio::buf::{IntoInner, IoBufMut};
 use compio::io::{AsyncReadAt, AsyncWriteAtExt};
 
 /// Faults to inject, shared between the test and the `Fs` handles (Send + Sync).
@@ -198,8 +199,12 @@ impl Fs {
         let mut buf: Vec<u8> = Vec::with_capacity(len);
         let mut done = 0usize;
         while done < len {
-            let BufResult(r, b) = file.read_at(buf, pos + done as u64).await;
-            buf = b;
+            // `read_at` fills a buffer from its start; `uninit()` makes it fill the part after
+            // what is already read. (Reading into `buf` itself would put the bytes of a second,
+            // short-read-continuing read at index 0: a file growing between the two reads then
+            // showed later bytes at earlier positions.)
+            let BufResult(r, b) = file.read_at(buf.uninit(), pos + done as u64).await;
+            buf = b.into_inner();
             let n = r?;
             if n == 0 {
                 break;
@@ -284,5 +289,37 @@ impl Fs {
         drop(f);
         self.rename(&tmp, &dir.join(name)).await?;
         self.sync_dir(dir).await
+    }
+}
+
+#[cfg(test)]
+mod read_at_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn read_at_continuing_after_a_short_read_keeps_bytes_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, [1u8; 10]).unwrap();
+        compio::runtime::Runtime::new().unwrap().block_on(async {
+            let fs = Fs::real();
+            let file = OpenOptions::new().read(true).open(&path).await.unwrap();
+            // First read is short (10 of 20 bytes); the file then grows before the next one.
+            let BufResult(r, b) = file.read_at(Vec::with_capacity(20), 0).await;
+            assert_eq!(r.unwrap(), 10);
+            let mut buf = b;
+            {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+                f.write_all(&[2u8; 10]).unwrap();
+            }
+            let BufResult(r, b) = file.read_at(buf.uninit(), 10).await;
+            assert_eq!(r.unwrap(), 10);
+            buf = b.into_inner();
+            assert_eq!(buf, [[1u8; 10], [2u8; 10]].concat());
+            // And through Fs::read_at from a fresh start.
+            assert_eq!(fs.read_at(&file, 20, 0).await.unwrap(), [[1u8; 10], [2u8; 10]].concat());
+        });
     }
 }

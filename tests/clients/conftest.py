@@ -12,6 +12,10 @@ import pytest
 
 from sluicetest import Broker
 
+# Tests of features not built yet (the `sluice topic` CLI); move a file up to tests/clients/
+# in the commit that builds its feature, so the suite stays green at every commit.
+collect_ignore = ["pending"]
+
 
 @pytest.fixture
 def broker(request, tmp_path):

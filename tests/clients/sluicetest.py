@@ -5,6 +5,7 @@ target/debug/sluice), started on free loopback ports with a fresh data directory
 """
 
 import ctypes
+import http.client
 import logging
 import os
 import random
@@ -52,9 +53,9 @@ def _ephemeral_range():
 def free_port():
     """A port on 127.0.0.1 that was free a moment ago, chosen below the kernel's ephemeral range:
     a port from bind(0) is an ephemeral one, which any outgoing connection on the machine (a
-    client of this test, another test run) may take as its local port meanwhile; a broker
-    restarted after kill -9 then fails to bind it (EADDRINUSE). Falls back to the kernel's
-    choice if no port below the range is free."""
+    client of this test, another test run) may take as its local port meanwhile, and a broker
+    restarted on it would then fail to bind. Falls back to the kernel's choice if no port below
+    the range is free."""
     lo, _ = _ephemeral_range()
     candidates = list(range(max(1024, lo - 20000), lo))
     for port in random.sample(candidates, min(50, len(candidates))):
@@ -132,24 +133,44 @@ class Broker:
         return self
 
     def _wait_ready(self):
-        """Bounded wait until the listen port accepts a TCP connection."""
+        """Bounded wait until the Kafka port accepts TCP and the admin endpoint's /readyz answers
+        200 (every shard recovered its partitions and listens)."""
         deadline = time.monotonic() + BROKER_START_TIMEOUT_S
+        last = "no answer yet"
         while True:
             code = self.proc.poll()
             if code is not None:
                 self.proc = None
-                raise BrokerError(f"sluice serve exited with code {code} before accepting "
-                                  f"connections on {self.bootstrap}; its log:\n{self.log_tail()}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=1.0):
-                    return
-            except OSError:
-                pass
+                raise BrokerError(f"sluice serve exited with code {code} before it was ready "
+                                  f"({last}); its log:\n{self.log_tail()}")
+            last = self._readiness()
+            if last is None:
+                return
             if time.monotonic() > deadline:
                 self.kill9()
-                raise BrokerError(f"sluice serve did not accept connections on {self.bootstrap} "
-                                  f"within {BROKER_START_TIMEOUT_S:.0f} s; its log:\n{self.log_tail()}")
+                raise BrokerError(f"sluice serve not ready within {BROKER_START_TIMEOUT_S:.0f} s "
+                                  f"({last}); its log:\n{self.log_tail()}")
             time.sleep(0.05)
+
+    def _readiness(self):
+        """None when ready, else what is missing."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1.0):
+                pass
+        except OSError as e:
+            return f"Kafka port {self.port}: {e}"
+        conn = http.client.HTTPConnection(self.host, self.admin_port, timeout=2.0)
+        try:
+            conn.request("GET", "/readyz")
+            response = conn.getresponse()
+            body = response.read(256).decode("utf-8", "replace").strip()
+            if response.status == 200:
+                return None
+            return f"GET /readyz on {self.admin_port}: {response.status} {body}"
+        except (OSError, http.client.HTTPException) as e:
+            return f"GET /readyz on {self.admin_port}: {e}"
+        finally:
+            conn.close()
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -163,6 +184,27 @@ class Broker:
         self.proc.wait(timeout=BROKER_STOP_TIMEOUT_S)
         self._append_log(f"===== killed with SIGKILL (exit {self.proc.returncode})\n")
         self.proc = None
+        self._wait_ports_released()
+
+    def _wait_ports_released(self):
+        """After the process is gone its listening sockets can outlive it for a moment (the
+        kernel tears an io_uring instance down asynchronously, and pending accepts hold the
+        socket), still completing handshakes nobody will serve. Wait (bounded) until both ports
+        refuse connections, so a restart binds and serves on its own sockets."""
+        began = time.monotonic()
+        deadline = began + BROKER_STOP_TIMEOUT_S
+        for port in (self.port, self.admin_port):
+            while True:
+                try:
+                    with socket.create_connection((self.host, port), timeout=1.0):
+                        pass
+                except OSError:
+                    break
+                if time.monotonic() > deadline:
+                    raise BrokerError(f"port {port} still accepts connections "
+                                      f"{BROKER_STOP_TIMEOUT_S:.0f} s after the broker was killed")
+                time.sleep(0.02)
+        self._append_log(f"===== ports released {1000 * (time.monotonic() - began):.0f} ms after exit\n")
 
     def restart_after_crash(self):
         """kill -9, then start again on the same data directory and ports."""

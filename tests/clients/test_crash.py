@@ -11,7 +11,11 @@ Each value is b"<producer>:<seq>" (producer = cycle number, seq = send order). C
 to 20 (CI); SLUICE_CRASH_CYCLES raises it (scripts/crash-soak.sh runs 100). SLUICE_CRASH_SEED
 fixes the random kill points (the seed in use is printed and in the failure message).
 
-Consumer-group committed offsets are not checked: consumer groups have not landed on main yet.
+Consumer-group committed offsets: during the load a standalone group ("crash-group": explicit
+synchronous OffsetCommits, no subscription) commits increasing offsets per partition every
+200 messages or 100 ms, up to moments before the kill. After
+every restart the committed offsets are fetched: each is at least the highest commit the broker
+acknowledged, and never below what was fetched after the previous restart.
 """
 
 import os
@@ -19,7 +23,7 @@ import random
 import time
 
 import pytest
-from confluent_kafka import Producer, TopicPartition
+from confluent_kafka import KafkaException, Producer, TopicPartition
 
 from sluicetest import LIBRDKAFKA_LOGGER, consume_all, consumer, create_topic
 
@@ -31,6 +35,9 @@ LOAD_S_MIN, LOAD_S_MAX = 0.2, 1.5
 MESSAGES_PER_CYCLE_MAX = int(os.environ.get("SLUICE_CRASH_MESSAGES_PER_CYCLE", "4000"))
 # After the restart the producer gets this long to deliver (or fail) what was in flight.
 FLUSH_AFTER_RESTART_S = 30.0
+GROUP = "crash-group"
+COMMIT_INTERVAL_S = 0.1
+COMMIT_EVERY_MESSAGES = 200
 TEST_TIMEOUT_S = 60 + CYCLES * 25
 
 
@@ -46,6 +53,16 @@ def new_producer(bootstrap):
         "reconnect.backoff.max.ms": 200,
         "logger": LIBRDKAFKA_LOGGER,
     })
+
+
+def committed_offsets(bootstrap):
+    c = consumer(bootstrap, **{"group.id": GROUP})
+    try:
+        got = c.committed([TopicPartition(TOPIC, p) for p in range(PARTITIONS)], timeout=15)
+        # No committed offset (OFFSET_INVALID, -1001) counts as -1, below any commit.
+        return {tp.partition: max(tp.offset, -1) for tp in got}
+    finally:
+        c.close()
 
 
 def parse(value):
@@ -95,7 +112,9 @@ def test_kill9_cycles_keep_every_acknowledged_message(broker):
     create_topic(broker.bootstrap, TOPIC, PARTITIONS)
     acked, sent, failed = {}, set(), 0
     last_hw = {p: 0 for p in range(PARTITIONS)}
-    stats = {"killed_with_unacked": 0, "checked": 0}
+    stats = {"killed_with_unacked": 0, "checked": 0, "commits_acked": 0, "commits_failed": 0}
+    commit_acked = {p: -1 for p in range(PARTITIONS)}  # highest commit the broker acknowledged
+    last_committed = {p: -1 for p in range(PARTITIONS)}  # fetched after the previous restart
 
     for cycle in range(CYCLES):
         where = f"cycle {cycle} (seed {seed})"
@@ -109,8 +128,22 @@ def test_kill9_cycles_keep_every_acknowledged_message(broker):
                 cycle_failed.append(err)
 
         kill_at = time.monotonic() + rng.uniform(LOAD_S_MIN, LOAD_S_MAX)
+        committer = consumer(broker.bootstrap, **{"group.id": GROUP})
+        next_commit = time.monotonic()
         seq = 0
         while time.monotonic() < kill_at and seq < MESSAGES_PER_CYCLE_MAX:
+            if seq % COMMIT_EVERY_MESSAGES == 0 or time.monotonic() >= next_commit:
+                # A synchronous commit of increasing offsets (up to the last checked end).
+                p = rng.randrange(PARTITIONS)
+                target = min(last_hw[p], max(commit_acked[p], 0) + rng.randrange(1, 50))
+                if target > commit_acked[p]:
+                    try:
+                        committer.commit(offsets=[TopicPartition(TOPIC, p, target)], asynchronous=False)
+                        commit_acked[p] = target
+                        stats["commits_acked"] += 1
+                    except KafkaException:
+                        stats["commits_failed"] += 1
+                next_commit = time.monotonic() + COMMIT_INTERVAL_S
             v = f"{cycle}:{seq}".encode()
             try:
                 producer.produce(TOPIC, key=str(seq % 11).encode(), value=v, on_delivery=on_delivery)
@@ -124,6 +157,15 @@ def test_kill9_cycles_keep_every_acknowledged_message(broker):
         if len(producer) > 0:
             stats["killed_with_unacked"] += 1
         broker.restart_after_crash()
+        committer.close()
+
+        committed = committed_offsets(broker.bootstrap)
+        for p in range(PARTITIONS):
+            assert committed[p] >= commit_acked[p], \
+                f"{where}: partition {p} committed offset {committed[p]} below the acknowledged commit {commit_acked[p]}"
+            assert committed[p] >= last_committed[p], \
+                f"{where}: partition {p} committed offset went back {last_committed[p]} -> {committed[p]}"
+        last_committed = committed
 
         # The producer reconnects and delivers (or fails) the rest; idempotence must keep each
         # message at most once even when a batch was written but not acknowledged before the kill.
@@ -144,7 +186,9 @@ def test_kill9_cycles_keep_every_acknowledged_message(broker):
     print(f"crash test: {CYCLES} kill -9 cycles, {len(sent)} sent, {len(acked)} acknowledged, "
           f"{failed} failed deliveries, {stats['killed_with_unacked']} kills with unacknowledged "
           f"messages in flight, {stats['checked']} message reads checked, final high watermarks "
-          f"{last_hw}")
+          f"{last_hw}; {stats['commits_acked']} group commits acknowledged "
+          f"({stats['commits_failed']} failed), final committed offsets {last_committed}")
     assert len(acked) > 0
     # The load must actually race the kills, or the test proves little.
     assert stats["killed_with_unacked"] >= CYCLES // 2, stats
+    assert stats["commits_acked"] >= CYCLES // 2, stats

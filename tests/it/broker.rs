@@ -307,3 +307,43 @@ fn large_fetch_is_spliced_intact() {
     }
     b.shutdown().unwrap();
 }
+
+/// With a tiny per-shard request budget, pipelined requests larger than the budget are admitted
+/// one at a time (back-pressure), and every one is answered, in order.
+#[test]
+fn request_budget_applies_back_pressure_without_deadlock() {
+    crate::init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig { data_dir: dir.path().to_path_buf(), cores: 1, queued_max_request_bytes: 10_000, ..BrokerConfig::default() };
+    let b = Broker::start(config).unwrap();
+    let mut c = Conn::connect(b.bootstrap());
+    assert_eq!(create_topic(&mut c, "bp", 1, &[]), 0);
+    let value = vec![7u8; 30_000];
+    let n = 20;
+    for _ in 0..n {
+        let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name("bp"))
+            .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(wire::batch(&[&value[..]], Compression::None)))])]);
+        c.send(&req, 9);
+    }
+    for i in 0..n {
+        let mut frame = c.read_frame().expect("every pipelined request is answered");
+        let _ = <ResponseHeader as kafka_protocol::protocol::Decodable>::decode(&mut frame, 1).unwrap();
+        let resp = <ProduceResponse as kafka_protocol::protocol::Decodable>::decode(&mut frame, 9).unwrap();
+        let p = &resp.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, i as i64));
+    }
+    b.shutdown().unwrap();
+}
+
+/// SO_REUSEPORT (one listener per shard) must not let a second broker share a busy port.
+#[test]
+fn second_broker_on_a_busy_port_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(dir.path());
+    let dir2 = tempfile::tempdir().unwrap();
+    let config = BrokerConfig { data_dir: dir2.path().to_path_buf(), listen: a.bootstrap(), cores: 1, ..BrokerConfig::default() };
+    let err = Broker::start(config).err().expect("the port is taken");
+    assert!(format!("{err:#}").contains("in use"), "{err:#}");
+    a.shutdown().unwrap();
+}

@@ -90,7 +90,9 @@ macro_rules! with_request_types {
             Heartbeat => HeartbeatRequest, LeaveGroup => LeaveGroupRequest,
             OffsetCommit => OffsetCommitRequest, OffsetFetch => OffsetFetchRequest,
             ListGroups => ListGroupsRequest, DescribeGroups => DescribeGroupsRequest,
-            DeleteGroups => DeleteGroupsRequest
+            DeleteGroups => DeleteGroupsRequest, OffsetDelete => OffsetDeleteRequest,
+            ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest,
+            ConsumerGroupDescribe => ConsumerGroupDescribeRequest
         }
     };
 }

@@ -1,7 +1,9 @@
 //! The one integration-test binary: one module per area, compiled once.
 
 mod broker;
+mod client;
 mod fuzz;
+mod groups;
 mod sim;
 mod storage;
 mod versions;
