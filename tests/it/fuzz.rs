@@ -37,6 +37,8 @@ use sluice::storage::batch::{self, BatchBuilder};
 const FUZZ_INPUT_BYTES_MAX: usize = 64 * 1024;
 const FUZZ_CASES_DEFAULT: u64 = 50_000;
 const FUZZ_SEED_DEFAULT: u64 = 0x5eed_5eed;
+/// Long runs report progress (stderr) this often, so a stopped run still says how far it got.
+const FUZZ_PROGRESS_EVERY_CASES: u64 = 1_000_000;
 /// Extra versions each case's body is decoded at, besides the header's own.
 const FUZZ_EXTRA_VERSIONS_PER_CASE: usize = 2;
 
@@ -350,6 +352,9 @@ fn fuzz(seed: u64, first: u64, cases: u64) -> (u64, Vec<String>) {
         let mut rng = StdRng::seed_from_u64(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let input = mutate(&mut rng, &seeds);
         run += 1;
+        if run % FUZZ_PROGRESS_EVERY_CASES == 0 {
+            eprintln!("fuzz: {run} executions (seed {seed}, next case {})", i + 1);
+        }
         if let Err(e) = run_one(&input) {
             let hex: String = input.iter().map(|b| format!("{b:02x}")).collect();
             failures.push(format!(
