@@ -29,14 +29,16 @@ pub struct BenchArgs {
     /// OpenMessaging Benchmark workload YAML.
     #[arg(long)]
     pub workload: Option<PathBuf>,
+    /// Topics (each with its own producers and subscriptions).
     #[arg(long)]
     pub topics: Option<usize>,
     /// Partitions per topic.
     #[arg(long)]
     pub partitions: Option<usize>,
-    /// Bytes per message (at least 8: the send-time stamp).
+    /// Bytes per message (at least 8: the send-time stamp), or a range MIN-MAX for sizes
+    /// drawn uniformly from it, e.g. 100-4096.
     #[arg(long)]
-    pub message_size: Option<usize>,
+    pub message_size: Option<String>,
     /// Producers per topic.
     #[arg(long)]
     pub producers: Option<usize>,
@@ -121,7 +123,19 @@ impl BenchArgs {
         }
         set!(topics => topics);
         set!(partitions => partitions_per_topic);
-        set!(message_size => message_size);
+        if let Some(s) = &self.message_size {
+            let parse = |v: &str| v.trim().parse::<usize>().with_context(|| format!("bad message size '{s}'"));
+            match s.split_once('-') {
+                Some((lo, hi)) => {
+                    w.message_size = parse(lo)?;
+                    w.message_size_max = parse(hi)?;
+                }
+                None => {
+                    w.message_size = parse(s)?;
+                    w.message_size_max = 0;
+                }
+            }
+        }
         set!(producers => producers_per_topic);
         set!(consumers => consumers_per_subscription);
         set!(subscriptions => subscriptions_per_topic);
@@ -364,6 +378,9 @@ mod tests {
         let w = parse(&["--workload", f.to_str().unwrap(), "--partitions", "4", "--duration", "8s"]).workload().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!((w.topics, w.partitions_per_topic, w.message_size), (2, 4, 512));
+        let ranged = parse(&["--message-size", "100-4096"]).workload().unwrap();
+        assert_eq!((ranged.message_size, ranged.message_size_max, ranged.message_bytes_mean()), (100, 4096, 2098));
+        assert!(parse(&["--message-size", "4096-100"]).workload().is_err());
         assert_eq!(w.phases.len(), 1);
         assert_eq!((w.phases[0].rate, w.phases[0].duration_s), (5000, 8.0));
         let w = parse(&["--rate", "0", "--duration", "3s", "--acks", "1", "--compression", "zstd"]).workload().unwrap();

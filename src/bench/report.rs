@@ -111,10 +111,15 @@ pub fn progress_line(phase: &str, iv_index: u64, warmup: bool, iv: &IntervalStat
 /// The final human-readable table.
 pub fn table(w: &Workload, env: &Environment, results: &[PhaseResult]) -> String {
     let mut s = String::new();
+    let size = if w.message_size_max > w.message_size {
+        format!("{}-{}", w.message_size, w.message_size_max)
+    } else {
+        w.message_size.to_string()
+    };
     let _ = writeln!(
         s,
-        "\nsluice bench: {} | {} topic(s) x {} partitions, {} B messages, acks={}, compression={}, batch {} B, linger {} ms",
-        w.name, w.topics, w.partitions_per_topic, w.message_size, w.acks, w.compression, w.batch_bytes, w.linger_ms
+        "\nsluice bench: {} | {} topic(s) x {} partitions, {} B messages, keys {}, acks={}, compression={}, batch {} B, linger {} ms",
+        w.name, w.topics, w.partitions_per_topic, size, w.key_distribution, w.acks, w.compression, w.batch_bytes, w.linger_ms
     );
     let _ = writeln!(
         s,

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::records::Compression;
-use rand::RngCore;
+use rand::{Rng, RngCore};
 
 use super::schedule::RateSchedule;
 use super::stats::{record, IntervalStats, LatencySummary};
@@ -192,6 +192,7 @@ pub fn run_phase(
             batch_bytes: w.batch_bytes,
             linger_ns: w.linger_ms * 1_000_000,
             message_size: w.message_size,
+            message_size_max: w.message_bytes_max(),
             in_flight: w.in_flight,
             barrier: barrier.clone(),
             start_ns: start_ns.clone(),
@@ -320,6 +321,7 @@ struct WorkerCtx {
     batch_bytes: usize,
     linger_ns: u64,
     message_size: usize,
+    message_size_max: usize,
     in_flight: usize,
     barrier: Arc<Barrier>,
     start_ns: Arc<AtomicU64>,
@@ -428,7 +430,7 @@ async fn worker_main(ctx: WorkerCtx) -> (f64, Option<String>) {
     let mut rng = rand::rng();
     let mut handles = Vec::new();
     for (spec, conns) in ctx.producers.iter().cloned().zip(prod_conns) {
-        let mut filler = vec![0u8; ctx.message_size.saturating_sub(8)];
+        let mut filler = vec![0u8; ctx.message_size_max.saturating_sub(8)];
         rng.fill_bytes(&mut filler);
         let p = ProducerTask {
             spec,
@@ -436,7 +438,8 @@ async fn worker_main(ctx: WorkerCtx) -> (f64, Option<String>) {
             shared: shared.clone(),
             acks: ctx.acks,
             compression: ctx.compression,
-            max_batch_msgs: (ctx.batch_bytes / ctx.message_size).max(1),
+            max_batch_msgs: (ctx.batch_bytes / ((ctx.message_size + ctx.message_size_max) / 2).max(1)).max(1),
+            message_size_min: ctx.message_size,
             linger_ns: ctx.linger_ns,
             filler: Bytes::from(filler),
             key_distribution: ctx.key_distribution,
@@ -533,6 +536,8 @@ struct ProducerTask {
     max_batch_msgs: usize,
     linger_ns: u64,
     filler: Bytes,
+    /// Smallest value; values are `message_size_min..=8 + filler.len()` bytes.
+    message_size_min: usize,
     key_distribution: KeyDistribution,
     /// The producer's key set (None for NO_KEY).
     keys: Option<Rc<Vec<Bytes>>>,
@@ -669,13 +674,18 @@ impl ProducerTask {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        let msg_bytes = 8 + self.filler.len();
+        let size_max = 8 + self.filler.len();
+        let size_min = self.message_size_min.clamp(8, size_max);
+        let mut rng = rand::rng();
+        let mut bytes = 0u64;
         let records: Vec<NewRecord> = intended
             .iter()
             .map(|(t, k)| {
-                let mut v = BytesMut::with_capacity(msg_bytes);
+                let size = if size_min == size_max { size_max } else { rng.random_range(size_min..=size_max) };
+                bytes += size as u64;
+                let mut v = BytesMut::with_capacity(size);
                 v.put_u64_le(*t);
-                v.extend_from_slice(&self.filler);
+                v.extend_from_slice(&self.filler[..size - 8]);
                 let key = self.keys.as_ref().and_then(|ks| ks.get(*k as usize).cloned());
                 NewRecord { key, value: Some(v.freeze()), timestamp_ms: ts_ms }
             })
@@ -683,7 +693,6 @@ impl ProducerTask {
         let encoded = encode_batch(&records, self.compression)?;
         drop(records);
         let n = intended.len() as u64;
-        let bytes = n * msg_bytes as u64;
         self.window.acquire();
         let pending = match submit_produce_on(conn, &self.spec.topic, partition, encoded, self.acks, 30_000).await {
             Ok(p) => p,

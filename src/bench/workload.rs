@@ -51,6 +51,8 @@ pub struct Workload {
     pub topics: usize,
     pub partitions_per_topic: usize,
     pub message_size: usize,
+    /// When above `message_size`: sizes uniform in message_size..=message_size_max.
+    pub message_size_max: usize,
     pub producers_per_topic: usize,
     pub subscriptions_per_topic: usize,
     pub consumers_per_subscription: usize,
@@ -78,6 +80,7 @@ impl Default for Workload {
             topics: 1,
             partitions_per_topic: 3,
             message_size: 1024,
+            message_size_max: 0,
             producers_per_topic: 1,
             subscriptions_per_topic: 1,
             consumers_per_subscription: 1,
@@ -168,6 +171,7 @@ impl Workload {
         }
         if let Some(v) = w.message_size {
             self.message_size = v;
+            self.message_size_max = 0;
         }
         if let Some(v) = w.producers_per_topic {
             self.producers_per_topic = v;
@@ -213,6 +217,16 @@ impl Workload {
         Ok(())
     }
 
+    /// Largest message the workload sends.
+    pub fn message_bytes_max(&self) -> usize {
+        self.message_size.max(self.message_size_max)
+    }
+
+    /// Mean message size.
+    pub fn message_bytes_mean(&self) -> usize {
+        (self.message_size + self.message_bytes_max()) / 2
+    }
+
     /// The parsed key distribution.
     pub fn key_distribution(&self) -> anyhow::Result<KeyDistribution> {
         self.key_distribution.parse().map_err(anyhow::Error::msg)
@@ -248,7 +262,12 @@ impl Workload {
         if self.topics * self.partitions_per_topic > n {
             bail!("{} partitions in total is above the limit of {n}", self.topics * self.partitions_per_topic);
         }
-        if !(limits::BENCH_MESSAGE_BYTES_MIN..=limits::BENCH_MESSAGE_BYTES_MAX).contains(&self.message_size) {
+        if self.message_size_max != 0 && self.message_size_max < self.message_size {
+            bail!("message size range {}-{} is empty", self.message_size, self.message_size_max);
+        }
+        if !(limits::BENCH_MESSAGE_BYTES_MIN..=limits::BENCH_MESSAGE_BYTES_MAX).contains(&self.message_size)
+            || self.message_size_max > limits::BENCH_MESSAGE_BYTES_MAX
+        {
             bail!(
                 "message size must be between {} and {} bytes (the first 8 bytes carry the send time)",
                 limits::BENCH_MESSAGE_BYTES_MIN,
