@@ -44,6 +44,23 @@ pub struct BrokerConfig {
     pub max_in_flight_requests_per_connection: usize,
     /// `queued.max.request.bytes`, per shard: request bytes read and not yet answered.
     pub queued_max_request_bytes: usize,
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group
+    /// waits for more members.
+    pub group_initial_rebalance_delay_ms: i64,
+    /// `group.min.session.timeout.ms`
+    pub group_min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`
+    pub group_max_session_timeout_ms: i32,
+    /// `group.max.size`
+    pub group_max_size: usize,
+    /// `offsets.retention.minutes`: committed offsets of an empty group expire after this.
+    pub offsets_retention_minutes: i64,
+    /// `offset.metadata.max.bytes`
+    pub offset_metadata_max_bytes: usize,
+    /// `group.consumer.session.timeout.ms` (KIP-848 groups)
+    pub group_consumer_session_timeout_ms: i32,
+    /// `group.consumer.heartbeat.interval.ms` (KIP-848 groups)
+    pub group_consumer_heartbeat_interval_ms: i32,
 }
 
 impl Default for BrokerConfig {
@@ -67,6 +84,14 @@ impl Default for BrokerConfig {
             max_connections: limits::CONNECTIONS_MAX_DEFAULT,
             max_in_flight_requests_per_connection: limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX,
             queued_max_request_bytes: limits::QUEUED_REQUEST_BYTES_PER_SHARD_DEFAULT,
+            group_initial_rebalance_delay_ms: 3000,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_max_size: limits::GROUP_MEMBERS_MAX_DEFAULT,
+            offsets_retention_minutes: 7 * 24 * 60,
+            offset_metadata_max_bytes: limits::OFFSET_METADATA_BYTES_MAX_DEFAULT,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
         }
     }
 }
@@ -142,6 +167,14 @@ impl BrokerConfig {
             "log.flush.interval.ms" => self.log_flush_interval_ms = Some(int(key, v, 0, i64::MAX)? as u64),
             "max.connections" => self.max_connections = int(key, v, 1, 1_000_000)? as usize,
             "queued.max.request.bytes" => self.queued_max_request_bytes = int(key, v, 1024, i64::MAX)? as usize,
+            "group.initial.rebalance.delay.ms" => self.group_initial_rebalance_delay_ms = int(key, v, 0, 3_600_000)?,
+            "group.min.session.timeout.ms" => self.group_min_session_timeout_ms = int(key, v, 1, i32::MAX as i64)? as i32,
+            "group.max.session.timeout.ms" => self.group_max_session_timeout_ms = int(key, v, 1, i32::MAX as i64)? as i32,
+            "group.max.size" => self.group_max_size = int(key, v, 1, limits::GROUP_MEMBERS_MAX_DEFAULT as i64)? as usize,
+            "offsets.retention.minutes" => self.offsets_retention_minutes = int(key, v, 1, i64::MAX / 60_000)?,
+            "offset.metadata.max.bytes" => self.offset_metadata_max_bytes = int(key, v, 0, u16::MAX as i64)? as usize,
+            "group.consumer.session.timeout.ms" => self.group_consumer_session_timeout_ms = int(key, v, 1, i32::MAX as i64)? as i32,
+            "group.consumer.heartbeat.interval.ms" => self.group_consumer_heartbeat_interval_ms = int(key, v, 1, i32::MAX as i64)? as i32,
             "node.id" => self.node_id = int(key, v, 0, i32::MAX as i64)? as i32,
             _ => return Err(bad(key, "unknown broker config")),
         }

@@ -2,6 +2,7 @@
 //!
 //! Module map (see ARCHITECTURE.md for the invariants):
 //! - [`limits`]: every bound, named, with units in the name.
+//! - [`group`]: the consumer group coordinator (classic protocol) and the committed-offsets log.
 //! - [`storage`]: partition logs in Kafka's on-disk layout (segments, indexes, recovery, retention).
 //! - [`client`]: a small async Kafka client on compio (CLI tools and the load generator).
 //! - [`cli`]: `sluice topic|produce|consume|bench` argument structs and their `run`.
@@ -9,6 +10,7 @@
 pub mod limits;
 pub mod catalog;
 pub mod config;
+pub mod group;
 pub mod kafka;
 pub mod protocol;
 pub mod runtime;

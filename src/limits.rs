@@ -99,3 +99,25 @@ pub const PRODUCER_SNAPSHOT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// Default per-shard budget for request bytes read and not yet answered
 /// (`queued.max.request.bytes`); past it connections stop reading their sockets.
 pub const QUEUED_REQUEST_BYTES_PER_SHARD_DEFAULT: usize = 256 * 1024 * 1024;
+
+// ---- consumer groups (src/group) ----
+
+/// Group id length in bytes (Kafka has none; ids are stored with a u16 length in the offsets log).
+pub const GROUP_ID_BYTES_MAX: usize = 1024;
+/// Default `group.max.size`: members in one group (Kafka's default is unbounded).
+pub const GROUP_MEMBERS_MAX_DEFAULT: usize = 10_000;
+/// Bytes of protocol names + metadata one member may send in a JoinGroup (sticky assignors
+/// carry owned partitions, so this is generous).
+pub const GROUP_PROTOCOL_METADATA_BYTES_MAX: usize = 1024 * 1024;
+/// Groups one coordinator shard keeps in memory (members or committed offsets).
+pub const GROUPS_PER_SHARD_MAX: usize = 100_000;
+/// Default `offset.metadata.max.bytes` (Kafka's default); the log stores it with a u16 length.
+pub const OFFSET_METADATA_BYTES_MAX_DEFAULT: usize = 4096;
+/// Largest record body in the offsets log; a larger length field is a corrupt tail.
+pub const OFFSET_RECORD_BYTES_MAX: usize = 256 * 1024;
+/// Offsets log size past which it is rewritten with only the live offsets (if mostly dead).
+pub const OFFSETS_LOG_COMPACT_BYTES: u64 = 64 * 1024 * 1024;
+/// Interval of the per-shard group timer (session expiry, join deadlines, initial delay).
+pub const GROUP_TICK_INTERVAL_MS: u64 = 100;
+/// Interval between offset-expiry passes (`offsets.retention.minutes`).
+pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS: i64 = 60_000;

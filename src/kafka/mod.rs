@@ -53,3 +53,29 @@ pub enum Part {
     /// `len` bytes of `file` from `position` (a segment; valid even if since deleted).
     File { file: Arc<std::fs::File>, position: u64, len: u32 },
 }
+
+/// A Kafka error code with the message for the response (where the version has one).
+pub type KafkaError = (i16, String);
+
+/// Runs `f` with the log of `topic`/`partition` on `owner`, the shard that owns it.
+/// UNKNOWN_TOPIC_OR_PARTITION when that shard has no such log (deleted meanwhile); a shard
+/// that is gone (shutdown) maps to a retriable error.
+pub async fn on_partition<T, F, Fut>(shard: &Rc<Shard>, owner: usize, topic: String, partition: i32, f: F) -> Result<T, KafkaError>
+where
+    F: FnOnce(crate::storage::PartitionLog) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, KafkaError>> + 'static,
+    T: Send + 'static,
+{
+    let r = shard
+        .run_on(owner, move |s| async move {
+            match s.log(&topic, partition) {
+                Some(log) => f(log).await,
+                None => Err((
+                    kafka_protocol::error::ResponseError::UnknownTopicOrPartition.code(),
+                    format!("partition {topic}-{partition} is not open on this broker"),
+                )),
+            }
+        })
+        .await;
+    r.unwrap_or_else(|e| Err((error::shard_gone(&e), e.to_string())))
+}

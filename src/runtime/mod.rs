@@ -116,12 +116,15 @@ pub struct Shard {
     opening: futures::lock::Mutex<()>,
     /// Request bytes this shard's connections may hold unanswered.
     pub budget: Rc<crate::server::budget::Budget>,
+    /// The consumer groups this shard coordinates (see [`crate::group`]).
+    pub groups: crate::group::Coordinator,
 }
 
 impl Shard {
     pub fn new(id: usize, shared: Arc<Shared>, fs: Fs) -> Self {
         let budget = crate::server::budget::Budget::new(shared.config.queued_max_request_bytes);
-        Shard { id, shared, fs, logs: RefCell::new(HashMap::new()), opening: futures::lock::Mutex::new(()), budget }
+        let groups = crate::group::Coordinator::new(&shared.config);
+        Shard { id, shared, fs, logs: RefCell::new(HashMap::new()), opening: futures::lock::Mutex::new(()), budget, groups }
     }
 
     pub fn config(&self) -> &BrokerConfig {

@@ -203,6 +203,10 @@ async fn shard_main(
         })
     };
     shard.open_owned_logs().await;
+    if let Err(e) = shard.groups.open(&shared.config.data_dir, id, shared.shard_count()).await {
+        let _ = ready.send(Err(format!("shard {id}: consumer offsets: {e}")));
+        return;
+    }
     shared.shards_ready.fetch_add(1, Ordering::AcqRel);
     let _ = ready.send(Ok(()));
     let housekeeping = {
@@ -211,6 +215,15 @@ async fn shard_main(
             loop {
                 compio::time::sleep(Duration::from_millis(limits::HOUSEKEEPING_INTERVAL_MS)).await;
                 shard.housekeeping().await;
+            }
+        })
+    };
+    let group_timer = {
+        let shard = shard.clone();
+        compio::runtime::spawn(async move {
+            loop {
+                compio::time::sleep(Duration::from_millis(limits::GROUP_TICK_INTERVAL_MS)).await;
+                shard.groups.tick(crate::runtime::now_ms(), shard.shared.is_ready()).await;
             }
         })
     };
@@ -244,6 +257,7 @@ async fn shard_main(
         }
     }
     drop(housekeeping);
+    drop(group_timer);
     shard.close_logs().await;
     tracing::debug!(shard = id, "shard stopped");
 }

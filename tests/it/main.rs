@@ -2,6 +2,7 @@
 
 mod broker;
 mod client;
+mod groups;
 mod storage;
 mod versions;
 mod wire;

@@ -6,7 +6,7 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use kafka_protocol::protocol::VersionRange;
 
 use crate::kafka::error;
-use crate::kafka::RequestContext;
+use crate::kafka::{on_partition, RequestContext};
 use crate::runtime::owner_shard;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
@@ -25,22 +25,17 @@ pub async fn handle(ctx: RequestContext, req: DeleteRecordsRequest) -> Option<De
                 partitions.push(pr);
                 continue;
             };
-            let (topic, part, offset) = (m.name.clone(), p.partition_index, p.offset);
-            let r = ctx
-                .shard
-                .run_on(owner_shard(&m.id, part, n), move |s| async move {
-                    let Some(log) = s.log(&topic, part) else {
-                        return Err(ResponseError::UnknownTopicOrPartition.code());
-                    };
-                    // -1 means "up to the high watermark".
-                    let target = if offset == -1 { log.high_watermark() } else { offset };
-                    if target < 0 || target > log.high_watermark() {
-                        return Err(ResponseError::OffsetOutOfRange.code());
-                    }
-                    log.delete_records(target).await.map_err(|e| error::storage(&e))
-                })
-                .await
-                .unwrap_or_else(|e| Err(error::shard_gone(&e)));
+            let (part, offset) = (p.partition_index, p.offset);
+            let r = on_partition(&ctx.shard, owner_shard(&m.id, part, n), m.name.clone(), part, move |log| async move {
+                // -1 means "up to the high watermark".
+                let target = if offset == -1 { log.high_watermark() } else { offset };
+                if target < 0 || target > log.high_watermark() {
+                    return Err((ResponseError::OffsetOutOfRange.code(), String::new()));
+                }
+                log.delete_records(target).await.map_err(|e| (error::storage(&e), e.to_string()))
+            })
+            .await
+            .map_err(|e| e.0);
             match r {
                 Ok(low) => pr.low_watermark = low,
                 Err(code) => pr.error_code = code,

@@ -24,7 +24,7 @@ use kafka_protocol::protocol::{StrBytes, VersionRange};
 use uuid::Uuid;
 
 use crate::kafka::error;
-use crate::kafka::{Part, Reply, RequestContext};
+use crate::kafka::{on_partition, Part, Reply, RequestContext};
 use crate::limits;
 use crate::runtime::{owner_shard, Shard};
 use crate::storage::ReadSlice;
@@ -138,21 +138,16 @@ pub async fn handle(ctx: RequestContext, req: FetchRequest) -> Reply {
             let budget = (max_bytes as usize).saturating_sub(total).min(w.partition_max_bytes.max(0) as usize) as u32;
             let min_one = total == 0;
             let (p, off) = (w.partition, w.fetch_offset);
-            let r = ctx
-                .shard
-                .run_on(w.owner, move |s| async move {
-                    match s.log(&topic, p) {
-                        None => Err(ResponseError::UnknownTopicOrPartition.code()),
-                        Some(log) => log.read(off, budget, min_one).await.map_err(|e| {
-                            if !matches!(e, crate::storage::StorageError::OffsetOutOfRange { .. }) {
-                                tracing::warn!(topic = %topic, partition = p, error = %e, "read failed");
-                            }
-                            error::storage(&e)
-                        }),
+            let r = on_partition(&ctx.shard, w.owner, topic.clone(), p, move |log| async move {
+                log.read(off, budget, min_one).await.map_err(|e| {
+                    if !matches!(e, crate::storage::StorageError::OffsetOutOfRange { .. }) {
+                        tracing::warn!(topic = %topic, partition = p, error = %e, "read failed");
                     }
+                    (error::storage(&e), e.to_string())
                 })
-                .await
-                .unwrap_or_else(|e| Err(error::shard_gone(&e)));
+            })
+            .await
+            .map_err(|e| e.0);
             match r {
                 Ok(slice) => {
                     po.high_watermark = slice.high_watermark;

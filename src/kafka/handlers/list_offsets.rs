@@ -6,7 +6,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::protocol::VersionRange;
 
 use crate::kafka::error;
-use crate::kafka::RequestContext;
+use crate::kafka::{on_partition, RequestContext};
 use crate::runtime::owner_shard;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 1, max: 8 };
@@ -32,27 +32,22 @@ pub async fn handle(ctx: RequestContext, req: ListOffsetsRequest) -> Option<List
                 partitions.push(pr);
                 continue;
             };
-            let (topic, part, ts) = (m.name.clone(), p.partition_index, p.timestamp);
-            let r = ctx
-                .shard
-                .run_on(owner_shard(&m.id, part, n), move |s| async move {
-                    let Some(log) = s.log(&topic, part) else {
-                        return Err(ResponseError::UnknownTopicOrPartition.code());
-                    };
-                    match ts {
-                        LATEST => Ok((-1, log.high_watermark())),
-                        EARLIEST => Ok((-1, log.log_start_offset())),
-                        MAX_TIMESTAMP => Ok(log.max_timestamp()),
-                        ts if ts >= 0 => match log.offset_for_timestamp(ts).await {
-                            Ok(Some((batch_offset, batch_ts))) => Ok(first_record_at_or_after(&log, batch_offset, ts).await.unwrap_or((batch_ts, batch_offset))),
-                            Ok(None) => Ok((-1, -1)),
-                            Err(e) => Err(error::storage(&e)),
-                        },
-                        _ => Err(ResponseError::InvalidRequest.code()),
-                    }
-                })
-                .await
-                .unwrap_or_else(|e| Err(error::shard_gone(&e)));
+            let (part, ts) = (p.partition_index, p.timestamp);
+            let r = on_partition(&ctx.shard, owner_shard(&m.id, part, n), m.name.clone(), part, move |log| async move {
+                match ts {
+                    LATEST => Ok((-1, log.high_watermark())),
+                    EARLIEST => Ok((-1, log.log_start_offset())),
+                    MAX_TIMESTAMP => Ok(log.max_timestamp()),
+                    ts if ts >= 0 => match log.offset_for_timestamp(ts).await {
+                        Ok(Some((batch_offset, batch_ts))) => Ok(first_record_at_or_after(&log, batch_offset, ts).await.unwrap_or((batch_ts, batch_offset))),
+                        Ok(None) => Ok((-1, -1)),
+                        Err(e) => Err((error::storage(&e), e.to_string())),
+                    },
+                    _ => Err((ResponseError::InvalidRequest.code(), String::new())),
+                }
+            })
+            .await
+            .map_err(|e| e.0);
             match r {
                 Ok((ts, off)) => {
                     pr.timestamp = ts;

@@ -2,18 +2,31 @@
 //! [`APIS`] lists them all: ApiVersions is derived from it and dispatch checks it.
 
 pub mod api_versions;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
@@ -49,6 +62,19 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::CreatePartitions, create_partitions::VERSIONS),
     spec(ApiKey::IncrementalAlterConfigs, incremental_alter_configs::VERSIONS),
     spec(ApiKey::DescribeCluster, describe_cluster::VERSIONS),
+    spec(ApiKey::FindCoordinator, find_coordinator::VERSIONS),
+    spec(ApiKey::JoinGroup, join_group::VERSIONS),
+    spec(ApiKey::SyncGroup, sync_group::VERSIONS),
+    spec(ApiKey::Heartbeat, heartbeat::VERSIONS),
+    spec(ApiKey::LeaveGroup, leave_group::VERSIONS),
+    spec(ApiKey::OffsetCommit, offset_commit::VERSIONS),
+    spec(ApiKey::OffsetFetch, offset_fetch::VERSIONS),
+    spec(ApiKey::OffsetDelete, offset_delete::VERSIONS),
+    spec(ApiKey::ListGroups, list_groups::VERSIONS),
+    spec(ApiKey::DescribeGroups, describe_groups::VERSIONS),
+    spec(ApiKey::DeleteGroups, delete_groups::VERSIONS),
+    spec(ApiKey::ConsumerGroupHeartbeat, consumer_group_heartbeat::VERSIONS),
+    spec(ApiKey::ConsumerGroupDescribe, consumer_group_describe::VERSIONS),
 ];
 
 pub fn supported(key: ApiKey) -> Option<VersionRange> {
@@ -128,6 +154,19 @@ pub async fn dispatch(ctx: RequestContext, body: Bytes) -> LocalBoxFuture<'stati
         ApiKey::CreatePartitions => route(ctx, body, create_partitions::handle).boxed_local(),
         ApiKey::IncrementalAlterConfigs => route(ctx, body, incremental_alter_configs::handle).boxed_local(),
         ApiKey::DescribeCluster => route(ctx, body, describe_cluster::handle).boxed_local(),
+        ApiKey::FindCoordinator => route(ctx, body, find_coordinator::handle).boxed_local(),
+        ApiKey::JoinGroup => route(ctx, body, join_group::handle).boxed_local(),
+        ApiKey::SyncGroup => route(ctx, body, sync_group::handle).boxed_local(),
+        ApiKey::Heartbeat => route(ctx, body, heartbeat::handle).boxed_local(),
+        ApiKey::LeaveGroup => route(ctx, body, leave_group::handle).boxed_local(),
+        ApiKey::OffsetCommit => route(ctx, body, offset_commit::handle).boxed_local(),
+        ApiKey::OffsetFetch => route(ctx, body, offset_fetch::handle).boxed_local(),
+        ApiKey::OffsetDelete => route(ctx, body, offset_delete::handle).boxed_local(),
+        ApiKey::ListGroups => route(ctx, body, list_groups::handle).boxed_local(),
+        ApiKey::DescribeGroups => route(ctx, body, describe_groups::handle).boxed_local(),
+        ApiKey::DeleteGroups => route(ctx, body, delete_groups::handle).boxed_local(),
+        ApiKey::ConsumerGroupHeartbeat => route(ctx, body, consumer_group_heartbeat::handle).boxed_local(),
+        ApiKey::ConsumerGroupDescribe => route(ctx, body, consumer_group_describe::handle).boxed_local(),
         other => {
             let msg = format!("unsupported API {other:?}");
             async move { Reply::Close(msg) }.boxed_local()

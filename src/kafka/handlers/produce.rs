@@ -18,7 +18,7 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
 use crate::kafka::error;
-use crate::kafka::{Reply, RequestContext};
+use crate::kafka::{on_partition, KafkaError, Reply, RequestContext};
 use crate::protocol;
 use crate::runtime::{owner_shard, Shard};
 use crate::storage::AppendInfo;
@@ -26,7 +26,7 @@ use crate::storage::AppendInfo;
 pub const VERSIONS: VersionRange = VersionRange { min: 3, max: 11 };
 
 /// Where one partition stands: its append's result, or the error code and message.
-type Outcome = Result<AppendInfo, (i16, String)>;
+type Outcome = Result<AppendInfo, KafkaError>;
 
 struct PartitionJob {
     topic_index: usize,
@@ -161,31 +161,18 @@ pub async fn submit(ctx: RequestContext, mut body: Bytes) -> LocalBoxFuture<'sta
     .boxed_local()
 }
 
-async fn append_on_owner(shard: &Rc<Shard>, owner: usize, topic: String, p: i32, records: Bytes) -> Result<AppendInfo, (i16, String)> {
-    let r = shard
-        .run_on(owner, move |s| async move {
-            let Some(log) = s.log(&topic, p) else {
-                return Err((ResponseError::UnknownTopicOrPartition.code(), "partition not open".to_string()));
-            };
-            log.append(records, 0).await.map_err(|e| {
-                if !matches!(e, crate::storage::StorageError::CorruptRecord(_) | crate::storage::StorageError::RecordTooLarge { .. }) {
-                    tracing::warn!(topic = %topic, partition = p, error = %e, "append failed");
-                }
-                (error::storage(&e), e.to_string())
-            })
+async fn append_on_owner(shard: &Rc<Shard>, owner: usize, topic: String, p: i32, records: Bytes) -> Outcome {
+    on_partition(shard, owner, topic.clone(), p, move |log| async move {
+        log.append(records, 0).await.map_err(|e| {
+            if !matches!(e, crate::storage::StorageError::CorruptRecord(_) | crate::storage::StorageError::RecordTooLarge { .. }) {
+                tracing::warn!(topic = %topic, partition = p, error = %e, "append failed");
+            }
+            (error::storage(&e), e.to_string())
         })
-        .await;
-    r.unwrap_or_else(|e| Err((error::shard_gone(&e), e.to_string())))
+    })
+    .await
 }
 
-async fn wait_durable_on_owner(shard: &Rc<Shard>, owner: usize, topic: String, p: i32, last: i64) -> Result<(), (i16, String)> {
-    let r = shard
-        .run_on(owner, move |s| async move {
-            let Some(log) = s.log(&topic, p) else {
-                return Err((ResponseError::UnknownTopicOrPartition.code(), "partition not open".to_string()));
-            };
-            log.wait_durable(last).await.map_err(|e| (error::storage(&e), e.to_string()))
-        })
-        .await;
-    r.unwrap_or_else(|e| Err((error::shard_gone(&e), e.to_string())))
+async fn wait_durable_on_owner(shard: &Rc<Shard>, owner: usize, topic: String, p: i32, last: i64) -> Result<(), KafkaError> {
+    on_partition(shard, owner, topic, p, move |log| async move { log.wait_durable(last).await.map_err(|e| (error::storage(&e), e.to_string())) }).await
 }
