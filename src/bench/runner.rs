@@ -25,7 +25,7 @@ use super::schedule::RateSchedule;
 use super::stats::{record, IntervalStats, LatencySummary};
 use super::workload::{KeyDistribution, Phase, Workload};
 use crate::client::records::{encode_batch, visit_values, NewRecord};
-use crate::client::{submit_fetch_on, submit_produce_on, flatten_fetch, Acks, Client, Connection};
+use crate::client::{flatten_fetch, submit_fetch_on, submit_produce_on, Acks, Client, Connection};
 use crate::limits;
 
 /// Length of one reporting interval.
@@ -89,8 +89,14 @@ pub struct PhaseResult {
 }
 
 enum Report {
-    Interval { index: u64, stats: Box<IntervalStats> },
-    Done { cpu_s: f64, error: Option<String> },
+    Interval {
+        index: u64,
+        stats: Box<IntervalStats>,
+    },
+    Done {
+        cpu_s: f64,
+        error: Option<String>,
+    },
 }
 
 fn now_ns(epoch: Instant) -> u64 {
@@ -136,7 +142,10 @@ pub fn run_phase(
     // Assign producers and consumers to threads.
     let total_producers = topics.len() * w.producers_per_topic;
     if phase.rate > 0 && phase.rate < total_producers as u64 {
-        anyhow::bail!("rate {} is below one message per second per producer ({total_producers} producers)", phase.rate);
+        anyhow::bail!(
+            "rate {} is below one message per second per producer ({total_producers} producers)",
+            phase.rate
+        );
     }
     let mut producers: Vec<Vec<ProducerSpec>> = vec![Vec::new(); threads];
     let mut consumers: Vec<Vec<ConsumerSpec>> = vec![Vec::new(); threads];
@@ -147,7 +156,8 @@ pub fn run_phase(
             let base = phase.rate / total_producers as u64;
             let extra = u64::from((g as u64) < phase.rate % total_producers as u64);
             let rate = base + extra;
-            let stagger_ns = 1_000_000_000u64.checked_div(rate).unwrap_or(0) * g as u64 / total_producers as u64;
+            let stagger_ns =
+                1_000_000_000u64.checked_div(rate).unwrap_or(0) * g as u64 / total_producers as u64;
             producers[g % threads].push(ProducerSpec {
                 topic: t.clone(),
                 partitions: all_partitions.clone(),
@@ -162,12 +172,19 @@ pub fn run_phase(
         for _sub in 0..w.subscriptions_per_topic {
             let n = w.consumers_per_subscription;
             for k in 0..n {
-                let parts: Vec<i32> = all_partitions.iter().copied().filter(|p| (*p as usize) % n == k).collect();
+                let parts: Vec<i32> = all_partitions
+                    .iter()
+                    .copied()
+                    .filter(|p| (*p as usize) % n == k)
+                    .collect();
                 if parts.is_empty() {
                     continue;
                 }
                 // Consumers fill threads from the last one, producers from the first.
-                consumers[threads - 1 - (c % threads)].push(ConsumerSpec { topic: t.clone(), partitions: parts });
+                consumers[threads - 1 - (c % threads)].push(ConsumerSpec {
+                    topic: t.clone(),
+                    partitions: parts,
+                });
                 c += 1;
             }
         }
@@ -222,23 +239,34 @@ pub fn run_phase(
     let mut cpu_s = 0.0;
     let mut first_error: Option<String> = None;
     let warmup_intervals = warmup_ns / INTERVAL_NS;
-    let mut finish = |idx: u64, stats: IntervalStats, intervals: &mut Vec<Interval>, cumulative: &mut IntervalStats| {
+    let mut finish = |idx: u64,
+                      stats: IntervalStats,
+                      intervals: &mut Vec<Interval>,
+                      cumulative: &mut IntervalStats| {
         let warmup = idx < warmup_intervals;
         if !warmup {
             cumulative.merge(&stats);
         }
-        let iv = Interval { index: idx, warmup, stats };
+        let iv = Interval {
+            index: idx,
+            warmup,
+            stats,
+        };
         progress(phase, &iv, cumulative);
         intervals.push(iv);
     };
     let hard_deadline = Duration::from_nanos(START_DELAY_NS + warmup_ns + duration_ns)
-        + Duration::from_millis(limits::BENCH_DRAIN_MS_MAX + limits::CLIENT_REQUEST_TIMEOUT_MS + 10_000);
+        + Duration::from_millis(
+            limits::BENCH_DRAIN_MS_MAX + limits::CLIENT_REQUEST_TIMEOUT_MS + 10_000,
+        );
     while done < threads {
         let msg = match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(m) => m,
             Err(RecvTimeoutError::Timeout) => {
                 if wall_start.elapsed() > hard_deadline {
-                    return Err(anyhow!("bench threads did not finish within {hard_deadline:?}"));
+                    return Err(anyhow!(
+                        "bench threads did not finish within {hard_deadline:?}"
+                    ));
                 }
                 continue;
             }
@@ -246,7 +274,9 @@ pub fn run_phase(
         };
         match msg {
             Report::Interval { index, stats } => {
-                let e = pending.entry(index).or_insert_with(|| (0, IntervalStats::default()));
+                let e = pending
+                    .entry(index)
+                    .or_insert_with(|| (0, IntervalStats::default()));
                 e.0 += 1;
                 e.1.merge(&stats);
                 // Intervals are sent in order by every thread; complete ones are final.
@@ -342,7 +372,10 @@ fn worker_thread(ctx: WorkerCtx) {
             ctx.barrier.wait();
             ctx.barrier.wait();
             producers_running.fetch_sub(producers_here, Ordering::SeqCst);
-            let _ = tx.send(Report::Done { cpu_s: 0.0, error: Some(format!("cannot start runtime: {e}")) });
+            let _ = tx.send(Report::Done {
+                cpu_s: 0.0,
+                error: Some(format!("cannot start runtime: {e}")),
+            });
             return;
         }
     };
@@ -359,7 +392,11 @@ struct Window {
 
 impl Window {
     fn new(max: usize) -> Window {
-        Window { max, used: Cell::new(0), waiters: RefCell::new(Vec::new()) }
+        Window {
+            max,
+            used: Cell::new(0),
+            waiters: RefCell::new(Vec::new()),
+        }
     }
     fn has_slot(&self) -> bool {
         self.used.get() < self.max
@@ -414,7 +451,8 @@ async fn worker_main(ctx: WorkerCtx) -> (f64, Option<String>) {
     let (client, prod_conns, cons_parts) = match setup {
         Ok(s) => s,
         Err(e) => {
-            ctx.producers_running.fetch_sub(producers_here, Ordering::SeqCst);
+            ctx.producers_running
+                .fetch_sub(producers_here, Ordering::SeqCst);
             return (0.0, Some(format!("{e:#}")));
         }
     };
@@ -438,12 +476,15 @@ async fn worker_main(ctx: WorkerCtx) -> (f64, Option<String>) {
             shared: shared.clone(),
             acks: ctx.acks,
             compression: ctx.compression,
-            max_batch_msgs: (ctx.batch_bytes / ((ctx.message_size + ctx.message_size_max) / 2).max(1)).max(1),
+            max_batch_msgs: (ctx.batch_bytes
+                / ((ctx.message_size + ctx.message_size_max) / 2).max(1))
+            .max(1),
             message_size_min: ctx.message_size,
             linger_ns: ctx.linger_ns,
             filler: Bytes::from(filler),
             key_distribution: ctx.key_distribution,
-            keys: (ctx.key_distribution != KeyDistribution::NoKey).then(|| Rc::new(make_keys(&mut rng))),
+            keys: (ctx.key_distribution != KeyDistribution::NoKey)
+                .then(|| Rc::new(make_keys(&mut rng))),
             window: Rc::new(Window::new(ctx.in_flight)),
             start_ns,
             end_ns,
@@ -469,7 +510,14 @@ async fn worker_main(ctx: WorkerCtx) -> (f64, Option<String>) {
         let boundary = start_ns + (index + 1) * INTERVAL_NS;
         compio::time::sleep_until(ctx.epoch + Duration::from_nanos(boundary)).await;
         let stats = std::mem::take(&mut *shared.stats.borrow_mut());
-        if ctx.tx.send(Report::Interval { index, stats: Box::new(stats) }).is_err() {
+        if ctx
+            .tx
+            .send(Report::Interval {
+                index,
+                stats: Box::new(stats),
+            })
+            .is_err()
+        {
             break;
         }
         index += 1;
@@ -486,7 +534,11 @@ async fn worker_main(ctx: WorkerCtx) -> (f64, Option<String>) {
     (cpu, err)
 }
 
-type Setup = (Client, Vec<Vec<Rc<Connection>>>, Vec<(Rc<Connection>, Vec<(String, i32, i64)>)>);
+type Setup = (
+    Client,
+    Vec<Vec<Rc<Connection>>>,
+    Vec<(Rc<Connection>, Vec<(String, i32, i64)>)>,
+);
 
 async fn setup(ctx: &WorkerCtx) -> anyhow::Result<Setup> {
     let client = Client::connect(&ctx.bootstrap, "sluice-bench").await?;
@@ -504,7 +556,10 @@ async fn setup(ctx: &WorkerCtx) -> anyhow::Result<Setup> {
         for &part in &c.partitions {
             let off = client.list_offset(&c.topic, part, -1).await?;
             let conn = client.leader(&c.topic, part).await?;
-            by_leader.entry(conn.addr()).or_default().push((c.topic.clone(), part, off));
+            by_leader
+                .entry(conn.addr())
+                .or_default()
+                .push((c.topic.clone(), part, off));
         }
         // A consumer gets its own connection per leader so its long-polls do not queue
         // behind the producers' requests on a shared socket.
@@ -523,7 +578,13 @@ const KEY_BYTES: usize = 7;
 fn make_keys(rng: &mut impl rand::Rng) -> Vec<Bytes> {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     (0..KEYS_PER_PRODUCER)
-        .map(|_| Bytes::from((0..KEY_BYTES).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())]).collect::<Vec<u8>>()))
+        .map(|_| {
+            Bytes::from(
+                (0..KEY_BYTES)
+                    .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())])
+                    .collect::<Vec<u8>>(),
+            )
+        })
         .collect()
 }
 
@@ -550,12 +611,15 @@ struct ProducerTask {
 impl ProducerTask {
     async fn run(self) {
         if let Err(e) = self.produce().await {
-            self.shared.error(format!("producer on {}: {e:#}", self.spec.topic));
+            self.shared
+                .error(format!("producer on {}: {e:#}", self.spec.topic));
         }
         // Wait for every outstanding acknowledgement before declaring this producer done.
         self.window.wait_until(|w| w.used.get() == 0).await;
         self.producers_running.fetch_sub(1, Ordering::SeqCst);
-        self.shared.tasks_running.set(self.shared.tasks_running.get() - 1);
+        self.shared
+            .tasks_running
+            .set(self.shared.tasks_running.get() - 1);
     }
 
     /// The key of message `i` and its partition index (Kafka's murmur2 partitioner), or
@@ -572,7 +636,8 @@ impl ProducerTask {
 
     async fn produce(&self) -> anyhow::Result<()> {
         let epoch = self.shared.epoch;
-        let sched = (self.spec.rate > 0).then(|| RateSchedule::new(self.start_ns + self.spec.stagger_ns, self.spec.rate));
+        let sched = (self.spec.rate > 0)
+            .then(|| RateSchedule::new(self.start_ns + self.spec.stagger_ns, self.spec.rate));
         let nparts = self.spec.partitions.len();
         let mut next_i = 0u64;
         // One open batch per partition: (intended send time, key index) per message.
@@ -624,7 +689,11 @@ impl ProducerTask {
             // Which batch goes next: a full one, else one whose linger expired, else (at the
             // end or at max rate) any non-empty one.
             let ready = full.or_else(|| {
-                (0..nparts).find(|&p| batches[p].first().is_some_and(|f| now >= f.0 + self.linger_ns))
+                (0..nparts).find(|&p| {
+                    batches[p]
+                        .first()
+                        .is_some_and(|f| now >= f.0 + self.linger_ns)
+                })
             });
             let ready = ready.or_else(|| {
                 if finished || sched.is_none() {
@@ -681,20 +750,40 @@ impl ProducerTask {
         let records: Vec<NewRecord> = intended
             .iter()
             .map(|(t, k)| {
-                let size = if size_min == size_max { size_max } else { rng.random_range(size_min..=size_max) };
+                let size = if size_min == size_max {
+                    size_max
+                } else {
+                    rng.random_range(size_min..=size_max)
+                };
                 bytes += size as u64;
                 let mut v = BytesMut::with_capacity(size);
                 v.put_u64_le(*t);
                 v.extend_from_slice(&self.filler[..size - 8]);
-                let key = self.keys.as_ref().and_then(|ks| ks.get(*k as usize).cloned());
-                NewRecord { key, value: Some(v.freeze()), timestamp_ms: ts_ms }
+                let key = self
+                    .keys
+                    .as_ref()
+                    .and_then(|ks| ks.get(*k as usize).cloned());
+                NewRecord {
+                    key,
+                    value: Some(v.freeze()),
+                    timestamp_ms: ts_ms,
+                }
             })
             .collect();
         let encoded = encode_batch(&records, self.compression)?;
         drop(records);
         let n = intended.len() as u64;
         self.window.acquire();
-        let pending = match submit_produce_on(conn, &self.spec.topic, partition, encoded, self.acks, 30_000).await {
+        let pending = match submit_produce_on(
+            conn,
+            &self.spec.topic,
+            partition,
+            encoded,
+            self.acks,
+            30_000,
+        )
+        .await
+        {
             Ok(p) => p,
             Err(e) => {
                 self.window.release();
@@ -750,7 +839,9 @@ impl ConsumerTask {
         if let Err(e) = self.consume().await {
             self.shared.error(format!("consumer: {e:#}"));
         }
-        self.shared.tasks_running.set(self.shared.tasks_running.get() - 1);
+        self.shared
+            .tasks_running
+            .set(self.shared.tasks_running.get() - 1);
     }
 
     async fn consume(&mut self) -> anyhow::Result<()> {
@@ -759,9 +850,17 @@ impl ConsumerTask {
         let mut high_watermarks: Vec<i64> = vec![0; self.parts.len()];
         loop {
             if now_ns(epoch) > drain_deadline {
-                let behind: i64 = self.parts.iter().zip(&high_watermarks).map(|(p, hw)| (hw - p.2).max(0)).sum();
+                let behind: i64 = self
+                    .parts
+                    .iter()
+                    .zip(&high_watermarks)
+                    .map(|(p, hw)| (hw - p.2).max(0))
+                    .sum();
                 if behind > 0 {
-                    anyhow::bail!("consumer still {behind} messages behind {} ms after the producers stopped", limits::BENCH_DRAIN_MS_MAX);
+                    anyhow::bail!(
+                        "consumer still {behind} messages behind {} ms after the producers stopped",
+                        limits::BENCH_DRAIN_MS_MAX
+                    );
                 }
                 return Ok(());
             }
@@ -772,13 +871,23 @@ impl ConsumerTask {
             let mut got_any = false;
             let mut s = self.shared.stats.borrow_mut();
             for pf in resp {
-                let Some(i) = self.parts.iter().position(|p| p.0 == pf.topic && p.1 == pf.partition) else {
+                let Some(i) = self
+                    .parts
+                    .iter()
+                    .position(|p| p.0 == pf.topic && p.1 == pf.partition)
+                else {
                     continue;
                 };
                 if pf.error_code != 0 {
                     drop(s);
-                    let e = crate::client::ClientError::check("Fetch", || format!("{}-{}", pf.topic, pf.partition), pf.error_code, None);
-                    self.shared.error(e.err().map(|e| e.to_string()).unwrap_or_default());
+                    let e = crate::client::ClientError::check(
+                        "Fetch",
+                        || format!("{}-{}", pf.topic, pf.partition),
+                        pf.error_code,
+                        None,
+                    );
+                    self.shared
+                        .error(e.err().map(|e| e.to_string()).unwrap_or_default());
                     s = self.shared.stats.borrow_mut();
                     continue;
                 }
@@ -810,7 +919,14 @@ impl ConsumerTask {
             // Drained: a long-poll sent after every producer finished came back empty with
             // every partition at its high watermark. (Caught up alone is not enough: with
             // acks=0/1 the high watermark may still trail acknowledged messages.)
-            if producers_done && !got_any && self.parts.iter().zip(&high_watermarks).all(|(p, hw)| p.2 >= *hw) {
+            if producers_done
+                && !got_any
+                && self
+                    .parts
+                    .iter()
+                    .zip(&high_watermarks)
+                    .all(|(p, hw)| p.2 >= *hw)
+            {
                 return Ok(());
             }
         }

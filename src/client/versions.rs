@@ -60,7 +60,10 @@ mod tests {
         ] {
             let (lo, hi) = client_window(key as i16);
             assert!(lo <= hi, "{key:?}");
-            assert!(lo >= range.min && hi <= range.max, "{key:?} {lo}..{hi} vs {range}");
+            assert!(
+                lo >= range.min && hi <= range.max,
+                "{key:?} {lo}..{hi} vs {range}"
+            );
         }
     }
 }
