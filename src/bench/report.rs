@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-use hdrhistogram::serialization::V2Serializer;
+use hdrhistogram::serialization::V2DeflateSerializer;
 use serde_json::{json, Value};
 
 use super::runner::PhaseResult;
@@ -314,7 +314,8 @@ pub fn write_hdr_log(path: &Path, results: &[PhaseResult]) -> anyhow::Result<()>
     let mut file = std::io::BufWriter::new(
         std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
     );
-    let mut ser = V2Serializer::new();
+    // The compressed V2 encoding ("HISTFAAA..."), which the Java HdrHistogram log tools read.
+    let mut ser = V2DeflateSerializer::new();
     let mut builder = IntervalLogWriterBuilder::new();
     builder
         .add_comment(
@@ -620,5 +621,87 @@ mod tests {
         let s = spectrum(&h);
         assert!(s.windows(2).all(|w| w[0].1 <= w[1].1));
         assert!(s.len() > 100);
+    }
+
+    #[test]
+    fn hdr_log_reads_back_with_every_histogram() {
+        use super::super::runner::{Interval, PhaseResult};
+        use super::super::stats::{record, IntervalStats};
+        use super::super::workload::Phase;
+        let mut intervals = Vec::new();
+        let mut measured = IntervalStats::default();
+        for i in 0..3u64 {
+            let mut st = IntervalStats::default();
+            for v in 1..=100u64 {
+                record(&mut st.publish, v * 1_000 * (i + 1));
+                record(&mut st.e2e, v * 2_000 * (i + 1));
+            }
+            measured.merge(&st);
+            intervals.push(Interval {
+                index: i,
+                warmup: i == 0,
+                stats: st,
+            });
+        }
+        let r = PhaseResult {
+            phase: Phase {
+                name: "p".into(),
+                rate: 10,
+                duration_s: 2.0,
+            },
+            intervals,
+            publish: LatencySummary::of(&measured.publish),
+            e2e: LatencySummary::of(&measured.e2e),
+            measured,
+            measured_s: 2.0,
+            msgs_per_s: 1.0,
+            mb_per_s: 1.0,
+            consumed_msgs_per_s: 1.0,
+            generator_cpu_s: 0.0,
+            wall_s: 3.0,
+            acked_total: 300,
+            consumed_total: 300,
+            errors: 0,
+            first_error: None,
+            unsent_total: 0,
+        };
+        let path = std::env::temp_dir().join(format!(
+            "sluice-hlog-{}.hlog",
+            uuid::Uuid::new_v4().simple()
+        ));
+        write_hdr_log(&path, &[r]).unwrap();
+        let text = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let mut deser = hdrhistogram::serialization::Deserializer::new();
+        let mut seen = Vec::new();
+        for entry in hdrhistogram::serialization::interval_log::IntervalLogIterator::new(&text) {
+            if let Ok(hdrhistogram::serialization::interval_log::LogEntry::Interval(ilh)) = entry {
+                let bytes = base64_decode(ilh.encoded_histogram());
+                let h: hdrhistogram::Histogram<u64> =
+                    deser.deserialize(&mut bytes.as_slice()).unwrap();
+                seen.push((ilh.tag().map(|t| t.as_str().to_owned()), h.len(), h.max()));
+            }
+        }
+        assert_eq!(seen.len(), 6, "{seen:?}");
+        assert_eq!(seen[0].0.as_deref(), Some("p-publish"));
+        assert_eq!(seen[1].0.as_deref(), Some("p-e2e"));
+        assert!(seen.iter().all(|s| s.1 == 100));
+    }
+
+    fn base64_decode(s: &str) -> Vec<u8> {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = Vec::new();
+        let (mut acc, mut bits) = (0u32, 0u32);
+        for c in s.bytes().filter(|c| *c != b'=') {
+            let v = A.iter().position(|a| *a == c).unwrap() as u32;
+            acc = (acc << 6) | v;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+                acc &= (1 << bits) - 1;
+            }
+        }
+        out
     }
 }
