@@ -1,5 +1,5 @@
 //! Command-line tools speaking the Kafka protocol through [`crate::client`]:
-//! `sluice topic`, `sluice produce`, `sluice consume`, `sluice bench`.
+//! `sluice topic`, `sluice group`, `sluice produce`, `sluice consume`, `sluice bench`.
 //!
 //! Each submodule exposes a clap `Args` struct and a blocking `run(args)` that
 //! starts its own compio runtime; errors come back as `anyhow::Error` and the
@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod consume;
+pub mod group;
 pub mod produce;
 pub mod topic;
 

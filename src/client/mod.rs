@@ -220,6 +220,22 @@ impl Client {
         Ok(c)
     }
 
+    /// The connection to the coordinator of consumer group `group` (FindCoordinator).
+    pub async fn coordinator(&self, group: &str) -> Result<Rc<Connection>, ClientError> {
+        let conn = self.any_conn().await?;
+        let req = kafka_protocol::messages::FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(group.to_owned()))
+            .with_key_type(0);
+        let resp = conn.call(&req).await?;
+        ClientError::check("FindCoordinator", || format!("group '{group}'"), resp.error_code, resp.error_message.as_ref().map(|m| m.as_str()))?;
+        let addr = match resolve(&format!("{}:{}", resp.host.as_str(), resp.port)) {
+            Ok(a) if a.ip().is_unspecified() => SocketAddr::new(self.bootstrap.ip(), a.port()),
+            Ok(a) => a,
+            Err(_) => self.bootstrap,
+        };
+        self.conn_to(addr).await
+    }
+
     /// The connection to the bootstrap broker (reconnecting if it failed).
     pub async fn any_conn(&self) -> Result<Rc<Connection>, ClientError> {
         self.conn_to(self.bootstrap).await
