@@ -195,15 +195,19 @@ impl Connection {
         for _attempt in 0..2 {
             let raw = self.submit_raw(&req, version, true).await?;
             let body = raw.await_bytes().await?;
-            let resp = match ApiVersionsResponse::decode(&mut body.clone(), version) {
-                Ok(r) => r,
-                Err(_) => ApiVersionsResponse::decode(&mut body.clone(), 0).map_err(|e| {
+            // UNSUPPORTED_VERSION is answered in the v0 layout (Kafka's rule); the error
+            // code is the first field in every version.
+            let unsupported = body.len() >= 2 && i16::from_be_bytes([body[0], body[1]]) == 35;
+            let decode_version = if unsupported { 0 } else { version };
+            let resp =
+                ApiVersionsResponse::decode(&mut body.clone(), decode_version).map_err(|e| {
                     ClientError::Protocol {
                         addr: self.addr(),
-                        detail: format!("cannot decode ApiVersions response: {e:#}"),
+                        detail: format!(
+                            "cannot decode ApiVersions v{decode_version} response: {e:#}"
+                        ),
                     }
-                })?,
-            };
+                })?;
             if resp.error_code == 35 {
                 let broker_max = resp
                     .api_keys

@@ -434,3 +434,83 @@ fn keyed_bench_spreads_messages_by_key_and_loses_none() {
     .unwrap();
     broker.shutdown().unwrap();
 }
+
+/// An old broker that knows ApiVersions only up to v2: it answers our v3 with
+/// UNSUPPORTED_VERSION in the v0 layout (as Kafka does), and the client retries at v2.
+#[test]
+fn api_versions_falls_back_when_the_broker_is_older() {
+    use bytes::{BufMut, BytesMut};
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    use std::io::{Read, Write};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut versions_seen = Vec::new();
+        for _ in 0..2 {
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).unwrap();
+            let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+            s.read_exact(&mut body).unwrap();
+            let mut b = bytes::Bytes::from(body);
+            let version = i16::from_be_bytes([b[2], b[3]]);
+            let header =
+                RequestHeader::decode(&mut b, ApiKey::ApiVersions.request_header_version(version))
+                    .unwrap();
+            versions_seen.push(version);
+            let keys = vec![
+                ApiVersion::default()
+                    .with_api_key(ApiKey::ApiVersions as i16)
+                    .with_min_version(0)
+                    .with_max_version(2),
+                ApiVersion::default()
+                    .with_api_key(ApiKey::Metadata as i16)
+                    .with_min_version(0)
+                    .with_max_version(9),
+            ];
+            let (resp, resp_version) = if version > 2 {
+                (
+                    ApiVersionsResponse::default()
+                        .with_error_code(35)
+                        .with_api_keys(keys),
+                    0,
+                )
+            } else {
+                (ApiVersionsResponse::default().with_api_keys(keys), version)
+            };
+            let mut out = BytesMut::new();
+            out.put_i32(0);
+            ResponseHeader::default()
+                .with_correlation_id(header.correlation_id)
+                .encode(&mut out, 0)
+                .unwrap();
+            resp.encode(&mut out, resp_version).unwrap();
+            let n = (out.len() - 4) as i32;
+            out[..4].copy_from_slice(&n.to_be_bytes());
+            s.write_all(&out).unwrap();
+        }
+        versions_seen
+    });
+    block_on(async {
+        let conn = sluice::client::Connection::connect(addr, "it").await?;
+        // Metadata: client window 1..=12, broker 0..=9 -> 9.
+        assert_eq!(
+            conn.version::<kafka_protocol::messages::MetadataRequest>()?,
+            9
+        );
+        // Produce is not offered by this broker: a clear error, not a guess.
+        let e = conn
+            .version::<kafka_protocol::messages::ProduceRequest>()
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("supports no version of Produce"),
+            "{e}"
+        );
+        anyhow::Ok(())
+    })
+    .unwrap();
+    assert_eq!(peer.join().unwrap(), vec![3, 2]);
+}
