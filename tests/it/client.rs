@@ -514,3 +514,38 @@ fn api_versions_falls_back_when_the_broker_is_older() {
     .unwrap();
     assert_eq!(peer.join().unwrap(), vec![3, 2]);
 }
+
+/// A peer announcing a response frame above the client's limit: the connection fails with a
+/// clear error before any buffer of that size exists.
+#[test]
+fn oversized_response_frame_is_refused() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).unwrap();
+        s.write_all(&i32::MAX.to_be_bytes()).unwrap();
+        // Keep the socket open until the client gives up on it.
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    });
+    let e = block_on(async {
+        Ok(sluice::client::Connection::connect(addr, "it")
+            .await
+            .map(|_| ()))
+    })
+    .unwrap()
+    .unwrap_err();
+    assert!(
+        e.to_string().contains(&format!(
+            "exceeds the limit of {} bytes",
+            sluice::limits::CLIENT_RESPONSE_FRAME_BYTES_MAX
+        )),
+        "{e}"
+    );
+    peer.join().unwrap();
+}
