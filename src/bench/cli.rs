@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// Subscriptions (independent readers of every message) per topic.
     #[arg(long)]
     pub subscriptions: Option<usize>,
+    /// Make each subscription a consumer group (the broker's group coordinator assigns
+    /// partitions) instead of splitting partitions statically.
+    #[arg(long)]
+    pub consumer_groups: bool,
     /// Target msgs/s over all producers; 0 = max rate. Replaces the workload's phases.
     #[arg(long)]
     pub rate: Option<u64>,
@@ -144,6 +148,9 @@ impl BenchArgs {
         set!(consumers => consumers_per_subscription);
         set!(subscriptions => subscriptions_per_topic);
         set!(acks => acks);
+        if self.consumer_groups {
+            w.consumer_groups = true;
+        }
         set!(key_distribution => key_distribution);
         set!(batch_bytes => batch_bytes);
         set!(linger_ms => linger_ms);

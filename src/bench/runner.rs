@@ -49,7 +49,10 @@ struct ProducerSpec {
 #[derive(Debug, Clone)]
 struct ConsumerSpec {
     topic: String,
+    /// Fixed partitions; with `group`, the partition count the group assigns from.
     partitions: Vec<i32>,
+    /// Consumer group to join (its leader assigns the partitions), if any.
+    group: Option<String>,
 }
 
 /// Aggregated stats of one interval over all threads.
@@ -96,6 +99,8 @@ enum Report {
     Done {
         cpu_s: f64,
         error: Option<String>,
+        /// Errors counted after the last interval report (setup, leaving groups).
+        late_errors: u64,
     },
 }
 
@@ -169,8 +174,20 @@ pub fn run_phase(
     }
     let mut c = 0usize;
     for t in topics {
-        for _sub in 0..w.subscriptions_per_topic {
+        for sub in 0..w.subscriptions_per_topic {
             let n = w.consumers_per_subscription;
+            if w.consumer_groups {
+                let group = format!("{t}-{}-sub{sub}", phase.name);
+                for _ in 0..n {
+                    consumers[threads - 1 - (c % threads)].push(ConsumerSpec {
+                        topic: t.clone(),
+                        partitions: all_partitions.clone(),
+                        group: Some(group.clone()),
+                    });
+                    c += 1;
+                }
+                continue;
+            }
             for k in 0..n {
                 let parts: Vec<i32> = all_partitions
                     .iter()
@@ -184,6 +201,7 @@ pub fn run_phase(
                 consumers[threads - 1 - (c % threads)].push(ConsumerSpec {
                     topic: t.clone(),
                     partitions: parts,
+                    group: None,
                 });
                 c += 1;
             }
@@ -238,6 +256,7 @@ pub fn run_phase(
     let mut done = 0usize;
     let mut cpu_s = 0.0;
     let mut first_error: Option<String> = None;
+    let mut late_errors = 0u64;
     let warmup_intervals = warmup_ns / INTERVAL_NS;
     let mut finish = |idx: u64,
                       stats: IntervalStats,
@@ -289,9 +308,14 @@ pub fn run_phase(
                     }
                 }
             }
-            Report::Done { cpu_s: c, error } => {
+            Report::Done {
+                cpu_s: c,
+                error,
+                late_errors: late,
+            } => {
                 done += 1;
                 cpu_s += c;
+                late_errors += late;
                 if first_error.is_none() {
                     first_error = error;
                 }
@@ -334,7 +358,7 @@ pub fn run_phase(
         wall_s,
         acked_total: all.acked_msgs,
         consumed_total: all.consumed_msgs,
-        errors: all.errors,
+        errors: all.errors + late_errors,
         unsent_total: all.unsent_msgs,
         first_error,
     })
@@ -375,12 +399,17 @@ fn worker_thread(ctx: WorkerCtx) {
             let _ = tx.send(Report::Done {
                 cpu_s: 0.0,
                 error: Some(format!("cannot start runtime: {e}")),
+                late_errors: 1,
             });
             return;
         }
     };
-    let (cpu_s, error) = rt.block_on(worker_main(ctx));
-    let _ = tx.send(Report::Done { cpu_s, error });
+    let (cpu_s, error, late_errors) = rt.block_on(worker_main(ctx));
+    let _ = tx.send(Report::Done {
+        cpu_s,
+        error,
+        late_errors,
+    });
 }
 
 /// In-flight window of one producer.
@@ -442,18 +471,20 @@ impl Shared {
     }
 }
 
-async fn worker_main(ctx: WorkerCtx) -> (f64, Option<String>) {
+/// Runs one thread's producers and consumers; returns its CPU seconds, its first error and
+/// the errors counted after its last interval report.
+async fn worker_main(ctx: WorkerCtx) -> (f64, Option<String>, u64) {
     let producers_here = ctx.producers.len();
     // Setup: connect, find leaders, consumers' start offsets; errors still pass the barriers.
     let setup = setup(&ctx).await;
     ctx.barrier.wait();
     ctx.barrier.wait();
-    let (client, prod_conns, cons_parts) = match setup {
+    let (client, prod_conns, cons_parts, members) = match setup {
         Ok(s) => s,
         Err(e) => {
             ctx.producers_running
                 .fetch_sub(producers_here, Ordering::SeqCst);
-            return (0.0, Some(format!("{e:#}")));
+            return (0.0, Some(format!("{e:#}")), 1);
         }
     };
     let start_ns = ctx.start_ns.load(Ordering::SeqCst);
@@ -504,6 +535,34 @@ async fn worker_main(ctx: WorkerCtx) -> (f64, Option<String>) {
         shared.tasks_running.set(shared.tasks_running.get() + 1);
         handles.push(compio::runtime::spawn(c.run()));
     }
+    // Group members heartbeat while producers run. Once every producer has finished the
+    // consumers only drain (well inside the 30 s session), and members of other threads
+    // leaving then would make the heartbeats report a rebalance that no longer matters.
+    let heartbeats_stop = Rc::new(Cell::new(false));
+    let heartbeats = (!members.is_empty()).then(|| {
+        let (stop, shared, members) = (heartbeats_stop.clone(), shared.clone(), members.clone());
+        let producers_running = ctx.producers_running.clone();
+        compio::runtime::spawn(async move {
+            'outer: loop {
+                for m in &members {
+                    if producers_running.load(Ordering::SeqCst) == 0 {
+                        break 'outer;
+                    }
+                    if let Err(e) = m.heartbeat().await {
+                        shared.error(format!("consumer group: {e:#}"));
+                        break 'outer;
+                    }
+                }
+                let wake = Instant::now() + HEARTBEAT_INTERVAL;
+                while Instant::now() < wake {
+                    if stop.get() {
+                        break 'outer;
+                    }
+                    compio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        })
+    });
     // Reporter: one message per interval until every task has finished.
     let mut index = 0u64;
     loop {
@@ -528,18 +587,28 @@ async fn worker_main(ctx: WorkerCtx) -> (f64, Option<String>) {
     for h in handles {
         let _ = h.await;
     }
+    heartbeats_stop.set(true);
+    if let Some(h) = heartbeats {
+        let _ = h.await;
+    }
+    for m in &members {
+        if let Err(e) = m.leave().await {
+            shared.error(format!("consumer group: {e:#}"));
+        }
+    }
     drop(client);
     let cpu = thread_cpu_s() - cpu0;
     let err = shared.first_error.borrow().clone();
-    (cpu, err)
+    let late = shared.stats.borrow().errors;
+    (cpu, err, late)
 }
 
 type Setup = (
     Client,
     Vec<Vec<Rc<Connection>>>,
     Vec<(Rc<Connection>, Vec<(String, i32, i64)>)>,
+    Vec<Rc<super::group::Member>>,
 );
-
 async fn setup(ctx: &WorkerCtx) -> anyhow::Result<Setup> {
     let client = Client::connect(&ctx.bootstrap, "sluice-bench").await?;
     let mut prod_conns = Vec::new();
@@ -551,9 +620,32 @@ async fn setup(ctx: &WorkerCtx) -> anyhow::Result<Setup> {
         prod_conns.push(conns);
     }
     let mut cons = Vec::new();
+    // Group members of this thread join together (a late joiner would start a rebalance).
+    let joins = ctx.consumers.iter().filter_map(|c| {
+        let group = c.group.as_ref()?;
+        Some(super::group::join_settled(
+            &client,
+            group,
+            &c.topic,
+            c.partitions.len(),
+            GROUP_SETTLE,
+        ))
+    });
+    let mut joined = futures::future::try_join_all(joins).await?.into_iter();
+    let mut members = Vec::new();
     for c in &ctx.consumers {
+        let assigned: Vec<i32> = match &c.group {
+            Some(_) => match joined.next() {
+                Some((member, parts)) => {
+                    members.push(Rc::new(member));
+                    parts
+                }
+                None => anyhow::bail!("group join results out of step"),
+            },
+            None => c.partitions.clone(),
+        };
         let mut by_leader: HashMap<SocketAddr, Vec<(String, i32, i64)>> = HashMap::new();
-        for &part in &c.partitions {
+        for &part in &assigned {
             let off = client.list_offset(&c.topic, part, -1).await?;
             let conn = client.leader(&c.topic, part).await?;
             by_leader
@@ -568,8 +660,13 @@ async fn setup(ctx: &WorkerCtx) -> anyhow::Result<Setup> {
             cons.push((own, parts));
         }
     }
-    Ok((client, prod_conns, cons))
+    Ok((client, prod_conns, cons, members))
 }
+
+/// Pause after joining before checking that the group did not rebalance again.
+const GROUP_SETTLE: Duration = Duration::from_millis(500);
+/// Heartbeat period of group members during the run (sessions are 30 s).
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 
 /// Keys per producer and their length, as OpenMessaging Benchmark's key distributor.
 const KEYS_PER_PRODUCER: usize = 10_000;

@@ -58,6 +58,9 @@ pub struct Workload {
     pub producers_per_topic: usize,
     pub subscriptions_per_topic: usize,
     pub consumers_per_subscription: usize,
+    /// Subscriptions are consumer groups (JoinGroup/SyncGroup/Heartbeat; the group leader
+    /// assigns partitions) instead of a static split of the partitions.
+    pub consumer_groups: bool,
     /// "0", "1" or "all".
     pub acks: String,
     /// NO_KEY, KEY_ROUND_ROBIN or RANDOM_NANO.
@@ -86,6 +89,7 @@ impl Default for Workload {
             producers_per_topic: 1,
             subscriptions_per_topic: 1,
             consumers_per_subscription: 1,
+            consumer_groups: false,
             acks: "all".into(),
             key_distribution: "NO_KEY".into(),
             batch_bytes: 64 * 1024,
@@ -138,6 +142,7 @@ struct OmbWorkload {
     linger_ms: Option<u64>,
     compression: Option<String>,
     in_flight: Option<usize>,
+    consumer_groups: Option<bool>,
     /// Warm-up as a duration ("2s"); wins over warmupDurationMinutes.
     warmup: Option<String>,
     phases: Option<Vec<OmbPhase>>,
@@ -221,6 +226,9 @@ impl Workload {
         }
         if let Some(v) = w.in_flight {
             self.in_flight = v;
+        }
+        if let Some(v) = w.consumer_groups {
+            self.consumer_groups = v;
         }
         if let Some(phases) = w.phases {
             self.phases = phases

@@ -549,3 +549,44 @@ fn oversized_response_frame_is_refused() {
     );
     peer.join().unwrap();
 }
+
+/// Subscriptions as consumer groups: the broker's coordinator and the group leader split the
+/// partitions, so each subscription reads every message exactly once.
+#[test]
+fn bench_with_consumer_groups_reads_every_message_once_per_subscription() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = crate::broker::start(dir.path());
+    let addr = broker.bootstrap().to_string();
+    let args = BenchCli::try_parse_from([
+        "bench",
+        "--bootstrap",
+        &addr,
+        "--rate",
+        "2000",
+        "--duration",
+        "2s",
+        "--warmup",
+        "0s",
+        "--quiet",
+        "--partitions",
+        "4",
+        "--consumers",
+        "3",
+        "--subscriptions",
+        "2",
+        "--consumer-groups",
+        "--json",
+        dir.path().join("g.json").to_str().unwrap(),
+    ])
+    .unwrap()
+    .args;
+    let w = args.workload().unwrap();
+    assert!(w.consumer_groups);
+    let doc = sluice::bench::cli::run_with(&args, &w, &addr, "test broker").unwrap();
+    let res = &doc["workload"]["phases"][0]["results"];
+    let acked = res["acked_msgs"].as_u64().unwrap();
+    assert!(acked >= 3_900, "acked {acked}");
+    assert_eq!(res["consumed_msgs"].as_u64().unwrap(), 2 * acked);
+    assert_eq!(res["errors"].as_u64().unwrap(), 0, "{res}");
+    broker.shutdown().unwrap();
+}
