@@ -4,7 +4,8 @@
 # On a fresh Debian 12 machine (as root, or with passwordless sudo) it installs what the
 # tests need, then runs every test:
 #   1. system packages: kcat (Debian's, on librdkafka 2.0.2), a C compiler for -sys crates,
-#      python3 with venv support; `apt-get update` runs only when something is missing;
+#      python3 with venv support, prometheus (promtool and the server, for the /metrics tests);
+#      `apt-get update` runs only when something is missing;
 #   2. a Python venv at .venv with the pinned clients of tests/clients/requirements.txt;
 #   3. `cargo build` of the `sluice` binary;
 #   4. `cargo test` (unit tests and the tests/it integration binary);
@@ -32,6 +33,8 @@ section "1/5 system packages"
 missing=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+# promtool and a Prometheus server for tests/clients/test_metrics.py (~96 MB installed).
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing+=(prometheus)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
     PYTHON=python3

@@ -7,7 +7,9 @@
 //! - [`client`]: a small async Kafka client on compio (CLI tools and the load generator).
 //! - [`cli`]: `sluice topic|produce|consume|bench` argument structs and their `run`.
 //! - [`bench`]: the open-loop load generator, histograms, reports, plots.
+//! - [`metrics`]: per-shard recorders, aggregated at scrape time into `/metrics`.
 pub mod limits;
+pub mod metrics;
 pub mod catalog;
 pub mod config;
 pub mod group;

@@ -55,6 +55,8 @@ pub const CONNECTIONS_MAX_DEFAULT: usize = 10_000;
 /// Requests read from one connection and not yet answered (Kafka: `queued.max.requests`
 /// is per broker; clients keep at most 5 in flight, we allow headroom for pipelining tools).
 pub const IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 32;
+/// Shards (pinned executor threads) one broker may run.
+pub const SHARDS_MAX: usize = 1024;
 /// Jobs queued from one shard to another before the sender waits (back-pressure).
 pub const CROSS_SHARD_QUEUE_JOBS_MAX: usize = 1024;
 /// Topic name length (Kafka: 249 characters).
@@ -73,6 +75,21 @@ pub const FETCH_RESPONSE_BYTES_MAX: i32 = 64 * 1024 * 1024;
 pub const CATALOG_FILE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// Interval between storage housekeeping passes (retention, segment.ms rolls).
 pub const HOUSEKEEPING_INTERVAL_MS: u64 = 5_000;
+
+// ---- Metrics and logs (src/metrics, src/server/admin.rs) ----
+
+/// Period of each shard's stall-detection tick.
+pub const STALL_TICK_MS: u64 = 5;
+/// A tick waking later than this counts as an executor stall (a task ran without yielding).
+pub const STALL_LATENESS_US_MIN: u64 = 1_000;
+/// A repeated warning (stalls, failing appends or reads) is logged at most once per interval.
+pub const LOG_REPEAT_INTERVAL_MS: u64 = 10_000;
+/// Longest a `/metrics` scrape waits for one shard's snapshot.
+pub const SCRAPE_SHARD_MS_MAX: u64 = 5_000;
+/// Largest request head the admin endpoint reads.
+pub const ADMIN_REQUEST_BYTES_MAX: usize = 8 * 1024;
+/// Longest the admin endpoint waits for a request head.
+pub const ADMIN_REQUEST_MS_MAX: u64 = 5_000;
 // ---- storage (src/storage) ----
 
 /// Largest single RecordBatch accepted (wire size incl. the 12-byte log overhead),

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sluice::cli;
-use sluice::config::{BrokerConfig, ServeArgs};
+use sluice::config::{LogFormat, LogSettings, ServeArgs, ServeConfig};
 use sluice::server::Broker;
 
 #[derive(Debug, Parser)]
@@ -29,13 +29,36 @@ enum Command {
     Consume(cli::consume::ConsumeArgs),
     /// Load generator with latency histograms (embedded broker unless --bootstrap).
     Bench(Box<cli::bench::BenchArgs>),
+    /// Show the broker configuration.
+    Config(ConfigArgs),
 }
 
-/// Logs go to stderr; RUST_LOG overrides the default level (info for the broker, warn for tools).
-fn init_tracing(default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+#[derive(Debug, clap::Args)]
+struct ConfigArgs {
+    #[command(subcommand)]
+    command: ConfigCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration of `sluice serve` with the same flags (and the same
+    /// SLUICE_* environment), as a TOML file `--config` accepts, each value with its source.
+    Print(ServeArgs),
+}
+
+/// Logs go to stderr. The filter: `settings.level` when set (`--log-level`, SLUICE_LOG_LEVEL,
+/// `log.level`), else RUST_LOG, else `default_level`. Human-readable or JSON lines.
+fn init_tracing(settings: &LogSettings, default_level: &str) {
+    let filter = match settings.level.as_deref() {
+        Some(l) => tracing_subscriber::EnvFilter::new(l),
+        None => tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+    };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    let _ = match settings.format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 /// Blocks SIGINT and SIGTERM in this thread (and so in every thread it starts afterwards);
@@ -57,10 +80,9 @@ fn wait_for_signal(set: &libc::sigset_t) -> i32 {
     sig
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = BrokerConfig::from_serve_args(&args)?;
+fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let set = block_signals();
-    let broker = Broker::start(config)?;
+    let broker = Broker::start(config.broker)?;
     let sig = wait_for_signal(&set);
     tracing::info!(signal = sig, "shutting down");
     broker.shutdown()
@@ -68,14 +90,28 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" });
     let result = match cli.command {
-        Command::Serve(a) => serve(a),
-        Command::Topic(a) => cli::topic::run(a),
-        Command::Group(a) => cli::group::run(a),
-        Command::Produce(a) => cli::produce::run(a),
-        Command::Consume(a) => cli::consume::run(a),
-        Command::Bench(a) => cli::bench::run(*a),
+        Command::Serve(a) => match ServeConfig::load(&a, std::env::vars_os()) {
+            Ok(config) => {
+                init_tracing(&config.log, "info");
+                serve(config)
+            }
+            Err(e) => Err(e.into()),
+        },
+        Command::Config(ConfigArgs { command: ConfigCommand::Print(a) }) => {
+            ServeConfig::load(&a, std::env::vars_os()).map(|c| print!("{}", c.to_toml())).map_err(Into::into)
+        }
+        command => {
+            init_tracing(&LogSettings::default(), "warn");
+            match command {
+                Command::Topic(a) => cli::topic::run(a),
+                Command::Group(a) => cli::group::run(a),
+                Command::Produce(a) => cli::produce::run(a),
+                Command::Consume(a) => cli::consume::run(a),
+                Command::Bench(a) => cli::bench::run(*a),
+                Command::Serve(_) | Command::Config(_) => Ok(()), // handled above
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -150,7 +150,11 @@ impl Shard {
             .detach();
         });
         let inbox = self.shared.inboxes.get(target).ok_or(ShardGone(target))?;
-        inbox.send(job).await.map_err(|_| ShardGone(target))?;
+        // A full inbox is back-pressure: counted, then the sender waits.
+        if let Err(async_channel::TrySendError::Full(job)) = inbox.try_send(job) {
+            crate::metrics::inbox_full();
+            inbox.send(job).await.map_err(|_| ShardGone(target))?;
+        }
         rx.await.map_err(|_| ShardGone(target))
     }
 

@@ -227,9 +227,10 @@ async fn shard_main(
             }
         })
     };
+    compio::runtime::spawn(crate::metrics::stall_ticker(id)).detach();
     if let Some(admin) = admin {
         match compio::net::TcpListener::from_std(admin) {
-            Ok(l) => compio::runtime::spawn(admin::serve(l, shared.clone())).detach(),
+            Ok(l) => compio::runtime::spawn(admin::serve(l, shard.clone())).detach(),
             Err(e) => tracing::error!(error = %e, "admin listener failed"),
         }
     }
@@ -246,6 +247,7 @@ async fn shard_main(
                         drop(stream);
                         continue;
                     }
+                    crate::metrics::connection_accepted();
                     compio::runtime::spawn(connection::serve(shard.clone(), stream, peer)).detach();
                 }
                 Err(e) => {

@@ -1062,11 +1062,15 @@ impl PartitionLog {
             st.active_unsynced = false;
             (files, st.leo, st.written, st.msgs_unflushed)
         };
+        let started = Instant::now();
         for (path, f) in &files {
             if let Err(e) = self.inner.fs.sync_data(f).await {
                 self.fail(path, e);
                 return;
             }
+        }
+        if !files.is_empty() {
+            crate::metrics::fsync_done(started.elapsed());
         }
         let mut st = self.inner.state.borrow_mut();
         if st.offline {

@@ -2,7 +2,9 @@
 
 mod broker;
 mod client;
+mod config;
 mod groups;
+mod metrics;
 mod storage;
 mod versions;
 mod wire;

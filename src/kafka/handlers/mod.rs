@@ -127,6 +127,17 @@ where
 /// before this returns; the returned future finishes the request and may run concurrently
 /// with later requests of the same connection. Responses still leave in request order.
 pub async fn dispatch(ctx: RequestContext, body: Bytes) -> LocalBoxFuture<'static, Reply> {
+    let (api, started) = (ctx.api, std::time::Instant::now());
+    let rest = dispatch_api(ctx, body).await;
+    async move {
+        let reply = rest.await;
+        crate::metrics::request_done(api, started.elapsed(), matches!(reply, Reply::Close(_)));
+        reply
+    }
+    .boxed_local()
+}
+
+async fn dispatch_api(ctx: RequestContext, body: Bytes) -> LocalBoxFuture<'static, Reply> {
     let version = ctx.version();
     let Some(range) = supported(ctx.api) else {
         let msg = format!("unsupported API {:?}", ctx.api);

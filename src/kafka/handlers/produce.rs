@@ -163,12 +163,19 @@ pub async fn submit(ctx: RequestContext, mut body: Bytes) -> LocalBoxFuture<'sta
 
 async fn append_on_owner(shard: &Rc<Shard>, owner: usize, topic: String, p: i32, records: Bytes) -> Outcome {
     on_partition(shard, owner, topic.clone(), p, move |log| async move {
-        log.append(records, 0).await.map_err(|e| {
-            if !matches!(e, crate::storage::StorageError::CorruptRecord(_) | crate::storage::StorageError::RecordTooLarge { .. }) {
+        let bytes = records.len() as u64;
+        let r = log.append(records, 0).await.map_err(|e| {
+            if !matches!(e, crate::storage::StorageError::CorruptRecord(_) | crate::storage::StorageError::RecordTooLarge { .. })
+                && crate::metrics::log_allowed("produce.append_failed")
+            {
                 tracing::warn!(topic = %topic, partition = p, error = %e, "append failed");
             }
             (error::storage(&e), e.to_string())
-        })
+        });
+        if let Some(info) = r.as_ref().ok().filter(|i| !i.duplicate) {
+            crate::metrics::topic_in(&topic, bytes, (info.last_offset - info.base_offset + 1).max(0) as u64);
+        }
+        r
     })
     .await
 }

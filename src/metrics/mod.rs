@@ -1,0 +1,1236 @@
+//! Metrics: per-shard recorders on the request path, aggregated only when `/metrics` is scraped.
+//!
+//! Recording: every shard is one OS thread, so each shard's counters and histograms live in a
+//! thread-local [`Local`] (plain `Cell`/`RefCell`, no atomics, no locks). The hooks are one call
+//! each: [`request_done`] (handlers::dispatch), [`topic_in`] (Produce, on the owning shard),
+//! [`topic_out`] (Fetch, on the connection's shard), [`fsync_done`] (the storage flusher),
+//! [`inbox_full`] (`Shard::run_on` when the target's inbox is full: back-pressure),
+//! [`connection_accepted`] (accept loop) and [`stall_ticker`] (one task per shard).
+//!
+//! Scraping ([`gather`] then [`render`]): the admin task asks every shard for a
+//! [`ShardSnapshot`] through `Shard::run_on` (the snapshot is taken on the shard's own thread),
+//! merges them and encodes them with `prometheus-client`: OpenMetrics text when the scraper asks
+//! for `application/openmetrics-text`, else the Prometheus text format 0.0.4.
+//!
+//! Consumer-group series (`kafka_consumergroup_*`) come from each shard's group coordinator
+//! ([`group_snapshots`]: members and committed offsets of the groups that shard coordinates).
+//! Lag is computed at scrape time against the partitions' high watermarks, which live on
+//! other shards: lag = high watermark − committed offset.
+//!
+//! Stalls: a ticker task per shard sleeps [`limits::STALL_TICK_MS`] and measures how late it wakes
+//! (all lateness goes to `sluice_shard_tick_lateness_seconds`). A stall is counted when the tick is
+//! more than [`limits::STALL_LATENESS_US_MIN`] late *and* the shard thread used more CPU than that
+//! during the sleep: some task ran without yielding. Lateness without CPU use is the thread
+//! waiting for a core (an oversubscribed machine), not a stall. This samples: a stall is seen
+//! when it overlaps a tick.
+//! Busy time is the shard thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), read at scrape.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::ApiKey;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::limits;
+use crate::runtime::Shard;
+
+/// Upper bounds (seconds) of the latency histogram buckets (request, fsync, stall lateness).
+pub const LATENCY_BUCKETS_S: [f64; 17] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+
+/// A fixed-bucket latency histogram (non-cumulative counts; the last slot is +Inf).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Hist {
+    buckets: [u64; LATENCY_BUCKETS_S.len() + 1],
+    sum_s: f64,
+    count: u64,
+}
+
+impl Hist {
+    pub fn observe(&mut self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = LATENCY_BUCKETS_S
+            .iter()
+            .position(|&b| s <= b)
+            .unwrap_or(LATENCY_BUCKETS_S.len());
+        self.buckets[i] += 1;
+        self.sum_s += s;
+        self.count += 1;
+    }
+
+    pub fn merge(&mut self, o: &Hist) {
+        for (a, b) in self.buckets.iter_mut().zip(o.buckets.iter()) {
+            *a += b;
+        }
+        self.sum_s += o.sum_s;
+        self.count += o.count;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// (upper bound, count in this bucket) pairs, not cumulative: prometheus-client accumulates
+    /// them when encoding. The last bound is `f64::MAX` (encoded as +Inf).
+    fn bucket_counts(&self) -> Vec<(f64, u64)> {
+        debug_assert_eq!(self.buckets.iter().sum::<u64>(), self.count);
+        self.buckets
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (LATENCY_BUCKETS_S.get(i).copied().unwrap_or(f64::MAX), *c))
+            .collect()
+    }
+}
+
+/// Requests of one Kafka API seen by one shard.
+#[derive(Debug, Clone, Default)]
+pub struct ApiStats {
+    pub requests: u64,
+    pub errors: u64,
+    pub latency: Hist,
+}
+
+/// Bytes and records in/out of one topic seen by one shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicIo {
+    pub bytes_in: u64,
+    pub records_in: u64,
+    pub bytes_out: u64,
+    pub records_out: u64,
+}
+
+/// One committed offset of a consumer group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// What the group coordinator reports about one group it owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOffsetsSnapshot {
+    pub group: String,
+    pub members: u64,
+    pub offsets: Vec<CommittedOffset>,
+}
+
+/// One shard's recorders (thread-local: one shard per thread).
+#[derive(Default)]
+struct Local {
+    apis: RefCell<BTreeMap<i16, ApiStats>>,
+    topics: RefCell<HashMap<String, TopicIo>>,
+    fsync: RefCell<Hist>,
+    inbox_full_total: Cell<u64>,
+    connections_accepted_total: Cell<u64>,
+    stalls_total: Cell<u64>,
+    stall_lateness: RefCell<Hist>,
+}
+
+thread_local! {
+    static LOCAL: Local = Local::default();
+}
+
+/// A request finished (its reply is ready); `error`: it was answered by closing the connection.
+pub fn request_done(api: ApiKey, elapsed: Duration, error: bool) {
+    LOCAL.with(|l| {
+        let mut apis = l.apis.borrow_mut();
+        let s = apis.entry(api as i16).or_default();
+        s.requests += 1;
+        s.errors += u64::from(error);
+        s.latency.observe(elapsed);
+    });
+}
+
+/// Records appended to a topic (called on the partition's owning shard).
+pub fn topic_in(topic: &str, bytes: u64, records: u64) {
+    with_topic(topic, |t| {
+        t.bytes_in += bytes;
+        t.records_in += records;
+    });
+}
+
+/// Record batches sent to a consumer; records are counted from the batch headers.
+pub fn topic_out(topic: &str, batches: &[u8]) {
+    let records = count_records(batches);
+    with_topic(topic, |t| {
+        t.bytes_out += batches.len() as u64;
+        t.records_out += records;
+    });
+}
+
+/// A byte range sent zero-copy (file to socket): its bytes are counted, its records are not
+/// (they are never in memory here).
+pub fn topic_out_zero_copy(topic: &str, bytes: u32) {
+    with_topic(topic, |t| t.bytes_out += u64::from(bytes));
+}
+
+fn with_topic(topic: &str, f: impl FnOnce(&mut TopicIo)) {
+    LOCAL.with(|l| {
+        let mut topics = l.topics.borrow_mut();
+        match topics.get_mut(topic) {
+            Some(t) => f(t),
+            None => f(topics.entry(topic.to_string()).or_default()),
+        }
+    });
+}
+
+/// Records in a run of RecordBatch v2 (batchLength at byte 8, recordCount at byte 57).
+/// A truncated trailing batch (Fetch may cut one) is not counted.
+pub fn count_records(mut b: &[u8]) -> u64 {
+    let mut n = 0u64;
+    while b.len() >= 61 {
+        let len = i32::from_be_bytes([b[8], b[9], b[10], b[11]]);
+        let count = i32::from_be_bytes([b[57], b[58], b[59], b[60]]);
+        let total = 12usize.saturating_add(len.max(0) as usize);
+        if len < 49 || total > b.len() {
+            break;
+        }
+        n += count.max(0) as u64;
+        b = &b[total..];
+    }
+    n
+}
+
+/// One group commit's fdatasyncs finished (storage flusher).
+pub fn fsync_done(elapsed: Duration) {
+    LOCAL.with(|l| l.fsync.borrow_mut().observe(elapsed));
+}
+
+/// A cross-shard send found the target's inbox full and had to wait (back-pressure).
+pub fn inbox_full() {
+    LOCAL.with(|l| l.inbox_full_total.set(l.inbox_full_total.get() + 1));
+}
+
+pub fn connection_accepted() {
+    LOCAL.with(|l| {
+        l.connections_accepted_total
+            .set(l.connections_accepted_total.get() + 1)
+    });
+}
+
+/// Whether a repeated warning (identified by `key`) may be logged now: at most once per
+/// [`limits::LOG_REPEAT_INTERVAL_MS`] per shard, so a failing partition cannot flood the log.
+pub fn log_allowed(key: &'static str) -> bool {
+    thread_local! {
+        static LAST: RefCell<HashMap<&'static str, Instant>> = RefCell::new(HashMap::new());
+    }
+    let now = Instant::now();
+    LAST.with(|m| {
+        let mut m = m.borrow_mut();
+        match m.get(key) {
+            Some(t)
+                if now.duration_since(*t)
+                    < Duration::from_millis(limits::LOG_REPEAT_INTERVAL_MS) =>
+            {
+                false
+            }
+            _ => {
+                m.insert(key, now);
+                true
+            }
+        }
+    })
+}
+
+/// The groups a shard's coordinator knows (with members or only committed offsets): members
+/// and committed offsets, read through the coordinator's public API on the shard's thread.
+pub fn group_snapshots(groups: &crate::group::Coordinator) -> Vec<GroupOffsetsSnapshot> {
+    let mut ids: Vec<String> = groups.list().into_iter().map(|(id, ..)| id).collect();
+    ids.sort();
+    ids.dedup();
+    ids.into_iter()
+        .map(|group| {
+            let members = groups.describe(&group).members.len() as u64;
+            let offsets = groups
+                .fetch(&group, None)
+                .into_iter()
+                .flat_map(|(topic, rows)| {
+                    rows.into_iter().filter_map(move |(partition, c)| {
+                        c.map(|c| CommittedOffset {
+                            topic: topic.clone(),
+                            partition,
+                            offset: c.offset,
+                        })
+                    })
+                })
+                .collect();
+            GroupOffsetsSnapshot {
+                group,
+                members,
+                offsets,
+            }
+        })
+        .collect()
+}
+
+/// Runs forever on a shard, counting executor stalls (see the module docs).
+pub async fn stall_ticker(shard: usize) {
+    let tick = Duration::from_millis(limits::STALL_TICK_MS);
+    let threshold = Duration::from_micros(limits::STALL_LATENESS_US_MIN);
+    let mut last_log: Option<Instant> = None;
+    let mut unlogged = 0u64;
+    loop {
+        let (t0, cpu0) = (Instant::now(), thread_cpu_seconds());
+        compio::time::sleep(tick).await;
+        let late = t0.elapsed().saturating_sub(tick);
+        LOCAL.with(|l| l.stall_lateness.borrow_mut().observe(late));
+        // Late and the thread was on the CPU for that long: a task ran without yielding (not
+        // the thread waiting for a core, which only shows in the lateness histogram).
+        let cpu = Duration::from_secs_f64((thread_cpu_seconds() - cpu0).max(0.0));
+        if late > threshold && cpu > threshold {
+            LOCAL.with(|l| l.stalls_total.set(l.stalls_total.get() + 1));
+            unlogged += 1;
+            let now = Instant::now();
+            if last_log.is_none_or(|t| {
+                now.duration_since(t) >= Duration::from_millis(limits::LOG_REPEAT_INTERVAL_MS)
+            }) {
+                tracing::warn!(
+                    shard,
+                    lateness_us = late.as_micros() as u64,
+                    stalls = unlogged,
+                    "executor stall: a task ran without yielding"
+                );
+                last_log = Some(now);
+                unlogged = 0;
+            }
+        }
+    }
+}
+
+/// One partition's offsets and size, as its owning shard sees them.
+#[derive(Debug, Clone)]
+pub struct PartitionSnapshot {
+    pub topic: String,
+    pub partition: i32,
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub log_end_offset: i64,
+    pub size_bytes: u64,
+    pub segments: usize,
+    pub offline: bool,
+}
+
+/// Everything one shard contributes to a scrape. `Send`: built on the shard, merged elsewhere.
+#[derive(Debug, Clone, Default)]
+pub struct ShardSnapshot {
+    pub shard: usize,
+    pub apis: Vec<(String, ApiStats)>,
+    pub topics: Vec<(String, TopicIo)>,
+    pub partitions: Vec<PartitionSnapshot>,
+    pub fsync: Hist,
+    pub inbox_full_total: u64,
+    pub connections_accepted_total: u64,
+    pub stalls_total: u64,
+    pub stall_lateness: Hist,
+    pub cpu_seconds: f64,
+    /// The shard's request memory budget (`queued.max.request.bytes`): in use, limit, waits.
+    pub request_memory_used_bytes: u64,
+    pub request_memory_budget_bytes: u64,
+    pub request_memory_waits_total: u64,
+    pub groups: Vec<GroupOffsetsSnapshot>,
+}
+
+fn api_name(key: i16) -> String {
+    match ApiKey::try_from(key) {
+        Ok(k) => format!("{k:?}"),
+        Err(_) => key.to_string(),
+    }
+}
+
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if r != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// This shard's snapshot; must run on the shard's own thread.
+pub fn snapshot(shard: &Shard) -> ShardSnapshot {
+    let partitions = shard
+        .logs()
+        .into_iter()
+        .map(|((topic, partition), log)| PartitionSnapshot {
+            topic,
+            partition,
+            log_start_offset: log.log_start_offset(),
+            high_watermark: log.high_watermark(),
+            log_end_offset: log.log_end_offset(),
+            size_bytes: log.size_bytes(),
+            segments: log.segment_count(),
+            offline: log.is_offline(),
+        })
+        .collect();
+    LOCAL.with(|l| ShardSnapshot {
+        shard: shard.id,
+        apis: l
+            .apis
+            .borrow()
+            .iter()
+            .map(|(k, v)| (api_name(*k), v.clone()))
+            .collect(),
+        topics: l
+            .topics
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
+        partitions,
+        fsync: l.fsync.borrow().clone(),
+        inbox_full_total: l.inbox_full_total.get(),
+        connections_accepted_total: l.connections_accepted_total.get(),
+        stalls_total: l.stalls_total.get(),
+        stall_lateness: l.stall_lateness.borrow().clone(),
+        cpu_seconds: thread_cpu_seconds(),
+        request_memory_used_bytes: shard.budget.used_bytes() as u64,
+        request_memory_budget_bytes: shard.budget.limit_bytes() as u64,
+        request_memory_waits_total: shard.budget.waits_total.get(),
+        groups: group_snapshots(&shard.groups),
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    #[error("shard {0} did not answer within {1} ms")]
+    Timeout(usize, u64),
+    #[error(transparent)]
+    ShardGone(#[from] crate::runtime::ShardGone),
+}
+
+/// Asks every shard for its snapshot (concurrently, each on its own thread), bounded in time.
+pub async fn gather(shard: &Rc<Shard>) -> Result<Vec<ShardSnapshot>, ScrapeError> {
+    let n = shard.shared.shard_count();
+    let asks = (0..n).map(|i| {
+        let shard = shard.clone();
+        async move {
+            let ask = shard.run_on(i, |s| async move { snapshot(&s) });
+            match compio::time::timeout(Duration::from_millis(limits::SCRAPE_SHARD_MS_MAX), ask)
+                .await
+            {
+                Ok(r) => Ok(r?),
+                Err(_) => Err(ScrapeError::Timeout(i, limits::SCRAPE_SHARD_MS_MAX)),
+            }
+        }
+    });
+    futures::future::join_all(asks).await.into_iter().collect()
+}
+
+/// Process memory in use: resident set size from /proc/self/statm (bytes), if readable.
+pub fn rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * page.max(0) as u64)
+}
+
+/// Broker-wide values the scrape reads directly (atomics and the catalog).
+#[derive(Debug, Clone, Default)]
+pub struct BrokerView {
+    pub brokers: i64,
+    /// (topic, partition count) from the catalog.
+    pub topics: Vec<(String, i32)>,
+    pub connections_open: u64,
+    pub connections_rejected_total: u64,
+    pub ready: bool,
+    pub uptime_s: f64,
+    pub rss_bytes: Option<u64>,
+}
+
+impl BrokerView {
+    pub fn of(shared: &crate::runtime::Shared) -> BrokerView {
+        use std::sync::atomic::Ordering;
+        let snap = shared.catalog.snapshot();
+        BrokerView {
+            brokers: 1,
+            topics: snap
+                .topics()
+                .map(|t| (t.name.clone(), t.partitions))
+                .collect(),
+            connections_open: shared.connections_open.load(Ordering::Relaxed) as u64,
+            connections_rejected_total: shared.connections_rejected_total.load(Ordering::Relaxed),
+            ready: shared.is_ready(),
+            uptime_s: shared.started_at.elapsed().as_secs_f64(),
+            rss_bytes: rss_bytes(),
+        }
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Debug, Clone)]
+enum Value {
+    Gauge(i64),
+    GaugeF(f64),
+    Counter(u64),
+    CounterF(f64),
+    Hist(Hist),
+}
+
+#[derive(Debug, Clone)]
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    samples: Vec<(Labels, Value)>,
+}
+
+/// The merged scrape, encoded by prometheus-client as one collector.
+#[derive(Debug, Default)]
+struct Exposition {
+    families: Vec<Family>,
+}
+
+impl Exposition {
+    fn add(&mut self, name: &'static str, help: &'static str, samples: Vec<(Labels, Value)>) {
+        self.families.push(Family {
+            name,
+            help,
+            samples,
+        });
+    }
+}
+
+impl Collector for Exposition {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for f in &self.families {
+            let Some((_, first)) = f.samples.first() else {
+                continue;
+            };
+            let kind = match first {
+                Value::Gauge(_) | Value::GaugeF(_) => MetricType::Gauge,
+                Value::Counter(_) | Value::CounterF(_) => MetricType::Counter,
+                Value::Hist(_) => MetricType::Histogram,
+            };
+            let mut me = encoder.encode_descriptor(f.name, f.help, None, kind)?;
+            for (labels, v) in &f.samples {
+                if labels.is_empty() {
+                    encode_value(&mut me, v)?;
+                } else {
+                    encode_value(&mut me.encode_family(labels)?, v)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode_value(e: &mut MetricEncoder, v: &Value) -> Result<(), std::fmt::Error> {
+    match v {
+        Value::Gauge(x) => e.encode_gauge(x),
+        Value::GaugeF(x) => e.encode_gauge(x),
+        Value::Counter(x) => e.encode_counter::<NoLabelSet, u64, u64>(x, None),
+        Value::CounterF(x) => e.encode_counter::<NoLabelSet, f64, f64>(x, None),
+        Value::Hist(h) => {
+            e.encode_histogram::<NoLabelSet>(h.sum_s, h.count, &h.bucket_counts(), None)
+        }
+    }
+}
+
+/// Content type of the OpenMetrics exposition.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of the Prometheus text exposition.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Merges the shards' snapshots and encodes them. `openmetrics`: OpenMetrics 1.0 text, else the
+/// Prometheus text format 0.0.4.
+pub fn render(view: &BrokerView, shards: &[ShardSnapshot], openmetrics: bool) -> String {
+    let mut x = Exposition::default();
+    let one = |v: Value| vec![(Labels::new(), v)];
+
+    // ---- kafka_exporter-compatible series ----
+    x.add(
+        "kafka_brokers",
+        "Number of brokers in the cluster.",
+        one(Value::Gauge(view.brokers)),
+    );
+    let mut topics: Vec<_> = view.topics.clone();
+    topics.sort();
+    x.add(
+        "kafka_topic_partitions",
+        "Number of partitions of a topic.",
+        topics
+            .iter()
+            .map(|(t, n)| (vec![("topic", t.clone())], Value::Gauge(i64::from(*n))))
+            .collect(),
+    );
+    let mut parts: Vec<&PartitionSnapshot> =
+        shards.iter().flat_map(|s| s.partitions.iter()).collect();
+    parts.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    let tp = |p: &PartitionSnapshot| {
+        vec![
+            ("topic", p.topic.clone()),
+            ("partition", p.partition.to_string()),
+        ]
+    };
+    x.add(
+        "kafka_topic_partition_current_offset",
+        "Current offset (high watermark: the next offset consumers can read) of a partition.",
+        parts
+            .iter()
+            .map(|p| (tp(p), Value::Gauge(p.high_watermark)))
+            .collect(),
+    );
+    x.add(
+        "kafka_topic_partition_oldest_offset",
+        "Oldest offset (log start offset) of a partition.",
+        parts
+            .iter()
+            .map(|p| (tp(p), Value::Gauge(p.log_start_offset)))
+            .collect(),
+    );
+    let hwm: HashMap<(&str, i32), i64> = parts
+        .iter()
+        .map(|p| ((p.topic.as_str(), p.partition), p.high_watermark))
+        .collect();
+    // group -> (members, [(topic, partition, committed)])
+    let mut groups: BTreeMap<&str, (u64, Vec<&CommittedOffset>)> = BTreeMap::new();
+    for g in shards.iter().flat_map(|s| s.groups.iter()) {
+        let e = groups.entry(g.group.as_str()).or_default();
+        e.0 += g.members;
+        e.1.extend(g.offsets.iter().filter(|o| o.offset >= 0));
+    }
+    let mut current = Vec::new();
+    let mut lag = Vec::new();
+    let mut lag_sum = Vec::new();
+    let mut members = Vec::new();
+    for (group, (m, offsets)) in &mut groups {
+        members.push((
+            vec![("consumergroup", group.to_string())],
+            Value::Gauge(*m as i64),
+        ));
+        offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
+        for o in offsets.iter() {
+            let labels = vec![
+                ("consumergroup", group.to_string()),
+                ("topic", o.topic.clone()),
+                ("partition", o.partition.to_string()),
+            ];
+            current.push((labels.clone(), Value::Gauge(o.offset)));
+            if let Some(end) = hwm.get(&(o.topic.as_str(), o.partition)) {
+                let l = end - o.offset;
+                lag.push((labels, Value::Gauge(l)));
+                *sums.entry(o.topic.as_str()).or_default() += l;
+            }
+        }
+        for (topic, s) in sums {
+            lag_sum.push((
+                vec![
+                    ("consumergroup", group.to_string()),
+                    ("topic", topic.to_string()),
+                ],
+                Value::Gauge(s),
+            ));
+        }
+    }
+    x.add(
+        "kafka_consumergroup_current_offset",
+        "Committed offset of a consumer group in a partition.",
+        current,
+    );
+    x.add("kafka_consumergroup_lag", "Lag of a consumer group in a partition: current offset (high watermark) minus committed offset.", lag);
+    x.add(
+        "kafka_consumergroup_lag_sum",
+        "Lag of a consumer group summed over a topic's partitions.",
+        lag_sum,
+    );
+    x.add(
+        "kafka_consumergroup_members",
+        "Members of a consumer group.",
+        members,
+    );
+
+    // ---- sluice_* series ----
+    let mut apis: BTreeMap<&str, ApiStats> = BTreeMap::new();
+    for (name, s) in shards.iter().flat_map(|s| s.apis.iter()) {
+        let e = apis.entry(name.as_str()).or_default();
+        e.requests += s.requests;
+        e.errors += s.errors;
+        e.latency.merge(&s.latency);
+    }
+    let api = |n: &str| vec![("api", n.to_string())];
+    x.add(
+        "sluice_requests",
+        "Kafka requests answered, by API.",
+        apis.iter()
+            .map(|(n, s)| (api(n), Value::Counter(s.requests)))
+            .collect(),
+    );
+    x.add(
+        "sluice_request_errors",
+        "Kafka requests that could not be answered (connection closed: malformed, unsupported, failed), by API.",
+        apis.iter().map(|(n, s)| (api(n), Value::Counter(s.errors))).collect(),
+    );
+    x.add(
+        "sluice_request_duration_seconds",
+        "Time from a request's header being decoded to its response being ready, by API.",
+        apis.iter()
+            .map(|(n, s)| (api(n), Value::Hist(s.latency.clone())))
+            .collect(),
+    );
+    let mut tio: BTreeMap<&str, TopicIo> = BTreeMap::new();
+    for (t, io) in shards.iter().flat_map(|s| s.topics.iter()) {
+        let e = tio.entry(t.as_str()).or_default();
+        e.bytes_in += io.bytes_in;
+        e.records_in += io.records_in;
+        e.bytes_out += io.bytes_out;
+        e.records_out += io.records_out;
+    }
+    let topic = |t: &str| vec![("topic", t.to_string())];
+    x.add(
+        "sluice_topic_bytes_in",
+        "Record batch bytes appended to a topic.",
+        tio.iter()
+            .map(|(t, io)| (topic(t), Value::Counter(io.bytes_in)))
+            .collect(),
+    );
+    x.add(
+        "sluice_topic_records_in",
+        "Records appended to a topic.",
+        tio.iter()
+            .map(|(t, io)| (topic(t), Value::Counter(io.records_in)))
+            .collect(),
+    );
+    x.add(
+        "sluice_topic_bytes_out",
+        "Record batch bytes sent to consumers of a topic.",
+        tio.iter()
+            .map(|(t, io)| (topic(t), Value::Counter(io.bytes_out)))
+            .collect(),
+    );
+    x.add(
+        "sluice_topic_records_out",
+        "Records sent to consumers of a topic, counted in responses read into memory (ranges sent zero-copy add to bytes_out only).",
+        tio.iter()
+            .map(|(t, io)| (topic(t), Value::Counter(io.records_out)))
+            .collect(),
+    );
+    x.add(
+        "sluice_partition_size_bytes",
+        "Bytes of a partition's segment files.",
+        parts
+            .iter()
+            .map(|p| (tp(p), Value::Gauge(p.size_bytes as i64)))
+            .collect(),
+    );
+    x.add(
+        "sluice_partition_segments",
+        "Segment files of a partition.",
+        parts
+            .iter()
+            .map(|p| (tp(p), Value::Gauge(p.segments as i64)))
+            .collect(),
+    );
+    x.add(
+        "sluice_partition_log_end_offset",
+        "Next offset to be written to a partition (may be above the high watermark until fsynced).",
+        parts
+            .iter()
+            .map(|p| (tp(p), Value::Gauge(p.log_end_offset)))
+            .collect(),
+    );
+    x.add(
+        "sluice_partition_offline",
+        "1 when a partition's log is offline after a failed write or fsync.",
+        parts
+            .iter()
+            .map(|p| (tp(p), Value::Gauge(i64::from(p.offline))))
+            .collect(),
+    );
+    let mut fsync = Hist::default();
+    for s in shards {
+        fsync.merge(&s.fsync);
+    }
+    x.add(
+        "sluice_fsync_duration_seconds",
+        "Duration of one group commit's fdatasyncs.",
+        one(Value::Hist(fsync)),
+    );
+    let shard = |s: &ShardSnapshot| vec![("shard", s.shard.to_string())];
+    x.add(
+        "sluice_cross_shard_inbox_full",
+        "Cross-shard sends that found the target shard's inbox full and waited (back-pressure), by sending shard.",
+        shards.iter().map(|s| (shard(s), Value::Counter(s.inbox_full_total))).collect(),
+    );
+    x.add(
+        "sluice_connections_open",
+        "Client connections open.",
+        one(Value::Gauge(view.connections_open as i64)),
+    );
+    x.add(
+        "sluice_connections_accepted",
+        "Client connections accepted, by shard.",
+        shards
+            .iter()
+            .map(|s| (shard(s), Value::Counter(s.connections_accepted_total)))
+            .collect(),
+    );
+    x.add(
+        "sluice_connections_rejected",
+        "Client connections refused (max.connections reached).",
+        one(Value::Counter(view.connections_rejected_total)),
+    );
+    x.add(
+        "sluice_shard_busy_seconds",
+        "CPU time of a shard's thread (time its executor was not waiting).",
+        shards
+            .iter()
+            .map(|s| (shard(s), Value::CounterF(s.cpu_seconds)))
+            .collect(),
+    );
+    x.add(
+        "sluice_shard_stalls",
+        "Times a shard's tick woke more than 1 ms late: a task ran that long without yielding.",
+        shards
+            .iter()
+            .map(|s| (shard(s), Value::Counter(s.stalls_total)))
+            .collect(),
+    );
+    x.add(
+        "sluice_shard_tick_lateness_seconds",
+        "How late a shard's periodic tick woke (executor responsiveness).",
+        shards
+            .iter()
+            .map(|s| (shard(s), Value::Hist(s.stall_lateness.clone())))
+            .collect(),
+    );
+    x.add(
+        "sluice_request_memory_used_bytes",
+        "Bytes of request frames a shard has read and not yet answered.",
+        shards
+            .iter()
+            .map(|s| (shard(s), Value::Gauge(s.request_memory_used_bytes as i64)))
+            .collect(),
+    );
+    x.add(
+        "sluice_request_memory_budget_bytes",
+        "A shard's request memory budget (queued.max.request.bytes).",
+        shards
+            .iter()
+            .map(|s| (shard(s), Value::Gauge(s.request_memory_budget_bytes as i64)))
+            .collect(),
+    );
+    x.add(
+        "sluice_request_memory_waits",
+        "Times a connection waited for the shard's request memory budget (back-pressure).",
+        shards
+            .iter()
+            .map(|s| (shard(s), Value::Counter(s.request_memory_waits_total)))
+            .collect(),
+    );
+    if let Some(rss) = view.rss_bytes {
+        x.add(
+            "sluice_memory_rss_bytes",
+            "Resident memory of the process (/proc/self/statm).",
+            one(Value::Gauge(rss as i64)),
+        );
+    }
+    x.add(
+        "sluice_shards",
+        "Shards (pinned executor threads).",
+        one(Value::Gauge(shards.len() as i64)),
+    );
+    x.add(
+        "sluice_ready",
+        "1 when every shard has recovered its partitions and listens.",
+        one(Value::Gauge(i64::from(view.ready))),
+    );
+    x.add(
+        "sluice_uptime_seconds",
+        "Seconds since the broker started.",
+        one(Value::GaugeF(view.uptime_s)),
+    );
+
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(x));
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+        return String::new();
+    }
+    if openmetrics {
+        out
+    } else {
+        to_prometheus_text(&out)
+    }
+}
+
+/// Converts prometheus-client's OpenMetrics text into the Prometheus text format 0.0.4: no
+/// `# EOF` or `# UNIT` lines, and a counter's HELP/TYPE name carries its `_total` suffix.
+fn to_prometheus_text(om: &str) -> String {
+    let mut counters: Vec<&str> = Vec::new();
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some(name) = rest.strip_suffix(" counter") {
+                counters.push(name);
+            }
+        }
+    }
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|r| ("# HELP ", r))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
+        if let Some((prefix, rest)) = meta {
+            let name = rest.split(' ').next().unwrap_or("");
+            if counters.contains(&name) {
+                out.push_str(prefix);
+                out.push_str(name);
+                out.push_str("_total");
+                out.push_str(&rest[name.len()..]);
+                out.push('\n');
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Whether an HTTP Accept header asks for OpenMetrics.
+pub fn wants_openmetrics(accept: &str) -> bool {
+    accept
+        .to_ascii_lowercase()
+        .contains("application/openmetrics-text")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn part(topic: &str, p: i32, hwm: i64) -> PartitionSnapshot {
+        PartitionSnapshot {
+            topic: topic.into(),
+            partition: p,
+            log_start_offset: 0,
+            high_watermark: hwm,
+            log_end_offset: hwm,
+            size_bytes: 100,
+            segments: 1,
+            offline: false,
+        }
+    }
+
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|r| r.strip_prefix(' '))
+                .map(|v| v.parse().unwrap())
+        })
+    }
+
+    /// Lag from one shard's group offsets against partitions on several shards: high watermark
+    /// minus committed, summed per topic; a partition without a commit has no lag series.
+    #[test]
+    fn lag_across_shards() {
+        let groups = vec![GroupOffsetsSnapshot {
+            group: "g1".into(),
+            members: 2,
+            offsets: vec![
+                CommittedOffset {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset: 4,
+                },
+                CommittedOffset {
+                    topic: "t".into(),
+                    partition: 1,
+                    offset: 10,
+                },
+                CommittedOffset {
+                    topic: "t".into(),
+                    partition: 2,
+                    offset: -1,
+                },
+            ],
+        }];
+        let shards = vec![
+            ShardSnapshot {
+                shard: 0,
+                partitions: vec![part("t", 0, 10), part("t", 2, 3)],
+                groups,
+                ..Default::default()
+            },
+            ShardSnapshot {
+                shard: 1,
+                partitions: vec![part("t", 1, 25)],
+                ..Default::default()
+            },
+        ];
+        let view = BrokerView {
+            brokers: 1,
+            topics: vec![("t".into(), 3)],
+            ..Default::default()
+        };
+        for om in [false, true] {
+            let text = render(&view, &shards, om);
+            assert_eq!(
+                value(
+                    &text,
+                    r#"kafka_consumergroup_lag{consumergroup="g1",topic="t",partition="0"}"#
+                ),
+                Some(6.0),
+                "{text}"
+            );
+            assert_eq!(
+                value(
+                    &text,
+                    r#"kafka_consumergroup_lag{consumergroup="g1",topic="t",partition="1"}"#
+                ),
+                Some(15.0)
+            );
+            assert_eq!(
+                value(
+                    &text,
+                    r#"kafka_consumergroup_lag{consumergroup="g1",topic="t",partition="2"}"#
+                ),
+                None,
+                "no commit, no lag"
+            );
+            assert_eq!(
+                value(
+                    &text,
+                    r#"kafka_consumergroup_lag_sum{consumergroup="g1",topic="t"}"#
+                ),
+                Some(21.0)
+            );
+            assert_eq!(
+                value(
+                    &text,
+                    r#"kafka_consumergroup_current_offset{consumergroup="g1",topic="t",partition="1"}"#
+                ),
+                Some(10.0)
+            );
+            assert_eq!(
+                value(&text, r#"kafka_consumergroup_members{consumergroup="g1"}"#),
+                Some(2.0)
+            );
+            assert_eq!(
+                value(&text, r#"kafka_topic_partitions{topic="t"}"#),
+                Some(3.0)
+            );
+            assert_eq!(
+                value(
+                    &text,
+                    r#"kafka_topic_partition_current_offset{topic="t",partition="1"}"#
+                ),
+                Some(25.0)
+            );
+            assert_eq!(text.contains("# EOF"), om);
+        }
+    }
+
+    #[test]
+    fn histogram_and_counter_text() {
+        let mut h = Hist::default();
+        h.observe(Duration::from_micros(30));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(30));
+        let shards = vec![ShardSnapshot {
+            apis: vec![(
+                "Produce".into(),
+                ApiStats {
+                    requests: 3,
+                    errors: 1,
+                    latency: h,
+                },
+            )],
+            ..Default::default()
+        }];
+        let text = render(&BrokerView::default(), &shards, false);
+        assert!(
+            text.contains("# TYPE sluice_requests_total counter\n"),
+            "{text}"
+        );
+        assert_eq!(
+            value(&text, r#"sluice_requests_total{api="Produce"}"#),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(&text, r#"sluice_request_errors_total{api="Produce"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"sluice_request_duration_seconds_bucket{le="0.00005",api="Produce"}"#
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"sluice_request_duration_seconds_bucket{le="0.005",api="Produce"}"#
+            ),
+            Some(2.0),
+            "{text}"
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"sluice_request_duration_seconds_bucket{le="10.0",api="Produce"}"#
+            ),
+            Some(2.0),
+            "{text}"
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"sluice_request_duration_seconds_bucket{le="+Inf",api="Produce"}"#
+            ),
+            Some(3.0),
+            "{text}"
+        );
+        assert!(!text.contains("{}"), "{text}");
+        assert_eq!(
+            value(
+                &text,
+                r#"sluice_request_duration_seconds_count{api="Produce"}"#
+            ),
+            Some(3.0)
+        );
+    }
+
+    #[test]
+    fn records_counted_from_batch_headers() {
+        let mut b = vec![0u8; 61 + 10];
+        b[8..12].copy_from_slice(&(61i32 + 10 - 12).to_be_bytes());
+        b[57..61].copy_from_slice(&7i32.to_be_bytes());
+        let mut two = b.clone();
+        two.extend_from_slice(&b);
+        assert_eq!(count_records(&two), 14);
+        assert_eq!(
+            count_records(&two[..two.len() - 1]),
+            7,
+            "a cut batch is not counted"
+        );
+        assert_eq!(count_records(&[]), 0);
+    }
+
+    /// A task that keeps the thread busy for 30 ms of CPU without yielding is a stall.
+    #[test]
+    fn stall_counted_when_a_task_hogs_the_thread() {
+        let rt = compio::runtime::Runtime::new().unwrap();
+        let before = LOCAL.with(|l| l.stalls_total.get());
+        rt.block_on(async {
+            compio::runtime::spawn(stall_ticker(0)).detach();
+            compio::time::sleep(Duration::from_millis(20)).await;
+            let cpu0 = thread_cpu_seconds();
+            let wall0 = Instant::now();
+            while thread_cpu_seconds() - cpu0 < 0.030 && wall0.elapsed() < Duration::from_secs(10) {
+                std::hint::spin_loop();
+            }
+            compio::time::sleep(Duration::from_millis(20)).await;
+        });
+        assert!(LOCAL.with(|l| l.stalls_total.get()) > before);
+        assert!(LOCAL.with(|l| l.stall_lateness.borrow().count()) >= 2);
+    }
+
+    /// Every series the Grafana dashboard queries is one Sluice exports.
+    #[test]
+    fn dashboard_uses_exported_series() {
+        let dashboard = include_str!("../../docs/grafana/sluice-dashboard.json");
+        let mut h = Hist::default();
+        h.observe(Duration::from_millis(1));
+        let shards = vec![ShardSnapshot {
+            apis: vec![(
+                "Produce".into(),
+                ApiStats {
+                    requests: 1,
+                    errors: 0,
+                    latency: h.clone(),
+                },
+            )],
+            topics: vec![("t".into(), TopicIo::default())],
+            partitions: vec![part("t", 0, 5)],
+            fsync: h,
+            groups: vec![GroupOffsetsSnapshot {
+                group: "g".into(),
+                members: 1,
+                offsets: vec![CommittedOffset {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset: 1,
+                }],
+            }],
+            ..Default::default()
+        }];
+        let view = BrokerView {
+            brokers: 1,
+            topics: vec![("t".into(), 1)],
+            rss_bytes: Some(1),
+            ..Default::default()
+        };
+        let text = render(&view, &shards, false);
+        let exported: std::collections::HashSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        match (k.as_str(), v) {
+                            ("expr", serde_json::Value::String(e)) => out.push(e.clone()),
+                            _ => exprs(v, out),
+                        }
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| exprs(v, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        exprs(&serde_json::from_str(dashboard).unwrap(), &mut all);
+        let mut used = 0;
+        for e in &all {
+            for (i, _) in e.match_indices(['k', 's']) {
+                let rest = &e[i..];
+                if !(rest.starts_with("kafka_") || rest.starts_with("sluice_"))
+                    || (i > 0 && e.as_bytes()[i - 1].is_ascii_alphanumeric())
+                {
+                    continue;
+                }
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                    .collect();
+                assert!(
+                    exported.contains(name.as_str()),
+                    "dashboard queries {name}, which is not exported"
+                );
+                used += 1;
+            }
+        }
+        assert!(used > 20, "{used}");
+    }
+
+    #[test]
+    fn accept_negotiation() {
+        assert!(wants_openmetrics(
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+        ));
+        assert!(!wants_openmetrics("text/plain"));
+    }
+}

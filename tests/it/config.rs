@@ -1,0 +1,187 @@
+//! `sluice serve` / `sluice config print` configuration through the built binary: file, SLUICE_*
+//! environment and flags, and the one-line errors for bad input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+fn sluice(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SLUICE_") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn line<'a>(printed: &'a str, key: &str) -> &'a str {
+    printed
+        .lines()
+        .find(|l| l.starts_with(&format!("\"{key}\"")))
+        .unwrap_or_else(|| panic!("{key} not in\n{printed}"))
+}
+
+#[test]
+fn config_print_shows_precedence() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sluice.toml");
+    std::fs::write(
+        &file,
+        "\"num.partitions\" = 2\n\"log.retention.ms\" = 1000\n\"message.max.bytes\" = 4096\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let (code, out, err) = sluice(
+        &[
+            "config",
+            "print",
+            "--config",
+            f,
+            "--set",
+            "log.retention.ms=3000",
+            "--cores",
+            "3",
+        ],
+        &[
+            ("SLUICE_NUM_PARTITIONS", "5"),
+            ("SLUICE_LOG_RETENTION_MS", "2000"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        line(&out, "num.partitions")
+            .starts_with("\"num.partitions\" = 5  # environment variable SLUICE_NUM_PARTITIONS"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "log.retention.ms").starts_with("\"log.retention.ms\" = 3000  # flag --set"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "message.max.bytes").contains("= 4096  # config file"),
+        "{out}"
+    );
+    assert!(line(&out, "cores").contains("= 3  # flag --cores"), "{out}");
+    assert!(
+        line(&out, "admin.listen").contains("\"127.0.0.1:9644\"  # default"),
+        "{out}"
+    );
+    // What it prints is a config file that gives the same configuration.
+    std::fs::write(&file, &out).unwrap();
+    let (code, again, err) = sluice(&["config", "print", "--config", f], &[]);
+    assert_eq!(code, 0, "{err}");
+    let values = |s: &str| {
+        s.lines()
+            .filter(|l| l.starts_with('"'))
+            .map(|l| l.split("  #").next().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(values(&again), values(&out));
+}
+
+#[test]
+fn bad_config_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let file = dir.path().join("sluice.toml");
+    let f = file.to_str().unwrap();
+    let serve = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec![
+            "serve",
+            "--data-dir",
+            d,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        sluice(&args, env)
+    };
+    // (flags, environment, config file content, expected in the error)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["--config", f],
+            vec![],
+            "\"num.partitions\" = 0\n",
+            Some("`num.partitions`"),
+        ),
+        (
+            vec!["--config", f],
+            vec![],
+            "\"no.such.thing\" = 1\n",
+            Some("`no.such.thing`"),
+        ),
+        (
+            vec!["--config", f],
+            vec![],
+            "\"auto.create.topics.enable\" = \"yes\"\n",
+            Some("`auto.create.topics.enable`"),
+        ),
+        (
+            vec!["--config", f],
+            vec![],
+            "num.partitions = = 1\n",
+            Some("not valid TOML"),
+        ),
+        (
+            vec![],
+            vec![("SLUICE_LOG_RETENTION_MS", "forever")],
+            "",
+            Some("SLUICE_LOG_RETENTION_MS"),
+        ),
+        (
+            vec![],
+            vec![("SLUICE_NUM_PARTITONS", "3")],
+            "",
+            Some("`num.partitons`"),
+        ),
+        (
+            vec!["--set", "listeners=SSL://127.0.0.1:9093"],
+            vec![],
+            "",
+            Some("`listeners`"),
+        ),
+        (
+            vec!["--log-format", "xml"],
+            vec![],
+            "",
+            Some("`log.format`"),
+        ),
+        (
+            vec!["--config", "/nonexistent/sluice.toml"],
+            vec![],
+            "",
+            Some("cannot read config file /nonexistent/sluice.toml"),
+        ),
+    ];
+    for (args, env, content, want) in cases {
+        if !content.is_empty() {
+            std::fs::write(&file, content).unwrap();
+        }
+        let (code, out, err) = serve(&args, &env);
+        assert_ne!(code, 0, "{args:?} {env:?} {content}: {out}{err}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert!(
+            !lines.is_empty() && lines[0].starts_with("error: "),
+            "{err}"
+        );
+        if let Some(w) = want {
+            assert!(lines[0].contains(w), "want {w} in: {err}");
+        }
+        assert!(
+            err.lines().count() <= 8,
+            "one clear error (TOML syntax errors quote the line), not a wall: {err}"
+        );
+        assert!(!data.exists(), "nothing started: {err}");
+    }
+}
