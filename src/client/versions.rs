@@ -24,6 +24,10 @@ pub fn client_window(key: i16) -> (i16, i16) {
         Ok(ApiKey::OffsetFetch) => (1, 7),
         Ok(ApiKey::OffsetCommit) => (2, 8),
         Ok(ApiKey::DeleteGroups) => (0, 2),
+        Ok(ApiKey::JoinGroup) => (4, 7),
+        Ok(ApiKey::SyncGroup) => (3, 5),
+        Ok(ApiKey::Heartbeat) => (3, 4),
+        Ok(ApiKey::LeaveGroup) => (3, 4),
         _ => (0, -1),
     }
 }
@@ -46,6 +50,10 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::OffsetFetch) => "OffsetFetch",
         Ok(ApiKey::OffsetCommit) => "OffsetCommit",
         Ok(ApiKey::DeleteGroups) => "DeleteGroups",
+        Ok(ApiKey::JoinGroup) => "JoinGroup",
+        Ok(ApiKey::SyncGroup) => "SyncGroup",
+        Ok(ApiKey::Heartbeat) => "Heartbeat",
+        Ok(ApiKey::LeaveGroup) => "LeaveGroup",
         _ => "request",
     }
 }
@@ -75,10 +83,17 @@ mod tests {
             (ApiKey::OffsetFetch, OffsetFetchRequest::VERSIONS),
             (ApiKey::OffsetCommit, OffsetCommitRequest::VERSIONS),
             (ApiKey::DeleteGroups, DeleteGroupsRequest::VERSIONS),
+            (ApiKey::JoinGroup, JoinGroupRequest::VERSIONS),
+            (ApiKey::SyncGroup, SyncGroupRequest::VERSIONS),
+            (ApiKey::Heartbeat, HeartbeatRequest::VERSIONS),
+            (ApiKey::LeaveGroup, LeaveGroupRequest::VERSIONS),
         ] {
             let (lo, hi) = client_window(key as i16);
             assert!(lo <= hi, "{key:?}");
-            assert!(lo >= range.min && hi <= range.max, "{key:?} {lo}..{hi} vs {range}");
+            assert!(
+                lo >= range.min && hi <= range.max,
+                "{key:?} {lo}..{hi} vs {range}"
+            );
         }
     }
 }
