@@ -1053,7 +1053,7 @@ async fn torn_tail_before_an_empty_rolled_segment_is_truncated() {
     );
     let batches = read_all(&log, 0).await;
     let end = batches.last().map(|(o, n)| o + i64::from(*n)).unwrap();
-    assert!(end >= first.last_offset + 1, "the durable batch survived");
+    assert!(end > first.last_offset, "the durable batch survived");
     assert_eq!(
         log.high_watermark(),
         end,
