@@ -14,7 +14,7 @@
 //! A failure prints its seed: SLUICE_SIM_SEED=<seed> SLUICE_SIM_SEEDS=1 reproduces it (the
 //! engine runs on one thread; compio's executor is deterministic for one task at a time, and
 //! every step here awaits before the next). SLUICE_SIM_SEEDS sets the number of seeds
-//! (default 30 in CI; scripts/crash-soak.sh runs 1000), SLUICE_SIM_STEPS the steps per seed.
+//! (default 30 in CI; scripts/crash-soak.sh runs 200), SLUICE_SIM_STEPS the steps per seed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::fs::MetadataExt;
