@@ -57,6 +57,10 @@ pub struct BrokerConfig {
     pub offsets_retention_minutes: i64,
     /// `offset.metadata.max.bytes`
     pub offset_metadata_max_bytes: usize,
+    /// `group.consumer.session.timeout.ms` (KIP-848 groups)
+    pub group_consumer_session_timeout_ms: i32,
+    /// `group.consumer.heartbeat.interval.ms` (KIP-848 groups)
+    pub group_consumer_heartbeat_interval_ms: i32,
 }
 
 impl Default for BrokerConfig {
@@ -86,6 +90,8 @@ impl Default for BrokerConfig {
             group_max_size: limits::GROUP_MEMBERS_MAX_DEFAULT,
             offsets_retention_minutes: 7 * 24 * 60,
             offset_metadata_max_bytes: limits::OFFSET_METADATA_BYTES_MAX_DEFAULT,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
         }
     }
 }
@@ -476,6 +482,8 @@ impl BrokerConfig {
             "group.max.size" => self.group_max_size = int(key, v, 1, limits::GROUP_MEMBERS_MAX_DEFAULT as i64)? as usize,
             "offsets.retention.minutes" => self.offsets_retention_minutes = int(key, v, 1, i64::MAX / 60_000)?,
             "offset.metadata.max.bytes" => self.offset_metadata_max_bytes = int(key, v, 0, u16::MAX as i64)? as usize,
+            "group.consumer.session.timeout.ms" => self.group_consumer_session_timeout_ms = int(key, v, 1, i32::MAX as i64)? as i32,
+            "group.consumer.heartbeat.interval.ms" => self.group_consumer_heartbeat_interval_ms = int(key, v, 1, i32::MAX as i64)? as i32,
             "node.id" => self.node_id = int(key, v, 0, i32::MAX as i64)? as i32,
             "queued.max.requests" => {
                 self.max_in_flight_requests_per_connection = int(key, v, 1, limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX as i64)? as usize

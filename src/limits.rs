@@ -126,6 +126,8 @@ pub const GROUP_MEMBERS_MAX_DEFAULT: usize = 10_000;
 /// Bytes of protocol names + metadata one member may send in a JoinGroup (sticky assignors
 /// carry owned partitions, so this is generous).
 pub const GROUP_PROTOCOL_METADATA_BYTES_MAX: usize = 1024 * 1024;
+/// Protocols (assignors) one member may offer in a JoinGroup (clients offer one to three).
+pub const GROUP_PROTOCOLS_PER_MEMBER_MAX: usize = 64;
 /// Groups one coordinator shard keeps in memory (members or committed offsets).
 pub const GROUPS_PER_SHARD_MAX: usize = 100_000;
 /// Default `offset.metadata.max.bytes` (Kafka's default); the log stores it with a u16 length.

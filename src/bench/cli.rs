@@ -29,14 +29,16 @@ pub struct BenchArgs {
     /// OpenMessaging Benchmark workload YAML.
     #[arg(long)]
     pub workload: Option<PathBuf>,
+    /// Topics (each with its own producers and subscriptions).
     #[arg(long)]
     pub topics: Option<usize>,
     /// Partitions per topic.
     #[arg(long)]
     pub partitions: Option<usize>,
-    /// Bytes per message (at least 8: the send-time stamp).
+    /// Bytes per message (at least 8: the send-time stamp), or a range MIN-MAX for sizes
+    /// drawn uniformly from it, e.g. 100-4096.
     #[arg(long)]
-    pub message_size: Option<usize>,
+    pub message_size: Option<String>,
     /// Producers per topic.
     #[arg(long)]
     pub producers: Option<usize>,
@@ -46,6 +48,10 @@ pub struct BenchArgs {
     /// Subscriptions (independent readers of every message) per topic.
     #[arg(long)]
     pub subscriptions: Option<usize>,
+    /// Make each subscription a consumer group (the broker's group coordinator assigns
+    /// partitions) instead of splitting partitions statically.
+    #[arg(long)]
+    pub consumer_groups: bool,
     /// Target msgs/s over all producers; 0 = max rate. Replaces the workload's phases.
     #[arg(long)]
     pub rate: Option<u64>,
@@ -121,11 +127,30 @@ impl BenchArgs {
         }
         set!(topics => topics);
         set!(partitions => partitions_per_topic);
-        set!(message_size => message_size);
+        if let Some(s) = &self.message_size {
+            let parse = |v: &str| {
+                v.trim()
+                    .parse::<usize>()
+                    .with_context(|| format!("bad message size '{s}'"))
+            };
+            match s.split_once('-') {
+                Some((lo, hi)) => {
+                    w.message_size = parse(lo)?;
+                    w.message_size_max = parse(hi)?;
+                }
+                None => {
+                    w.message_size = parse(s)?;
+                    w.message_size_max = 0;
+                }
+            }
+        }
         set!(producers => producers_per_topic);
         set!(consumers => consumers_per_subscription);
         set!(subscriptions => subscriptions_per_topic);
         set!(acks => acks);
+        if self.consumer_groups {
+            w.consumer_groups = true;
+        }
         set!(key_distribution => key_distribution);
         set!(batch_bytes => batch_bytes);
         set!(linger_ms => linger_ms);
@@ -193,16 +218,23 @@ pub fn run_with(
     broker_desc: &str,
 ) -> anyhow::Result<serde_json::Value> {
     let run_id = format!("{:08x}", rand::random::<u32>());
-    let topics: Vec<String> = (0..w.topics).map(|i| format!("sluice-bench-{run_id}-{i}")).collect();
+    let topics: Vec<String> = (0..w.topics)
+        .map(|i| format!("sluice-bench-{run_id}-{i}"))
+        .collect();
     create_topics(bootstrap, &topics, w.partitions_per_topic)?;
     let epoch = Instant::now();
     let quiet = args.quiet;
     let mut results: Vec<PhaseResult> = Vec::new();
     let mut run_err = None;
     for phase in &w.phases {
-        let mut progress = |ph: &super::workload::Phase, iv: &super::runner::Interval, cum: &super::stats::IntervalStats| {
+        let mut progress = |ph: &super::workload::Phase,
+                            iv: &super::runner::Interval,
+                            cum: &super::stats::IntervalStats| {
             if !quiet {
-                eprintln!("{}", report::progress_line(&ph.name, iv.index, iv.warmup, &iv.stats, cum));
+                eprintln!(
+                    "{}",
+                    report::progress_line(&ph.name, iv.index, iv.warmup, &iv.stats, cum)
+                );
             }
         };
         match run_phase(bootstrap, w, &topics, phase, epoch, &mut progress) {
@@ -239,14 +271,20 @@ pub fn run_with(
         (None, Some(_)) => None,
     };
     if let Some(dir) = out_dir {
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         write_json(&dir.join("result.json"), &doc)?;
         report::write_hdr_log(&dir.join("latency.hlog"), &results)?;
         let plots = report::write_plots(&dir.join("bench"), &results)?;
         println!(
             "results: {} (result.json, latency.hlog, {})",
             dir.display(),
-            plots.iter().filter_map(|p| p.file_name()).map(|f| f.to_string_lossy().into_owned()).collect::<Vec<_>>().join(", ")
+            plots
+                .iter()
+                .filter_map(|p| p.file_name())
+                .map(|f| f.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let failed: Vec<&PhaseResult> = results.iter().filter(|r| r.errors > 0).collect();
@@ -282,7 +320,9 @@ fn create_topics(bootstrap: &str, topics: &[String], partitions: usize) -> anyho
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("topics were created but their partitions have no leader after 10 s: {meta:?}");
+                bail!(
+                    "topics were created but their partitions have no leader after 10 s: {meta:?}"
+                );
             }
             compio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
@@ -301,31 +341,56 @@ fn delete_topics(bootstrap: &str, topics: &[String]) -> anyhow::Result<()> {
 
 fn compare(a: &Path, b: &Path, plot: Option<&Path>) -> anyhow::Result<()> {
     let read = |p: &Path| -> anyhow::Result<serde_json::Value> {
-        let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not a bench JSON file", p.display()))
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a bench JSON file", p.display()))
     };
     let (va, vb) = (read(a)?, read(b)?);
     for (p, v) in [(a, &va), (b, &vb)] {
-        for k in ["workload", "environment", "throughput", "publish_latency_us", "e2e_latency_us", "timeline"] {
+        for k in [
+            "workload",
+            "environment",
+            "throughput",
+            "publish_latency_us",
+            "e2e_latency_us",
+            "timeline",
+        ] {
             if v.get(k).is_none() {
                 bail!("{} lacks the key '{k}'", p.display());
             }
         }
     }
-    let name = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = |p: &Path| {
+        p.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
     print!("{}", report::compare(&va, &vb, &name(a), &name(b)));
     if let Some(out) = plot {
         // Percentile points from the summaries (the JSON keeps no full histogram).
         let pts = |v: &serde_json::Value, key: &str| -> Vec<(f64, f64)> {
-            [("p50", 0.301), ("p90", 1.0), ("p99", 2.0), ("p999", 3.0), ("p9999", 4.0)]
-                .iter()
-                .filter_map(|(k, x)| v[key][*k].as_f64().map(|us| (*x, us / 1e3)))
-                .collect()
+            [
+                ("p50", 0.301),
+                ("p90", 1.0),
+                ("p99", 2.0),
+                ("p999", 3.0),
+                ("p9999", 4.0),
+            ]
+            .iter()
+            .filter_map(|(k, x)| v[key][*k].as_f64().map(|us| (*x, us / 1e3)))
+            .collect()
         };
         let series = vec![
-            (format!("{} publish", name(a)), pts(&va, "publish_latency_us")),
+            (
+                format!("{} publish", name(a)),
+                pts(&va, "publish_latency_us"),
+            ),
             (format!("{} e2e", name(a)), pts(&va, "e2e_latency_us")),
-            (format!("{} publish", name(b)), pts(&vb, "publish_latency_us")),
+            (
+                format!("{} publish", name(b)),
+                pts(&vb, "publish_latency_us"),
+            ),
             (format!("{} e2e", name(b)), pts(&vb, "e2e_latency_us")),
         ];
         report::plot_spectrum(out, "latency by percentile: comparison", &series)?;
@@ -347,7 +412,9 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> BenchArgs {
-        T::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).unwrap().b
+        T::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .unwrap()
+            .b
     }
 
     #[test]
@@ -357,17 +424,61 @@ mod tests {
 
     #[test]
     fn flags_override_the_workload_file() {
-        let dir = std::env::temp_dir().join(format!("sluice-bench-test-{}", uuid::Uuid::new_v4().simple()));
+        let dir = std::env::temp_dir().join(format!(
+            "sluice-bench-test-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("w.yaml");
         std::fs::write(&f, "topics: 2\npartitionsPerTopic: 16\nmessageSize: 512\nproducerRate: 5000\ntestDurationMinutes: 1\n").unwrap();
-        let w = parse(&["--workload", f.to_str().unwrap(), "--partitions", "4", "--duration", "8s"]).workload().unwrap();
+        let w = parse(&[
+            "--workload",
+            f.to_str().unwrap(),
+            "--partitions",
+            "4",
+            "--duration",
+            "8s",
+        ])
+        .workload()
+        .unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!((w.topics, w.partitions_per_topic, w.message_size), (2, 4, 512));
+        assert_eq!(
+            (w.topics, w.partitions_per_topic, w.message_size),
+            (2, 4, 512)
+        );
+        let ranged = parse(&["--message-size", "100-4096"]).workload().unwrap();
+        assert_eq!(
+            (
+                ranged.message_size,
+                ranged.message_size_max,
+                ranged.message_bytes_mean()
+            ),
+            (100, 4096, 2098)
+        );
+        assert!(parse(&["--message-size", "4096-100"]).workload().is_err());
         assert_eq!(w.phases.len(), 1);
         assert_eq!((w.phases[0].rate, w.phases[0].duration_s), (5000, 8.0));
-        let w = parse(&["--rate", "0", "--duration", "3s", "--acks", "1", "--compression", "zstd"]).workload().unwrap();
-        assert_eq!((w.phases[0].rate, w.phases[0].duration_s, w.acks.as_str(), w.compression.as_str()), (0, 3.0, "1", "zstd"));
+        let w = parse(&[
+            "--rate",
+            "0",
+            "--duration",
+            "3s",
+            "--acks",
+            "1",
+            "--compression",
+            "zstd",
+        ])
+        .workload()
+        .unwrap();
+        assert_eq!(
+            (
+                w.phases[0].rate,
+                w.phases[0].duration_s,
+                w.acks.as_str(),
+                w.compression.as_str()
+            ),
+            (0, 3.0, "1", "zstd")
+        );
     }
 
     #[test]

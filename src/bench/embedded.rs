@@ -16,7 +16,8 @@ pub struct EmbeddedBroker {
 impl EmbeddedBroker {
     /// Starts a broker on 127.0.0.1 with an ephemeral port; `cores` shards (default all).
     pub fn start(cores: Option<usize>) -> anyhow::Result<EmbeddedBroker> {
-        let data_dir = std::env::temp_dir().join(format!("sluice-bench-{}", uuid::Uuid::new_v4().simple()));
+        let data_dir =
+            std::env::temp_dir().join(format!("sluice-bench-{}", uuid::Uuid::new_v4().simple()));
         let cfg = BrokerConfig {
             data_dir: data_dir.clone(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),

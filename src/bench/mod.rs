@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod embedded;
+pub mod group;
 pub mod report;
 pub mod runner;
 pub mod schedule;

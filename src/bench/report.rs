@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-use hdrhistogram::serialization::V2Serializer;
+use hdrhistogram::serialization::V2DeflateSerializer;
 use serde_json::{json, Value};
 
 use super::runner::PhaseResult;
@@ -59,7 +59,9 @@ impl Environment {
         Environment {
             kernel,
             cpu,
-            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             commit,
             os: std::env::consts::OS.into(),
             broker: broker.to_owned(),
@@ -87,7 +89,13 @@ fn rate_label(rate: u64) -> String {
 }
 
 /// The live progress line for one finished interval.
-pub fn progress_line(phase: &str, iv_index: u64, warmup: bool, iv: &IntervalStats, cumulative: &IntervalStats) -> String {
+pub fn progress_line(
+    phase: &str,
+    iv_index: u64,
+    warmup: bool,
+    iv: &IntervalStats,
+    cumulative: &IntervalStats,
+) -> String {
     let p99 = |h: &hdrhistogram::Histogram<u64>| {
         if h.is_empty() {
             "-".to_string()
@@ -111,10 +119,15 @@ pub fn progress_line(phase: &str, iv_index: u64, warmup: bool, iv: &IntervalStat
 /// The final human-readable table.
 pub fn table(w: &Workload, env: &Environment, results: &[PhaseResult]) -> String {
     let mut s = String::new();
+    let size = if w.message_size_max > w.message_size {
+        format!("{}-{}", w.message_size, w.message_size_max)
+    } else {
+        w.message_size.to_string()
+    };
     let _ = writeln!(
         s,
-        "\nsluice bench: {} | {} topic(s) x {} partitions, {} B messages, acks={}, compression={}, batch {} B, linger {} ms",
-        w.name, w.topics, w.partitions_per_topic, w.message_size, w.acks, w.compression, w.batch_bytes, w.linger_ms
+        "\nsluice bench: {} | {} topic(s) x {} partitions, {} B messages, keys {}, acks={}, compression={}, batch {} B, linger {} ms",
+        w.name, w.topics, w.partitions_per_topic, size, w.key_distribution, w.acks, w.compression, w.batch_bytes, w.linger_ms
     );
     let _ = writeln!(
         s,
@@ -186,7 +199,6 @@ pub fn table(w: &Workload, env: &Environment, results: &[PhaseResult]) -> String
     s
 }
 
-
 /// Percentiles in microseconds; every key null when nothing was measured (e.g. no consumers).
 fn latency_json(l: &LatencySummary, count: u64) -> Value {
     if count == 0 {
@@ -201,9 +213,19 @@ fn timeline_json(results: &[PhaseResult]) -> Vec<Value> {
         for iv in &r.intervals {
             let s = &iv.stats;
             let pct = |h: &hdrhistogram::Histogram<u64>, q: f64| {
-                if h.is_empty() { Value::Null } else { json!(h.value_at_quantile(q) as f64 / 1e3) }
+                if h.is_empty() {
+                    Value::Null
+                } else {
+                    json!(h.value_at_quantile(q) as f64 / 1e3)
+                }
             };
-            let max = |h: &hdrhistogram::Histogram<u64>| if h.is_empty() { Value::Null } else { json!(h.max() as f64 / 1e3) };
+            let max = |h: &hdrhistogram::Histogram<u64>| {
+                if h.is_empty() {
+                    Value::Null
+                } else {
+                    json!(h.max() as f64 / 1e3)
+                }
+            };
             out.push(json!({
                 "phase": r.phase.name,
                 "t_s": iv.index + 1,
@@ -262,7 +284,10 @@ pub fn to_json(w: &Workload, env: &Environment, results: &[PhaseResult]) -> Valu
     let mut environment = serde_json::to_value(env).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut environment {
         m.insert("generator_cpu_s".into(), json!(cpu_s));
-        m.insert("generator_cpu_cores".into(), json!(cpu_s / wall_s.max(1e-9)));
+        m.insert(
+            "generator_cpu_cores".into(),
+            json!(cpu_s / wall_s.max(1e-9)),
+        );
     }
     json!({
         "workload": workload,
@@ -289,10 +314,13 @@ pub fn write_hdr_log(path: &Path, results: &[PhaseResult]) -> anyhow::Result<()>
     let mut file = std::io::BufWriter::new(
         std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
     );
-    let mut ser = V2Serializer::new();
+    // The compressed V2 encoding ("HISTFAAA..."), which the Java HdrHistogram log tools read.
+    let mut ser = V2DeflateSerializer::new();
     let mut builder = IntervalLogWriterBuilder::new();
     builder
-        .add_comment("sluice bench latency log; histogram values in nanoseconds, interval max column in ms")
+        .add_comment(
+            "sluice bench latency log; histogram values in nanoseconds, interval max column in ms",
+        )
         .with_start_time(std::time::SystemTime::now())
         .with_max_value_divisor(1e6);
     let mut log = builder.begin_log_with(&mut file, &mut ser)?;
@@ -318,12 +346,18 @@ pub fn write_hdr_log(path: &Path, results: &[PhaseResult]) -> anyhow::Result<()>
 
 /// Writes `<prefix>-percentiles.svg` (latency by percentile, log scale) and
 /// `<prefix>-timeline.svg` (throughput and p99 per second). Returns the files written.
-pub fn write_plots(prefix: &Path, results: &[PhaseResult]) -> anyhow::Result<Vec<std::path::PathBuf>> {
+pub fn write_plots(
+    prefix: &Path,
+    results: &[PhaseResult],
+) -> anyhow::Result<Vec<std::path::PathBuf>> {
     let spectra: Vec<(String, Vec<(f64, f64)>)> = results
         .iter()
         .flat_map(|r| {
             [
-                (format!("{} publish", r.phase.name), spectrum(&r.measured.publish)),
+                (
+                    format!("{} publish", r.phase.name),
+                    spectrum(&r.measured.publish),
+                ),
                 (format!("{} e2e", r.phase.name), spectrum(&r.measured.e2e)),
             ]
         })
@@ -337,7 +371,9 @@ pub fn write_plots(prefix: &Path, results: &[PhaseResult]) -> anyhow::Result<Vec
 }
 
 fn file_stem(p: &Path) -> String {
-    p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "bench".into())
+    p.file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "bench".into())
 }
 
 /// (x = log10(1/(1-q)), latency in ms) points of a histogram's percentile spectrum.
@@ -371,7 +407,11 @@ fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
 }
 
 /// Latency-by-percentile chart of several series.
-pub fn plot_spectrum(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)]) -> anyhow::Result<()> {
+pub fn plot_spectrum(
+    path: &Path,
+    title: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> anyhow::Result<()> {
     use plotters::prelude::*;
     let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
@@ -407,10 +447,15 @@ pub fn plot_spectrum(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)
     for (i, (name, pts)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
-            .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1.max(ymin))), color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                pts.iter().map(|p| (p.0, p.1.max(ymin))),
+                color.stroke_width(2),
+            ))
             .map_err(plot_err)?
             .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
@@ -457,8 +502,13 @@ fn plot_timeline(path: &Path, results: &[PhaseResult]) -> anyhow::Result<()> {
         .build_cartesian_2d(0f64..tmax, 0f64..rmax * 1.1)
         .map_err(plot_err)?;
     c1.configure_mesh().x_desc("s").draw().map_err(plot_err)?;
-    c1.draw_series(LineSeries::new(rate, COLORS[0].stroke_width(2))).map_err(plot_err)?;
-    let lmax = pub99.iter().chain(e2e99.iter()).map(|p| p.1).fold(0.01f64, f64::max);
+    c1.draw_series(LineSeries::new(rate, COLORS[0].stroke_width(2)))
+        .map_err(plot_err)?;
+    let lmax = pub99
+        .iter()
+        .chain(e2e99.iter())
+        .map(|p| p.1)
+        .fold(0.01f64, f64::max);
     let mut c2 = ChartBuilder::on(&bottom)
         .caption("p99 latency per second (ms)", ("sans-serif", 18))
         .margin(10)
@@ -475,7 +525,11 @@ fn plot_timeline(path: &Path, results: &[PhaseResult]) -> anyhow::Result<()> {
         .map_err(plot_err)?
         .label("e2e p99")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], COLORS[2].stroke_width(2)));
-    c2.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw().map_err(plot_err)?;
+    c2.configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()
+        .map_err(plot_err)?;
     root.present().map_err(plot_err)?;
     Ok(())
 }
@@ -490,7 +544,11 @@ pub fn compare(a: &Value, b: &Value, a_name: &str, b_name: &str) -> String {
         }
         cur.as_f64()
     };
-    let _ = writeln!(s, "{:<28} {:>16} {:>16} {:>10}", "metric", a_name, b_name, "B/A");
+    let _ = writeln!(
+        s,
+        "{:<28} {:>16} {:>16} {:>10}",
+        "metric", a_name, b_name, "B/A"
+    );
     let mut rows: Vec<(String, Vec<&str>)> = vec![
         ("throughput msgs/s".into(), vec!["throughput", "msgs_per_s"]),
         ("throughput MB/s".into(), vec!["throughput", "mb_per_s"]),
@@ -501,7 +559,10 @@ pub fn compare(a: &Value, b: &Value, a_name: &str, b_name: &str) -> String {
     for k in ["p50", "p90", "p99", "p999", "p9999", "max"] {
         rows.push((format!("e2e {k} (us)"), vec!["e2e_latency_us", k]));
     }
-    rows.push(("generator CPU (cores)".into(), vec!["environment", "generator_cpu_cores"]));
+    rows.push((
+        "generator CPU (cores)".into(),
+        vec!["environment", "generator_cpu_cores"],
+    ));
     for (name, path) in rows {
         let (x, y) = (get(a, &path), get(b, &path));
         let fmt = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
@@ -509,7 +570,14 @@ pub fn compare(a: &Value, b: &Value, a_name: &str, b_name: &str) -> String {
             (Some(x), Some(y)) if x != 0.0 => format!("{:.2}x", y / x),
             _ => "-".into(),
         };
-        let _ = writeln!(s, "{:<28} {:>16} {:>16} {:>10}", name, fmt(x), fmt(y), ratio);
+        let _ = writeln!(
+            s,
+            "{:<28} {:>16} {:>16} {:>10}",
+            name,
+            fmt(x),
+            fmt(y),
+            ratio
+        );
     }
     for (label, v) in [(a_name, a), (b_name, b)] {
         let env = &v["environment"];
@@ -553,5 +621,87 @@ mod tests {
         let s = spectrum(&h);
         assert!(s.windows(2).all(|w| w[0].1 <= w[1].1));
         assert!(s.len() > 100);
+    }
+
+    #[test]
+    fn hdr_log_reads_back_with_every_histogram() {
+        use super::super::runner::{Interval, PhaseResult};
+        use super::super::stats::{record, IntervalStats};
+        use super::super::workload::Phase;
+        let mut intervals = Vec::new();
+        let mut measured = IntervalStats::default();
+        for i in 0..3u64 {
+            let mut st = IntervalStats::default();
+            for v in 1..=100u64 {
+                record(&mut st.publish, v * 1_000 * (i + 1));
+                record(&mut st.e2e, v * 2_000 * (i + 1));
+            }
+            measured.merge(&st);
+            intervals.push(Interval {
+                index: i,
+                warmup: i == 0,
+                stats: st,
+            });
+        }
+        let r = PhaseResult {
+            phase: Phase {
+                name: "p".into(),
+                rate: 10,
+                duration_s: 2.0,
+            },
+            intervals,
+            publish: LatencySummary::of(&measured.publish),
+            e2e: LatencySummary::of(&measured.e2e),
+            measured,
+            measured_s: 2.0,
+            msgs_per_s: 1.0,
+            mb_per_s: 1.0,
+            consumed_msgs_per_s: 1.0,
+            generator_cpu_s: 0.0,
+            wall_s: 3.0,
+            acked_total: 300,
+            consumed_total: 300,
+            errors: 0,
+            first_error: None,
+            unsent_total: 0,
+        };
+        let path = std::env::temp_dir().join(format!(
+            "sluice-hlog-{}.hlog",
+            uuid::Uuid::new_v4().simple()
+        ));
+        write_hdr_log(&path, &[r]).unwrap();
+        let text = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let mut deser = hdrhistogram::serialization::Deserializer::new();
+        let mut seen = Vec::new();
+        for entry in hdrhistogram::serialization::interval_log::IntervalLogIterator::new(&text) {
+            if let Ok(hdrhistogram::serialization::interval_log::LogEntry::Interval(ilh)) = entry {
+                let bytes = base64_decode(ilh.encoded_histogram());
+                let h: hdrhistogram::Histogram<u64> =
+                    deser.deserialize(&mut bytes.as_slice()).unwrap();
+                seen.push((ilh.tag().map(|t| t.as_str().to_owned()), h.len(), h.max()));
+            }
+        }
+        assert_eq!(seen.len(), 6, "{seen:?}");
+        assert_eq!(seen[0].0.as_deref(), Some("p-publish"));
+        assert_eq!(seen[1].0.as_deref(), Some("p-e2e"));
+        assert!(seen.iter().all(|s| s.1 == 100));
+    }
+
+    fn base64_decode(s: &str) -> Vec<u8> {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = Vec::new();
+        let (mut acc, mut bits) = (0u32, 0u32);
+        for c in s.bytes().filter(|c| *c != b'=') {
+            let v = A.iter().position(|a| *a == c).unwrap() as u32;
+            acc = (acc << 6) | v;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+                acc &= (1 << bits) - 1;
+            }
+        }
+        out
     }
 }

@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::records::Compression;
-use rand::RngCore;
+use rand::{Rng, RngCore};
 
 use super::schedule::RateSchedule;
 use super::stats::{record, IntervalStats, LatencySummary};
 use super::workload::{KeyDistribution, Phase, Workload};
 use crate::client::records::{encode_batch, visit_values, NewRecord};
-use crate::client::{submit_fetch_on, submit_produce_on, flatten_fetch, Acks, Client, Connection};
+use crate::client::{flatten_fetch, submit_fetch_on, submit_produce_on, Acks, Client, Connection};
 use crate::limits;
 
 /// Length of one reporting interval.
@@ -49,7 +49,10 @@ struct ProducerSpec {
 #[derive(Debug, Clone)]
 struct ConsumerSpec {
     topic: String,
+    /// Fixed partitions; with `group`, the partition count the group assigns from.
     partitions: Vec<i32>,
+    /// Consumer group to join (its leader assigns the partitions), if any.
+    group: Option<String>,
 }
 
 /// Aggregated stats of one interval over all threads.
@@ -89,8 +92,16 @@ pub struct PhaseResult {
 }
 
 enum Report {
-    Interval { index: u64, stats: Box<IntervalStats> },
-    Done { cpu_s: f64, error: Option<String> },
+    Interval {
+        index: u64,
+        stats: Box<IntervalStats>,
+    },
+    Done {
+        cpu_s: f64,
+        error: Option<String>,
+        /// Errors counted after the last interval report (setup, leaving groups).
+        late_errors: u64,
+    },
 }
 
 fn now_ns(epoch: Instant) -> u64 {
@@ -136,7 +147,10 @@ pub fn run_phase(
     // Assign producers and consumers to threads.
     let total_producers = topics.len() * w.producers_per_topic;
     if phase.rate > 0 && phase.rate < total_producers as u64 {
-        anyhow::bail!("rate {} is below one message per second per producer ({total_producers} producers)", phase.rate);
+        anyhow::bail!(
+            "rate {} is below one message per second per producer ({total_producers} producers)",
+            phase.rate
+        );
     }
     let mut producers: Vec<Vec<ProducerSpec>> = vec![Vec::new(); threads];
     let mut consumers: Vec<Vec<ConsumerSpec>> = vec![Vec::new(); threads];
@@ -147,7 +161,8 @@ pub fn run_phase(
             let base = phase.rate / total_producers as u64;
             let extra = u64::from((g as u64) < phase.rate % total_producers as u64);
             let rate = base + extra;
-            let stagger_ns = 1_000_000_000u64.checked_div(rate).unwrap_or(0) * g as u64 / total_producers as u64;
+            let stagger_ns =
+                1_000_000_000u64.checked_div(rate).unwrap_or(0) * g as u64 / total_producers as u64;
             producers[g % threads].push(ProducerSpec {
                 topic: t.clone(),
                 partitions: all_partitions.clone(),
@@ -159,15 +174,35 @@ pub fn run_phase(
     }
     let mut c = 0usize;
     for t in topics {
-        for _sub in 0..w.subscriptions_per_topic {
+        for sub in 0..w.subscriptions_per_topic {
             let n = w.consumers_per_subscription;
+            if w.consumer_groups {
+                let group = format!("{t}-{}-sub{sub}", phase.name);
+                for _ in 0..n {
+                    consumers[threads - 1 - (c % threads)].push(ConsumerSpec {
+                        topic: t.clone(),
+                        partitions: all_partitions.clone(),
+                        group: Some(group.clone()),
+                    });
+                    c += 1;
+                }
+                continue;
+            }
             for k in 0..n {
-                let parts: Vec<i32> = all_partitions.iter().copied().filter(|p| (*p as usize) % n == k).collect();
+                let parts: Vec<i32> = all_partitions
+                    .iter()
+                    .copied()
+                    .filter(|p| (*p as usize) % n == k)
+                    .collect();
                 if parts.is_empty() {
                     continue;
                 }
                 // Consumers fill threads from the last one, producers from the first.
-                consumers[threads - 1 - (c % threads)].push(ConsumerSpec { topic: t.clone(), partitions: parts });
+                consumers[threads - 1 - (c % threads)].push(ConsumerSpec {
+                    topic: t.clone(),
+                    partitions: parts,
+                    group: None,
+                });
                 c += 1;
             }
         }
@@ -192,6 +227,7 @@ pub fn run_phase(
             batch_bytes: w.batch_bytes,
             linger_ns: w.linger_ms * 1_000_000,
             message_size: w.message_size,
+            message_size_max: w.message_bytes_max(),
             in_flight: w.in_flight,
             barrier: barrier.clone(),
             start_ns: start_ns.clone(),
@@ -220,24 +256,36 @@ pub fn run_phase(
     let mut done = 0usize;
     let mut cpu_s = 0.0;
     let mut first_error: Option<String> = None;
+    let mut late_errors = 0u64;
     let warmup_intervals = warmup_ns / INTERVAL_NS;
-    let mut finish = |idx: u64, stats: IntervalStats, intervals: &mut Vec<Interval>, cumulative: &mut IntervalStats| {
+    let mut finish = |idx: u64,
+                      stats: IntervalStats,
+                      intervals: &mut Vec<Interval>,
+                      cumulative: &mut IntervalStats| {
         let warmup = idx < warmup_intervals;
         if !warmup {
             cumulative.merge(&stats);
         }
-        let iv = Interval { index: idx, warmup, stats };
+        let iv = Interval {
+            index: idx,
+            warmup,
+            stats,
+        };
         progress(phase, &iv, cumulative);
         intervals.push(iv);
     };
     let hard_deadline = Duration::from_nanos(START_DELAY_NS + warmup_ns + duration_ns)
-        + Duration::from_millis(limits::BENCH_DRAIN_MS_MAX + limits::CLIENT_REQUEST_TIMEOUT_MS + 10_000);
+        + Duration::from_millis(
+            limits::BENCH_DRAIN_MS_MAX + limits::CLIENT_REQUEST_TIMEOUT_MS + 10_000,
+        );
     while done < threads {
         let msg = match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(m) => m,
             Err(RecvTimeoutError::Timeout) => {
                 if wall_start.elapsed() > hard_deadline {
-                    return Err(anyhow!("bench threads did not finish within {hard_deadline:?}"));
+                    return Err(anyhow!(
+                        "bench threads did not finish within {hard_deadline:?}"
+                    ));
                 }
                 continue;
             }
@@ -245,7 +293,9 @@ pub fn run_phase(
         };
         match msg {
             Report::Interval { index, stats } => {
-                let e = pending.entry(index).or_insert_with(|| (0, IntervalStats::default()));
+                let e = pending
+                    .entry(index)
+                    .or_insert_with(|| (0, IntervalStats::default()));
                 e.0 += 1;
                 e.1.merge(&stats);
                 // Intervals are sent in order by every thread; complete ones are final.
@@ -258,9 +308,14 @@ pub fn run_phase(
                     }
                 }
             }
-            Report::Done { cpu_s: c, error } => {
+            Report::Done {
+                cpu_s: c,
+                error,
+                late_errors: late,
+            } => {
                 done += 1;
                 cpu_s += c;
+                late_errors += late;
                 if first_error.is_none() {
                     first_error = error;
                 }
@@ -303,7 +358,7 @@ pub fn run_phase(
         wall_s,
         acked_total: all.acked_msgs,
         consumed_total: all.consumed_msgs,
-        errors: all.errors,
+        errors: all.errors + late_errors,
         unsent_total: all.unsent_msgs,
         first_error,
     })
@@ -320,6 +375,7 @@ struct WorkerCtx {
     batch_bytes: usize,
     linger_ns: u64,
     message_size: usize,
+    message_size_max: usize,
     in_flight: usize,
     barrier: Arc<Barrier>,
     start_ns: Arc<AtomicU64>,
@@ -340,12 +396,20 @@ fn worker_thread(ctx: WorkerCtx) {
             ctx.barrier.wait();
             ctx.barrier.wait();
             producers_running.fetch_sub(producers_here, Ordering::SeqCst);
-            let _ = tx.send(Report::Done { cpu_s: 0.0, error: Some(format!("cannot start runtime: {e}")) });
+            let _ = tx.send(Report::Done {
+                cpu_s: 0.0,
+                error: Some(format!("cannot start runtime: {e}")),
+                late_errors: 1,
+            });
             return;
         }
     };
-    let (cpu_s, error) = rt.block_on(worker_main(ctx));
-    let _ = tx.send(Report::Done { cpu_s, error });
+    let (cpu_s, error, late_errors) = rt.block_on(worker_main(ctx));
+    let _ = tx.send(Report::Done {
+        cpu_s,
+        error,
+        late_errors,
+    });
 }
 
 /// In-flight window of one producer.
@@ -357,7 +421,11 @@ struct Window {
 
 impl Window {
     fn new(max: usize) -> Window {
-        Window { max, used: Cell::new(0), waiters: RefCell::new(Vec::new()) }
+        Window {
+            max,
+            used: Cell::new(0),
+            waiters: RefCell::new(Vec::new()),
+        }
     }
     fn has_slot(&self) -> bool {
         self.used.get() < self.max
@@ -403,17 +471,20 @@ impl Shared {
     }
 }
 
-async fn worker_main(ctx: WorkerCtx) -> (f64, Option<String>) {
+/// Runs one thread's producers and consumers; returns its CPU seconds, its first error and
+/// the errors counted after its last interval report.
+async fn worker_main(ctx: WorkerCtx) -> (f64, Option<String>, u64) {
     let producers_here = ctx.producers.len();
     // Setup: connect, find leaders, consumers' start offsets; errors still pass the barriers.
     let setup = setup(&ctx).await;
     ctx.barrier.wait();
     ctx.barrier.wait();
-    let (client, prod_conns, cons_parts) = match setup {
+    let (client, prod_conns, cons_parts, members) = match setup {
         Ok(s) => s,
         Err(e) => {
-            ctx.producers_running.fetch_sub(producers_here, Ordering::SeqCst);
-            return (0.0, Some(format!("{e:#}")));
+            ctx.producers_running
+                .fetch_sub(producers_here, Ordering::SeqCst);
+            return (0.0, Some(format!("{e:#}")), 1);
         }
     };
     let start_ns = ctx.start_ns.load(Ordering::SeqCst);
@@ -428,7 +499,7 @@ async fn worker_main(ctx: WorkerCtx) -> (f64, Option<String>) {
     let mut rng = rand::rng();
     let mut handles = Vec::new();
     for (spec, conns) in ctx.producers.iter().cloned().zip(prod_conns) {
-        let mut filler = vec![0u8; ctx.message_size.saturating_sub(8)];
+        let mut filler = vec![0u8; ctx.message_size_max.saturating_sub(8)];
         rng.fill_bytes(&mut filler);
         let p = ProducerTask {
             spec,
@@ -436,11 +507,15 @@ async fn worker_main(ctx: WorkerCtx) -> (f64, Option<String>) {
             shared: shared.clone(),
             acks: ctx.acks,
             compression: ctx.compression,
-            max_batch_msgs: (ctx.batch_bytes / ctx.message_size).max(1),
+            max_batch_msgs: (ctx.batch_bytes
+                / ((ctx.message_size + ctx.message_size_max) / 2).max(1))
+            .max(1),
+            message_size_min: ctx.message_size,
             linger_ns: ctx.linger_ns,
             filler: Bytes::from(filler),
             key_distribution: ctx.key_distribution,
-            keys: (ctx.key_distribution != KeyDistribution::NoKey).then(|| Rc::new(make_keys(&mut rng))),
+            keys: (ctx.key_distribution != KeyDistribution::NoKey)
+                .then(|| Rc::new(make_keys(&mut rng))),
             window: Rc::new(Window::new(ctx.in_flight)),
             start_ns,
             end_ns,
@@ -460,13 +535,48 @@ async fn worker_main(ctx: WorkerCtx) -> (f64, Option<String>) {
         shared.tasks_running.set(shared.tasks_running.get() + 1);
         handles.push(compio::runtime::spawn(c.run()));
     }
+    // Group members heartbeat while producers run. Once every producer has finished the
+    // consumers only drain (well inside the 30 s session), and members of other threads
+    // leaving then would make the heartbeats report a rebalance that no longer matters.
+    let heartbeats_stop = Rc::new(Cell::new(false));
+    let heartbeats = (!members.is_empty()).then(|| {
+        let (stop, shared, members) = (heartbeats_stop.clone(), shared.clone(), members.clone());
+        let producers_running = ctx.producers_running.clone();
+        compio::runtime::spawn(async move {
+            'outer: loop {
+                for m in &members {
+                    if producers_running.load(Ordering::SeqCst) == 0 {
+                        break 'outer;
+                    }
+                    if let Err(e) = m.heartbeat().await {
+                        shared.error(format!("consumer group: {e:#}"));
+                        break 'outer;
+                    }
+                }
+                let wake = Instant::now() + HEARTBEAT_INTERVAL;
+                while Instant::now() < wake {
+                    if stop.get() {
+                        break 'outer;
+                    }
+                    compio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        })
+    });
     // Reporter: one message per interval until every task has finished.
     let mut index = 0u64;
     loop {
         let boundary = start_ns + (index + 1) * INTERVAL_NS;
         compio::time::sleep_until(ctx.epoch + Duration::from_nanos(boundary)).await;
         let stats = std::mem::take(&mut *shared.stats.borrow_mut());
-        if ctx.tx.send(Report::Interval { index, stats: Box::new(stats) }).is_err() {
+        if ctx
+            .tx
+            .send(Report::Interval {
+                index,
+                stats: Box::new(stats),
+            })
+            .is_err()
+        {
             break;
         }
         index += 1;
@@ -477,14 +587,28 @@ async fn worker_main(ctx: WorkerCtx) -> (f64, Option<String>) {
     for h in handles {
         let _ = h.await;
     }
+    heartbeats_stop.set(true);
+    if let Some(h) = heartbeats {
+        let _ = h.await;
+    }
+    for m in &members {
+        if let Err(e) = m.leave().await {
+            shared.error(format!("consumer group: {e:#}"));
+        }
+    }
     drop(client);
     let cpu = thread_cpu_s() - cpu0;
     let err = shared.first_error.borrow().clone();
-    (cpu, err)
+    let late = shared.stats.borrow().errors;
+    (cpu, err, late)
 }
 
-type Setup = (Client, Vec<Vec<Rc<Connection>>>, Vec<(Rc<Connection>, Vec<(String, i32, i64)>)>);
-
+type Setup = (
+    Client,
+    Vec<Vec<Rc<Connection>>>,
+    Vec<(Rc<Connection>, Vec<(String, i32, i64)>)>,
+    Vec<Rc<super::group::Member>>,
+);
 async fn setup(ctx: &WorkerCtx) -> anyhow::Result<Setup> {
     let client = Client::connect(&ctx.bootstrap, "sluice-bench").await?;
     let mut prod_conns = Vec::new();
@@ -496,12 +620,38 @@ async fn setup(ctx: &WorkerCtx) -> anyhow::Result<Setup> {
         prod_conns.push(conns);
     }
     let mut cons = Vec::new();
+    // Group members of this thread join together (a late joiner would start a rebalance).
+    let joins = ctx.consumers.iter().filter_map(|c| {
+        let group = c.group.as_ref()?;
+        Some(super::group::join_settled(
+            &client,
+            group,
+            &c.topic,
+            c.partitions.len(),
+            GROUP_SETTLE,
+        ))
+    });
+    let mut joined = futures::future::try_join_all(joins).await?.into_iter();
+    let mut members = Vec::new();
     for c in &ctx.consumers {
+        let assigned: Vec<i32> = match &c.group {
+            Some(_) => match joined.next() {
+                Some((member, parts)) => {
+                    members.push(Rc::new(member));
+                    parts
+                }
+                None => anyhow::bail!("group join results out of step"),
+            },
+            None => c.partitions.clone(),
+        };
         let mut by_leader: HashMap<SocketAddr, Vec<(String, i32, i64)>> = HashMap::new();
-        for &part in &c.partitions {
+        for &part in &assigned {
             let off = client.list_offset(&c.topic, part, -1).await?;
             let conn = client.leader(&c.topic, part).await?;
-            by_leader.entry(conn.addr()).or_default().push((c.topic.clone(), part, off));
+            by_leader
+                .entry(conn.addr())
+                .or_default()
+                .push((c.topic.clone(), part, off));
         }
         // A consumer gets its own connection per leader so its long-polls do not queue
         // behind the producers' requests on a shared socket.
@@ -510,8 +660,13 @@ async fn setup(ctx: &WorkerCtx) -> anyhow::Result<Setup> {
             cons.push((own, parts));
         }
     }
-    Ok((client, prod_conns, cons))
+    Ok((client, prod_conns, cons, members))
 }
+
+/// Pause after joining before checking that the group did not rebalance again.
+const GROUP_SETTLE: Duration = Duration::from_millis(500);
+/// Heartbeat period of group members during the run (sessions are 30 s).
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 
 /// Keys per producer and their length, as OpenMessaging Benchmark's key distributor.
 const KEYS_PER_PRODUCER: usize = 10_000;
@@ -520,7 +675,13 @@ const KEY_BYTES: usize = 7;
 fn make_keys(rng: &mut impl rand::Rng) -> Vec<Bytes> {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     (0..KEYS_PER_PRODUCER)
-        .map(|_| Bytes::from((0..KEY_BYTES).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())]).collect::<Vec<u8>>()))
+        .map(|_| {
+            Bytes::from(
+                (0..KEY_BYTES)
+                    .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())])
+                    .collect::<Vec<u8>>(),
+            )
+        })
         .collect()
 }
 
@@ -533,6 +694,8 @@ struct ProducerTask {
     max_batch_msgs: usize,
     linger_ns: u64,
     filler: Bytes,
+    /// Smallest value; values are `message_size_min..=8 + filler.len()` bytes.
+    message_size_min: usize,
     key_distribution: KeyDistribution,
     /// The producer's key set (None for NO_KEY).
     keys: Option<Rc<Vec<Bytes>>>,
@@ -545,12 +708,15 @@ struct ProducerTask {
 impl ProducerTask {
     async fn run(self) {
         if let Err(e) = self.produce().await {
-            self.shared.error(format!("producer on {}: {e:#}", self.spec.topic));
+            self.shared
+                .error(format!("producer on {}: {e:#}", self.spec.topic));
         }
         // Wait for every outstanding acknowledgement before declaring this producer done.
         self.window.wait_until(|w| w.used.get() == 0).await;
         self.producers_running.fetch_sub(1, Ordering::SeqCst);
-        self.shared.tasks_running.set(self.shared.tasks_running.get() - 1);
+        self.shared
+            .tasks_running
+            .set(self.shared.tasks_running.get() - 1);
     }
 
     /// The key of message `i` and its partition index (Kafka's murmur2 partitioner), or
@@ -567,7 +733,8 @@ impl ProducerTask {
 
     async fn produce(&self) -> anyhow::Result<()> {
         let epoch = self.shared.epoch;
-        let sched = (self.spec.rate > 0).then(|| RateSchedule::new(self.start_ns + self.spec.stagger_ns, self.spec.rate));
+        let sched = (self.spec.rate > 0)
+            .then(|| RateSchedule::new(self.start_ns + self.spec.stagger_ns, self.spec.rate));
         let nparts = self.spec.partitions.len();
         let mut next_i = 0u64;
         // One open batch per partition: (intended send time, key index) per message.
@@ -619,7 +786,11 @@ impl ProducerTask {
             // Which batch goes next: a full one, else one whose linger expired, else (at the
             // end or at max rate) any non-empty one.
             let ready = full.or_else(|| {
-                (0..nparts).find(|&p| batches[p].first().is_some_and(|f| now >= f.0 + self.linger_ns))
+                (0..nparts).find(|&p| {
+                    batches[p]
+                        .first()
+                        .is_some_and(|f| now >= f.0 + self.linger_ns)
+                })
             });
             let ready = ready.or_else(|| {
                 if finished || sched.is_none() {
@@ -669,23 +840,47 @@ impl ProducerTask {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        let msg_bytes = 8 + self.filler.len();
+        let size_max = 8 + self.filler.len();
+        let size_min = self.message_size_min.clamp(8, size_max);
+        let mut rng = rand::rng();
+        let mut bytes = 0u64;
         let records: Vec<NewRecord> = intended
             .iter()
             .map(|(t, k)| {
-                let mut v = BytesMut::with_capacity(msg_bytes);
+                let size = if size_min == size_max {
+                    size_max
+                } else {
+                    rng.random_range(size_min..=size_max)
+                };
+                bytes += size as u64;
+                let mut v = BytesMut::with_capacity(size);
                 v.put_u64_le(*t);
-                v.extend_from_slice(&self.filler);
-                let key = self.keys.as_ref().and_then(|ks| ks.get(*k as usize).cloned());
-                NewRecord { key, value: Some(v.freeze()), timestamp_ms: ts_ms }
+                v.extend_from_slice(&self.filler[..size - 8]);
+                let key = self
+                    .keys
+                    .as_ref()
+                    .and_then(|ks| ks.get(*k as usize).cloned());
+                NewRecord {
+                    key,
+                    value: Some(v.freeze()),
+                    timestamp_ms: ts_ms,
+                }
             })
             .collect();
         let encoded = encode_batch(&records, self.compression)?;
         drop(records);
         let n = intended.len() as u64;
-        let bytes = n * msg_bytes as u64;
         self.window.acquire();
-        let pending = match submit_produce_on(conn, &self.spec.topic, partition, encoded, self.acks, 30_000).await {
+        let pending = match submit_produce_on(
+            conn,
+            &self.spec.topic,
+            partition,
+            encoded,
+            self.acks,
+            30_000,
+        )
+        .await
+        {
             Ok(p) => p,
             Err(e) => {
                 self.window.release();
@@ -741,7 +936,9 @@ impl ConsumerTask {
         if let Err(e) = self.consume().await {
             self.shared.error(format!("consumer: {e:#}"));
         }
-        self.shared.tasks_running.set(self.shared.tasks_running.get() - 1);
+        self.shared
+            .tasks_running
+            .set(self.shared.tasks_running.get() - 1);
     }
 
     async fn consume(&mut self) -> anyhow::Result<()> {
@@ -750,9 +947,17 @@ impl ConsumerTask {
         let mut high_watermarks: Vec<i64> = vec![0; self.parts.len()];
         loop {
             if now_ns(epoch) > drain_deadline {
-                let behind: i64 = self.parts.iter().zip(&high_watermarks).map(|(p, hw)| (hw - p.2).max(0)).sum();
+                let behind: i64 = self
+                    .parts
+                    .iter()
+                    .zip(&high_watermarks)
+                    .map(|(p, hw)| (hw - p.2).max(0))
+                    .sum();
                 if behind > 0 {
-                    anyhow::bail!("consumer still {behind} messages behind {} ms after the producers stopped", limits::BENCH_DRAIN_MS_MAX);
+                    anyhow::bail!(
+                        "consumer still {behind} messages behind {} ms after the producers stopped",
+                        limits::BENCH_DRAIN_MS_MAX
+                    );
                 }
                 return Ok(());
             }
@@ -763,13 +968,23 @@ impl ConsumerTask {
             let mut got_any = false;
             let mut s = self.shared.stats.borrow_mut();
             for pf in resp {
-                let Some(i) = self.parts.iter().position(|p| p.0 == pf.topic && p.1 == pf.partition) else {
+                let Some(i) = self
+                    .parts
+                    .iter()
+                    .position(|p| p.0 == pf.topic && p.1 == pf.partition)
+                else {
                     continue;
                 };
                 if pf.error_code != 0 {
                     drop(s);
-                    let e = crate::client::ClientError::check("Fetch", || format!("{}-{}", pf.topic, pf.partition), pf.error_code, None);
-                    self.shared.error(e.err().map(|e| e.to_string()).unwrap_or_default());
+                    let e = crate::client::ClientError::check(
+                        "Fetch",
+                        || format!("{}-{}", pf.topic, pf.partition),
+                        pf.error_code,
+                        None,
+                    );
+                    self.shared
+                        .error(e.err().map(|e| e.to_string()).unwrap_or_default());
                     s = self.shared.stats.borrow_mut();
                     continue;
                 }
@@ -801,7 +1016,14 @@ impl ConsumerTask {
             // Drained: a long-poll sent after every producer finished came back empty with
             // every partition at its high watermark. (Caught up alone is not enough: with
             // acks=0/1 the high watermark may still trail acknowledged messages.)
-            if producers_done && !got_any && self.parts.iter().zip(&high_watermarks).all(|(p, hw)| p.2 >= *hw) {
+            if producers_done
+                && !got_any
+                && self
+                    .parts
+                    .iter()
+                    .zip(&high_watermarks)
+                    .all(|(p, hw)| p.2 >= *hw)
+            {
                 return Ok(());
             }
         }

@@ -13,13 +13,17 @@ impl RateSchedule {
     /// A schedule starting at `start_ns` with `rate_per_s` messages per second (must be > 0).
     pub fn new(start_ns: u64, rate_per_s: u64) -> RateSchedule {
         assert!(rate_per_s > 0, "a rate schedule needs a positive rate");
-        RateSchedule { start_ns, rate_per_s }
+        RateSchedule {
+            start_ns,
+            rate_per_s,
+        }
     }
 
     /// When message `i` (0-based) is due.
     pub fn intended_ns(&self, i: u64) -> u64 {
         let offset = (u128::from(i) * 1_000_000_000u128) / u128::from(self.rate_per_s);
-        self.start_ns.saturating_add(u64::try_from(offset).unwrap_or(u64::MAX))
+        self.start_ns
+            .saturating_add(u64::try_from(offset).unwrap_or(u64::MAX))
     }
 
     /// How many messages are due at `now_ns` (messages 0..n have intended time <= now).
@@ -69,11 +73,18 @@ mod tests {
         let before: Vec<u64> = (0..2_000).map(|i| s.intended_ns(i)).collect();
         let stall_end_ns = s.intended_ns(100) + 50_000_000;
         let due = s.due_count(stall_end_ns);
-        assert_eq!(due, 100 + 500 + 1, "all messages due during the stall are due now");
+        assert_eq!(
+            due,
+            100 + 500 + 1,
+            "all messages due during the stall are due now"
+        );
         let after: Vec<u64> = (0..2_000).map(|i| s.intended_ns(i)).collect();
         assert_eq!(before, after);
         for i in 101..due {
-            assert!(s.intended_ns(i) < stall_end_ns + 1, "message {i} was due during the stall");
+            assert!(
+                s.intended_ns(i) < stall_end_ns + 1,
+                "message {i} was due during the stall"
+            );
             // Latency of a message sent at the stall's end counts from its intended time.
             assert!(stall_end_ns - s.intended_ns(i) <= 50_000_000);
         }
@@ -83,7 +94,15 @@ mod tests {
     fn due_count_matches_intended_times() {
         for rate in [1u64, 3, 7, 1_000, 123_457, 10_000_000] {
             let s = RateSchedule::new(5_000, rate);
-            for now in [0u64, 4_999, 5_000, 5_001, 1_000_000, 999_999_999, 10_000_000_000] {
+            for now in [
+                0u64,
+                4_999,
+                5_000,
+                5_001,
+                1_000_000,
+                999_999_999,
+                10_000_000_000,
+            ] {
                 let n = s.due_count(now);
                 if n > 0 {
                     assert!(s.intended_ns(n - 1) <= now, "rate {rate} now {now}");

@@ -146,9 +146,18 @@ mod tests {
 
     #[test]
     fn interval_merge_sums_counters_and_keeps_max() {
-        let mut a = IntervalStats { sent_msgs: 3, consumed_bytes: 10, ..Default::default() };
+        let mut a = IntervalStats {
+            sent_msgs: 3,
+            consumed_bytes: 10,
+            ..Default::default()
+        };
         record(&mut a.publish, 5_000);
-        let mut b = IntervalStats { sent_msgs: 4, consumed_bytes: 1, errors: 2, ..Default::default() };
+        let mut b = IntervalStats {
+            sent_msgs: 4,
+            consumed_bytes: 1,
+            errors: 2,
+            ..Default::default()
+        };
         record(&mut b.publish, 9_000_000);
         a.merge(&b);
         assert_eq!((a.sent_msgs, a.consumed_bytes, a.errors), (7, 11, 2));

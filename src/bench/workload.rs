@@ -29,7 +29,9 @@ impl std::str::FromStr for KeyDistribution {
             "NO_KEY" | "none" => Ok(KeyDistribution::NoKey),
             "KEY_ROUND_ROBIN" | "round-robin" => Ok(KeyDistribution::RoundRobin),
             "RANDOM_NANO" | "random" => Ok(KeyDistribution::Random),
-            other => Err(format!("unknown key distribution '{other}' (NO_KEY, KEY_ROUND_ROBIN, RANDOM_NANO)")),
+            other => Err(format!(
+                "unknown key distribution '{other}' (NO_KEY, KEY_ROUND_ROBIN, RANDOM_NANO)"
+            )),
         }
     }
 }
@@ -51,9 +53,14 @@ pub struct Workload {
     pub topics: usize,
     pub partitions_per_topic: usize,
     pub message_size: usize,
+    /// When above `message_size`: sizes uniform in message_size..=message_size_max.
+    pub message_size_max: usize,
     pub producers_per_topic: usize,
     pub subscriptions_per_topic: usize,
     pub consumers_per_subscription: usize,
+    /// Subscriptions are consumer groups (JoinGroup/SyncGroup/Heartbeat; the group leader
+    /// assigns partitions) instead of a static split of the partitions.
+    pub consumer_groups: bool,
     /// "0", "1" or "all".
     pub acks: String,
     /// NO_KEY, KEY_ROUND_ROBIN or RANDOM_NANO.
@@ -78,9 +85,11 @@ impl Default for Workload {
             topics: 1,
             partitions_per_topic: 3,
             message_size: 1024,
+            message_size_max: 0,
             producers_per_topic: 1,
             subscriptions_per_topic: 1,
             consumers_per_subscription: 1,
+            consumer_groups: false,
             acks: "all".into(),
             key_distribution: "NO_KEY".into(),
             batch_bytes: 64 * 1024,
@@ -90,8 +99,16 @@ impl Default for Workload {
             in_flight: 5,
             threads: default_threads(),
             phases: vec![
-                Phase { name: "fixed-10k".into(), rate: 10_000, duration_s: 10.0 },
-                Phase { name: "max-rate".into(), rate: 0, duration_s: 10.0 },
+                Phase {
+                    name: "fixed-10k".into(),
+                    rate: 10_000,
+                    duration_s: 10.0,
+                },
+                Phase {
+                    name: "max-rate".into(),
+                    rate: 0,
+                    duration_s: 10.0,
+                },
             ],
         }
     }
@@ -99,7 +116,9 @@ impl Default for Workload {
 
 /// One executor per core.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// OpenMessaging Benchmark workload fields (plus Sluice's optional extensions).
@@ -123,6 +142,7 @@ struct OmbWorkload {
     linger_ms: Option<u64>,
     compression: Option<String>,
     in_flight: Option<usize>,
+    consumer_groups: Option<bool>,
     /// Warm-up as a duration ("2s"); wins over warmupDurationMinutes.
     warmup: Option<String>,
     phases: Option<Vec<OmbPhase>>,
@@ -140,12 +160,19 @@ struct OmbPhase {
 impl Workload {
     /// Applies an OMB workload file on top of `self`.
     pub fn apply_file(&mut self, path: &Path) -> anyhow::Result<()> {
-        let meta = std::fs::metadata(path).with_context(|| format!("cannot read workload {}", path.display()))?;
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("cannot read workload {}", path.display()))?;
         if meta.len() > limits::BENCH_WORKLOAD_FILE_BYTES_MAX {
-            bail!("workload file {} is larger than {} bytes", path.display(), limits::BENCH_WORKLOAD_FILE_BYTES_MAX);
+            bail!(
+                "workload file {} is larger than {} bytes",
+                path.display(),
+                limits::BENCH_WORKLOAD_FILE_BYTES_MAX
+            );
         }
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read workload {}", path.display()))?;
-        self.apply_yaml(&text).with_context(|| format!("bad workload {}", path.display()))
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read workload {}", path.display()))?;
+        self.apply_yaml(&text)
+            .with_context(|| format!("bad workload {}", path.display()))
     }
 
     /// Applies OMB workload YAML text on top of `self`.
@@ -168,6 +195,7 @@ impl Workload {
         }
         if let Some(v) = w.message_size {
             self.message_size = v;
+            self.message_size_max = 0;
         }
         if let Some(v) = w.producers_per_topic {
             self.producers_per_topic = v;
@@ -199,18 +227,45 @@ impl Workload {
         if let Some(v) = w.in_flight {
             self.in_flight = v;
         }
+        if let Some(v) = w.consumer_groups {
+            self.consumer_groups = v;
+        }
         if let Some(phases) = w.phases {
             self.phases = phases
                 .into_iter()
-                .map(|p| Ok(Phase { name: p.name, rate: p.rate, duration_s: parse_duration(&p.duration)?.as_secs_f64() }))
+                .map(|p| {
+                    Ok(Phase {
+                        name: p.name,
+                        rate: p.rate,
+                        duration_s: parse_duration(&p.duration)?.as_secs_f64(),
+                    })
+                })
                 .collect::<anyhow::Result<_>>()?;
         } else if w.producer_rate.is_some() || w.test_duration_minutes.is_some() {
             let rate = w.producer_rate.unwrap_or(0);
             let duration_s = w.test_duration_minutes.map(|m| m * 60.0).unwrap_or(60.0);
-            let name = if rate == 0 { "max-rate".to_string() } else { format!("rate-{rate}") };
-            self.phases = vec![Phase { name, rate, duration_s }];
+            let name = if rate == 0 {
+                "max-rate".to_string()
+            } else {
+                format!("rate-{rate}")
+            };
+            self.phases = vec![Phase {
+                name,
+                rate,
+                duration_s,
+            }];
         }
         Ok(())
+    }
+
+    /// Largest message the workload sends.
+    pub fn message_bytes_max(&self) -> usize {
+        self.message_size.max(self.message_size_max)
+    }
+
+    /// Mean message size.
+    pub fn message_bytes_mean(&self) -> usize {
+        (self.message_size + self.message_bytes_max()) / 2
     }
 
     /// The parsed key distribution.
@@ -220,8 +275,16 @@ impl Workload {
 
     /// Replaces the phases with one phase at `rate` (0 = max) for `duration_s`.
     pub fn single_phase(&mut self, rate: u64, duration_s: f64) {
-        let name = if rate == 0 { "max-rate".to_string() } else { format!("rate-{rate}") };
-        self.phases = vec![Phase { name, rate, duration_s }];
+        let name = if rate == 0 {
+            "max-rate".to_string()
+        } else {
+            format!("rate-{rate}")
+        };
+        self.phases = vec![Phase {
+            name,
+            rate,
+            duration_s,
+        }];
     }
 
     /// Checks every value against its bound.
@@ -246,9 +309,22 @@ impl Workload {
             bail!("at least one producer per topic is needed");
         }
         if self.topics * self.partitions_per_topic > n {
-            bail!("{} partitions in total is above the limit of {n}", self.topics * self.partitions_per_topic);
+            bail!(
+                "{} partitions in total is above the limit of {n}",
+                self.topics * self.partitions_per_topic
+            );
         }
-        if !(limits::BENCH_MESSAGE_BYTES_MIN..=limits::BENCH_MESSAGE_BYTES_MAX).contains(&self.message_size) {
+        if self.message_size_max != 0 && self.message_size_max < self.message_size {
+            bail!(
+                "message size range {}-{} is empty",
+                self.message_size,
+                self.message_size_max
+            );
+        }
+        if !(limits::BENCH_MESSAGE_BYTES_MIN..=limits::BENCH_MESSAGE_BYTES_MAX)
+            .contains(&self.message_size)
+            || self.message_size_max > limits::BENCH_MESSAGE_BYTES_MAX
+        {
             bail!(
                 "message size must be between {} and {} bytes (the first 8 bytes carry the send time)",
                 limits::BENCH_MESSAGE_BYTES_MIN,
@@ -256,23 +332,44 @@ impl Workload {
             );
         }
         if self.batch_bytes == 0 || self.batch_bytes > limits::BENCH_BATCH_BYTES_MAX {
-            bail!("batch bytes must be between 1 and {}", limits::BENCH_BATCH_BYTES_MAX);
+            bail!(
+                "batch bytes must be between 1 and {}",
+                limits::BENCH_BATCH_BYTES_MAX
+            );
         }
         if self.in_flight == 0 || self.in_flight > limits::BENCH_PRODUCER_IN_FLIGHT_MAX {
-            bail!("in-flight requests per producer must be between 1 and {}", limits::BENCH_PRODUCER_IN_FLIGHT_MAX);
+            bail!(
+                "in-flight requests per producer must be between 1 and {}",
+                limits::BENCH_PRODUCER_IN_FLIGHT_MAX
+            );
         }
         if self.phases.is_empty() {
             bail!("the workload has no phase");
         }
         for p in &self.phases {
-            if p.duration_s.is_nan() || p.duration_s <= 0.0 || p.duration_s > limits::BENCH_DURATION_S_MAX as f64 {
-                bail!("phase '{}' duration must be above 0 and at most {} s", p.name, limits::BENCH_DURATION_S_MAX);
+            if p.duration_s.is_nan()
+                || p.duration_s <= 0.0
+                || p.duration_s > limits::BENCH_DURATION_S_MAX as f64
+            {
+                bail!(
+                    "phase '{}' duration must be above 0 and at most {} s",
+                    p.name,
+                    limits::BENCH_DURATION_S_MAX
+                );
             }
         }
-        if self.warmup_s.is_nan() || self.warmup_s < 0.0 || self.warmup_s > limits::BENCH_DURATION_S_MAX as f64 {
-            bail!("warm-up must be between 0 and {} s", limits::BENCH_DURATION_S_MAX);
+        if self.warmup_s.is_nan()
+            || self.warmup_s < 0.0
+            || self.warmup_s > limits::BENCH_DURATION_S_MAX as f64
+        {
+            bail!(
+                "warm-up must be between 0 and {} s",
+                limits::BENCH_DURATION_S_MAX
+            );
         }
-        self.acks.parse::<crate::client::Acks>().map_err(anyhow::Error::msg)?;
+        self.acks
+            .parse::<crate::client::Acks>()
+            .map_err(anyhow::Error::msg)?;
         self.key_distribution()?;
         crate::client::records::parse_compression(&self.compression).map_err(anyhow::Error::msg)?;
         Ok(())
@@ -286,7 +383,10 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
         Some(i) => (&s[..i], &s[i..]),
         None => (s, "s"),
     };
-    let v: f64 = num.trim().parse().with_context(|| format!("bad duration '{s}'"))?;
+    let v: f64 = num
+        .trim()
+        .parse()
+        .with_context(|| format!("bad duration '{s}'"))?;
     let secs = match unit {
         "ms" => v / 1000.0,
         "s" => v,
@@ -335,7 +435,14 @@ testDurationMinutes: 15
         w.apply_yaml(yaml).unwrap();
         assert_eq!(w.partitions_per_topic, 16);
         assert_eq!(w.message_size, 1024);
-        assert_eq!(w.phases, vec![Phase { name: "rate-50000".into(), rate: 50_000, duration_s: 900.0 }]);
+        assert_eq!(
+            w.phases,
+            vec![Phase {
+                name: "rate-50000".into(),
+                rate: 50_000,
+                duration_s: 900.0
+            }]
+        );
         w.validate().unwrap();
     }
 
@@ -349,7 +456,10 @@ testDurationMinutes: 15
 
     #[test]
     fn bad_values_are_rejected() {
-        let mut w = Workload { message_size: 4, ..Default::default() };
+        let mut w = Workload {
+            message_size: 4,
+            ..Default::default()
+        };
         assert!(w.validate().is_err());
         w.message_size = 100;
         w.acks = "2".into();

@@ -21,6 +21,8 @@ enum Command {
     Serve(ServeArgs),
     /// Create, list, describe, delete topics; add partitions.
     Topic(cli::topic::TopicArgs),
+    /// List, describe (lag), delete consumer groups; reset their offsets.
+    Group(cli::group::GroupArgs),
     /// Send messages (stdin lines or --value) to a topic.
     Produce(cli::produce::ProduceArgs),
     /// Print messages of a topic, one value per line.
@@ -103,6 +105,7 @@ fn main() -> ExitCode {
             init_tracing(&LogSettings::default(), "warn");
             match command {
                 Command::Topic(a) => cli::topic::run(a),
+                Command::Group(a) => cli::group::run(a),
                 Command::Produce(a) => cli::produce::run(a),
                 Command::Consume(a) => cli::consume::run(a),
                 Command::Bench(a) => cli::bench::run(*a),

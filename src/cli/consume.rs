@@ -51,7 +51,11 @@ pub async fn run_to(args: ConsumeArgs, out: &mut impl Write) -> anyhow::Result<u
     let partitions: Vec<i32> = match args.partition {
         Some(p) => {
             if !topic.partitions.iter().any(|x| x.partition == p) {
-                bail!("topic '{}' has no partition {p} (it has {})", args.topic, topic.partitions.len());
+                bail!(
+                    "topic '{}' has no partition {p} (it has {})",
+                    args.topic,
+                    topic.partitions.len()
+                );
             }
             vec![p]
         }
@@ -90,20 +94,32 @@ pub async fn run_to(args: ConsumeArgs, out: &mut impl Write) -> anyhow::Result<u
             }
         }
         let wait = match args.timeout_ms {
-            Some(t) => (t.saturating_sub(last_message.elapsed().as_millis() as u64) as i32).clamp(1, max_wait_ms),
+            Some(t) => (t.saturating_sub(last_message.elapsed().as_millis() as u64) as i32)
+                .clamp(1, max_wait_ms),
             None => max_wait_ms,
         };
         for group in &groups {
-            let Some(&first) = group.first() else { continue };
+            let Some(&first) = group.first() else {
+                continue;
+            };
             let conn = client.leader(&args.topic, first).await?;
-            let parts: Vec<(String, i32, i64)> =
-                group.iter().map(|p| (args.topic.clone(), *p, offsets.get(p).copied().unwrap_or(0))).collect();
+            let parts: Vec<(String, i32, i64)> = group
+                .iter()
+                .map(|p| (args.topic.clone(), *p, offsets.get(p).copied().unwrap_or(0)))
+                .collect();
             for pf in fetch_on(&conn, &parts, wait, 1).await? {
                 if pf.error_code != 0 {
-                    if pf.error_code == kafka_protocol::error::ResponseError::UnknownTopicOrPartition.code() {
+                    if pf.error_code
+                        == kafka_protocol::error::ResponseError::UnknownTopicOrPartition.code()
+                    {
                         return Err(ClientError::UnknownTopic(args.topic.clone()).into());
                     }
-                    ClientError::check("Fetch", || format!("{}-{}", pf.topic, pf.partition), pf.error_code, None)?;
+                    ClientError::check(
+                        "Fetch",
+                        || format!("{}-{}", pf.topic, pf.partition),
+                        pf.error_code,
+                        None,
+                    )?;
                 }
                 let from = offsets.get(&pf.partition).copied().unwrap_or(0);
                 let after = next_offset_after(&pf.records);

@@ -1,5 +1,5 @@
 //! Command-line tools speaking the Kafka protocol through [`crate::client`]:
-//! `sluice topic`, `sluice produce`, `sluice consume`, `sluice bench`.
+//! `sluice topic`, `sluice group`, `sluice produce`, `sluice consume`, `sluice bench`.
 //!
 //! Each submodule exposes a clap `Args` struct and a blocking `run(args)` that
 //! starts its own compio runtime; errors come back as `anyhow::Error` and the
@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod consume;
+pub mod group;
 pub mod produce;
 pub mod topic;
 
@@ -88,7 +89,10 @@ mod tests {
             (b"foobar", -790332482),
             (b"a-little-bit-long-string", -985981536),
             (b"a-little-bit-longer-string", -1486304829),
-            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58897971,
+            ),
         ];
         for (k, want) in cases {
             assert_eq!(murmur2(k) as i32, want, "{}", String::from_utf8_lossy(k));

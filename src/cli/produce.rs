@@ -53,10 +53,16 @@ pub async fn run_from(args: ProduceArgs, input: impl BufRead) -> anyhow::Result<
     }
     if let Some(p) = args.partition {
         if p < 0 || p as usize >= count {
-            bail!("topic '{}' has no partition {p} (it has {count})", args.topic);
+            bail!(
+                "topic '{}' has no partition {p} (it has {count})",
+                args.topic
+            );
         }
     }
-    let key = args.key.as_ref().map(|k| Bytes::from(k.clone().into_bytes()));
+    let key = args
+        .key
+        .as_ref()
+        .map(|k| Bytes::from(k.clone().into_bytes()));
     let fixed_partition = args
         .partition
         .or_else(|| key.as_ref().map(|k| super::partition_for_key(k, count)));
@@ -113,7 +119,8 @@ async fn send(
 fn read_lines(mut input: impl BufRead) -> impl Iterator<Item = std::io::Result<Vec<u8>>> {
     std::iter::from_fn(move || {
         let mut line = Vec::new();
-        let mut limited = std::io::Read::take(&mut input, limits::CLI_PRODUCE_LINE_BYTES_MAX as u64 + 1);
+        let mut limited =
+            std::io::Read::take(&mut input, limits::CLI_PRODUCE_LINE_BYTES_MAX as u64 + 1);
         match limited.read_until(b'\n', &mut line) {
             Ok(0) => None,
             Ok(_) => {
@@ -125,7 +132,10 @@ fn read_lines(mut input: impl BufRead) -> impl Iterator<Item = std::io::Result<V
                 } else if line.len() > limits::CLI_PRODUCE_LINE_BYTES_MAX {
                     return Some(Err(std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
-                        format!("a line is longer than {} bytes", limits::CLI_PRODUCE_LINE_BYTES_MAX),
+                        format!(
+                            "a line is longer than {} bytes",
+                            limits::CLI_PRODUCE_LINE_BYTES_MAX
+                        ),
                     )));
                 }
                 Some(Ok(line))
@@ -151,7 +161,10 @@ mod tests {
     fn lines_are_split_and_bounded() {
         let input = b"a\r\nbb\n\nccc".as_slice();
         let lines: Vec<Vec<u8>> = read_lines(input).map(|l| l.unwrap()).collect();
-        assert_eq!(lines, vec![b"a".to_vec(), b"bb".to_vec(), b"".to_vec(), b"ccc".to_vec()]);
+        assert_eq!(
+            lines,
+            vec![b"a".to_vec(), b"bb".to_vec(), b"".to_vec(), b"ccc".to_vec()]
+        );
         let long = vec![b'x'; limits::CLI_PRODUCE_LINE_BYTES_MAX + 10];
         let mut it = read_lines(long.as_slice());
         assert!(it.next().unwrap().is_err());

@@ -61,11 +61,18 @@ pub fn run(args: TopicArgs) -> anyhow::Result<()> {
 pub async fn run_to(args: TopicArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
     let client = Client::connect(&args.bootstrap, super::CLIENT_ID).await?;
     match args.command {
-        TopicCommand::Create { name, partitions, replication_factor, configs } => {
+        TopicCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+        } => {
             if partitions < 1 {
                 bail!("--partitions must be at least 1");
             }
-            client.create_topic(&name, partitions, replication_factor, &configs).await?;
+            client
+                .create_topic(&name, partitions, replication_factor, &configs)
+                .await?;
             writeln!(out, "Created topic {name} with {partitions} partitions.")?;
         }
         TopicCommand::List => {
@@ -123,5 +130,8 @@ pub async fn run_to(args: TopicArgs, out: &mut impl std::io::Write) -> anyhow::R
 }
 
 fn join(v: &[i32]) -> String {
-    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }

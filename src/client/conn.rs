@@ -113,7 +113,10 @@ impl<T: Decodable> ResponseFuture<T> {
         let mut body = reply;
         T::decode(&mut body, self.version).map_err(|e| ClientError::Protocol {
             addr: self.addr,
-            detail: format!("cannot decode {} v{} response: {e:#}", self.api, self.version),
+            detail: format!(
+                "cannot decode {} v{} response: {e:#}",
+                self.api, self.version
+            ),
         })
     }
 }
@@ -192,15 +195,19 @@ impl Connection {
         for _attempt in 0..2 {
             let raw = self.submit_raw(&req, version, true).await?;
             let body = raw.await_bytes().await?;
-            let resp = match ApiVersionsResponse::decode(&mut body.clone(), version) {
-                Ok(r) => r,
-                Err(_) => ApiVersionsResponse::decode(&mut body.clone(), 0).map_err(|e| {
+            // UNSUPPORTED_VERSION is answered in the v0 layout (Kafka's rule); the error
+            // code is the first field in every version.
+            let unsupported = body.len() >= 2 && i16::from_be_bytes([body[0], body[1]]) == 35;
+            let decode_version = if unsupported { 0 } else { version };
+            let resp =
+                ApiVersionsResponse::decode(&mut body.clone(), decode_version).map_err(|e| {
                     ClientError::Protocol {
                         addr: self.addr(),
-                        detail: format!("cannot decode ApiVersions response: {e:#}"),
+                        detail: format!(
+                            "cannot decode ApiVersions v{decode_version} response: {e:#}"
+                        ),
                     }
-                })?,
-            };
+                })?;
             if resp.error_code == 35 {
                 let broker_max = resp
                     .api_keys
@@ -323,7 +330,10 @@ impl Connection {
         if expect_response {
             self.wait_for_slot().await?;
         } else if let Some(reason) = &self.shared.state.borrow().closed {
-            return Err(ClientError::Closed { addr: self.addr(), reason: reason.clone() });
+            return Err(ClientError::Closed {
+                addr: self.addr(),
+                reason: reason.clone(),
+            });
         }
         let (frame, rx) = {
             let mut state = self.shared.state.borrow_mut();
@@ -353,9 +363,15 @@ impl Connection {
         if let Err(source) = res {
             self.write_failed.set(true);
             self.shared.fail(format!("write failed: {source}"));
-            return Err(ClientError::Io { addr: self.addr(), source });
+            return Err(ClientError::Io {
+                addr: self.addr(),
+                source,
+            });
         }
-        Ok(RawPending { rx, addr: self.addr() })
+        Ok(RawPending {
+            rx,
+            addr: self.addr(),
+        })
     }
 }
 
@@ -389,7 +405,10 @@ impl RawPending {
                 what: format!("request to {addr}"),
                 ms: limits::CLIENT_REQUEST_TIMEOUT_MS,
             }),
-            Ok(Err(_)) => Err(ClientError::Closed { addr, reason: "connection dropped".into() }),
+            Ok(Err(_)) => Err(ClientError::Closed {
+                addr,
+                reason: "connection dropped".into(),
+            }),
             Ok(Ok(r)) => r,
         }
     }
@@ -403,10 +422,14 @@ pub(crate) fn encode_frame<R: Encodable>(
     version: i16,
 ) -> Result<Vec<u8>, ClientError> {
     let api = api_name(api_key as i16);
-    let err = |e: anyhow::Error| ClientError::Encode { api, detail: format!("{e:#}") };
+    let err = |e: anyhow::Error| ClientError::Encode {
+        api,
+        detail: format!("{e:#}"),
+    };
     let header_version = api_key.request_header_version(version);
     let mut buf = BytesMut::with_capacity(
-        4 + header.compute_size(header_version).map_err(err)? + req.compute_size(version).map_err(err)?,
+        4 + header.compute_size(header_version).map_err(err)?
+            + req.compute_size(version).map_err(err)?,
     );
     buf.put_i32(0);
     header.encode(&mut buf, header_version).map_err(err)?;
@@ -421,7 +444,9 @@ pub(crate) fn encode_frame<R: Encodable>(
 
 fn describe_io_error(e: &std::io::Error) -> String {
     match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => "connection refused (is the broker running?)".into(),
+        std::io::ErrorKind::ConnectionRefused => {
+            "connection refused (is the broker running?)".into()
+        }
         std::io::ErrorKind::TimedOut => "timed out".into(),
         _ => {
             let s = e.to_string();
@@ -453,7 +478,8 @@ async fn read_frames(stream: &mut TcpStream, shared: &Shared) -> Result<(), Clie
     loop {
         let mut need = 4usize;
         while buf.len() - start >= 4 {
-            let len = i32::from_be_bytes([buf[start], buf[start + 1], buf[start + 2], buf[start + 3]]);
+            let len =
+                i32::from_be_bytes([buf[start], buf[start + 1], buf[start + 2], buf[start + 3]]);
             if len < 0 || len as usize > limits::CLIENT_RESPONSE_FRAME_BYTES_MAX {
                 return Err(ClientError::FrameTooLarge {
                     addr,
@@ -499,11 +525,18 @@ fn dispatch(shared: &Shared, mut frame: Bytes) -> Result<(), ClientError> {
     let addr = shared.addr;
     let mut state = shared.state.borrow_mut();
     let Some(pending) = state.pending.pop_front() else {
-        return Err(ClientError::Protocol { addr, detail: "response without a pending request".into() });
+        return Err(ClientError::Protocol {
+            addr,
+            detail: "response without a pending request".into(),
+        });
     };
-    let header = ResponseHeader::decode(&mut frame, pending.response_header_version).map_err(|e| {
-        ClientError::Protocol { addr, detail: format!("bad response header: {e:#}") }
-    })?;
+    let header =
+        ResponseHeader::decode(&mut frame, pending.response_header_version).map_err(|e| {
+            ClientError::Protocol {
+                addr,
+                detail: format!("bad response header: {e:#}"),
+            }
+        })?;
     if header.correlation_id != pending.correlation_id {
         return Err(ClientError::Protocol {
             addr,

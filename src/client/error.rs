@@ -25,7 +25,11 @@ pub enum ClientError {
     Closed { addr: SocketAddr, reason: String },
     /// A response frame announced more bytes than the client accepts.
     #[error("response frame of {len} bytes from {addr} exceeds the limit of {max} bytes")]
-    FrameTooLarge { addr: SocketAddr, len: i64, max: usize },
+    FrameTooLarge {
+        addr: SocketAddr,
+        len: i64,
+        max: usize,
+    },
     /// A response could not be decoded, or did not match the request.
     #[error("protocol error from {addr}: {detail}")]
     Protocol { addr: SocketAddr, detail: String },
@@ -42,7 +46,11 @@ pub enum ClientError {
         broker: String,
     },
     /// The broker answered with a Kafka error code.
-    #[error("{api} failed{}: {error}{}", context_suffix(context), message_suffix(message))]
+    #[error(
+        "{api} failed{}: {error}{}",
+        context_suffix(context),
+        message_suffix(message)
+    )]
     Broker {
         api: &'static str,
         context: String,
@@ -54,10 +62,18 @@ pub enum ClientError {
     UnknownTopic(String),
     /// The partition does not exist in the topic.
     #[error("topic '{topic}' has no partition {partition} (it has {count})")]
-    UnknownPartition { topic: String, partition: i32, count: usize },
+    UnknownPartition {
+        topic: String,
+        partition: i32,
+        count: usize,
+    },
     /// A partition has no leader that the client can reach.
     #[error("topic '{topic}' partition {partition} has no available leader (leader id {leader})")]
-    NoLeader { topic: String, partition: i32, leader: i32 },
+    NoLeader {
+        topic: String,
+        partition: i32,
+        leader: i32,
+    },
     /// The broker did not answer in time.
     #[error("{what} timed out after {ms} ms")]
     Timeout { what: String, ms: u64 },

@@ -22,6 +22,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
     create_partitions_request::CreatePartitionsTopic,
     create_topics_request::{CreatableTopic, CreatableTopicConfig},
@@ -35,7 +36,6 @@ use kafka_protocol::messages::{
     ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::error::ResponseError;
 
 pub use conn::{Connection, ResponseFuture};
 pub use error::ClientError;
@@ -135,7 +135,9 @@ pub struct PendingProduce {
 impl PendingProduce {
     /// Waits for the broker's answer; returns the base offset (None for acks=0).
     pub async fn wait(self) -> Result<Option<i64>, ClientError> {
-        let Some(fut) = self.inner else { return Ok(None) };
+        let Some(fut) = self.inner else {
+            return Ok(None);
+        };
         let resp = fut.wait().await?;
         let part = resp
             .responses
@@ -218,6 +220,22 @@ impl Client {
         Ok(c)
     }
 
+    /// The connection to the coordinator of consumer group `group` (FindCoordinator).
+    pub async fn coordinator(&self, group: &str) -> Result<Rc<Connection>, ClientError> {
+        let conn = self.any_conn().await?;
+        let req = kafka_protocol::messages::FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(group.to_owned()))
+            .with_key_type(0);
+        let resp = conn.call(&req).await?;
+        ClientError::check("FindCoordinator", || format!("group '{group}'"), resp.error_code, resp.error_message.as_ref().map(|m| m.as_str()))?;
+        let addr = match resolve(&format!("{}:{}", resp.host.as_str(), resp.port)) {
+            Ok(a) if a.ip().is_unspecified() => SocketAddr::new(self.bootstrap.ip(), a.port()),
+            Ok(a) => a,
+            Err(_) => self.bootstrap,
+        };
+        self.conn_to(addr).await
+    }
+
     /// The connection to the bootstrap broker (reconnecting if it failed).
     pub async fn any_conn(&self) -> Result<Rc<Connection>, ClientError> {
         self.conn_to(self.bootstrap).await
@@ -240,7 +258,11 @@ impl Client {
             for b in &resp.brokers {
                 brokers.insert(
                     b.node_id.0,
-                    BrokerInfo { node_id: b.node_id.0, host: b.host.to_string(), port: b.port },
+                    BrokerInfo {
+                        node_id: b.node_id.0,
+                        host: b.host.to_string(),
+                        port: b.port,
+                    },
                 );
             }
         }
@@ -264,7 +286,12 @@ impl Client {
                 })
                 .collect();
             partitions.sort_by_key(|p| p.partition);
-            let info = TopicInfo { name: name.clone(), topic_id: t.topic_id, internal: t.is_internal, partitions };
+            let info = TopicInfo {
+                name: name.clone(),
+                topic_id: t.topic_id,
+                internal: t.is_internal,
+                partitions,
+            };
             self.topics.borrow_mut().insert(name, info.clone());
             out.push(info);
         }
@@ -285,7 +312,8 @@ impl Client {
             return Ok(t.clone());
         }
         let mut v = self.metadata(Some(&[name.to_owned()])).await?;
-        v.pop().ok_or_else(|| ClientError::UnknownTopic(name.to_owned()))
+        v.pop()
+            .ok_or_else(|| ClientError::UnknownTopic(name.to_owned()))
     }
 
     /// The connection to the leader of `topic`/`partition`.
@@ -300,7 +328,11 @@ impl Client {
         };
         let broker = self.brokers.borrow().get(&p.leader).cloned();
         let Some(b) = broker else {
-            return Err(ClientError::NoLeader { topic: topic.to_owned(), partition, leader: p.leader });
+            return Err(ClientError::NoLeader {
+                topic: topic.to_owned(),
+                partition,
+                leader: p.leader,
+            });
         };
         // A broker advertising the wildcard address is reached through the bootstrap host.
         let addr = match resolve(&format!("{}:{}", b.host, b.port)) {
@@ -335,7 +367,9 @@ impl Client {
                     })
                     .collect(),
             );
-        let req = CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(30_000);
+        let req = CreateTopicsRequest::default()
+            .with_topics(vec![topic])
+            .with_timeout_ms(30_000);
         let resp = conn.call(&req).await?;
         for t in &resp.topics {
             ClientError::check(
@@ -375,7 +409,9 @@ impl Client {
     pub async fn create_partitions(&self, name: &str, count: i32) -> Result<(), ClientError> {
         let conn = self.any_conn().await?;
         let req = CreatePartitionsRequest::default()
-            .with_topics(vec![CreatePartitionsTopic::default().with_name(topic_name(name)).with_count(count)])
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(topic_name(name))
+                .with_count(count)])
             .with_timeout_ms(30_000);
         let resp = conn.call(&req).await?;
         for r in &resp.results {
@@ -394,13 +430,18 @@ impl Client {
     }
 
     /// The configs of a topic as (name, value) pairs.
-    pub async fn describe_topic_configs(&self, name: &str) -> Result<Vec<(String, Option<String>)>, ClientError> {
+    pub async fn describe_topic_configs(
+        &self,
+        name: &str,
+    ) -> Result<Vec<(String, Option<String>)>, ClientError> {
         const RESOURCE_TOPIC: i8 = 2;
         let conn = self.any_conn().await?;
-        let req = DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
-            .with_resource_type(RESOURCE_TOPIC)
-            .with_resource_name(StrBytes::from_string(name.to_owned()))
-            .with_configuration_keys(None)]);
+        let req = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_name(StrBytes::from_string(name.to_owned()))
+                .with_configuration_keys(None),
+        ]);
         let resp = conn.call(&req).await?;
         let mut out = Vec::new();
         for r in resp.results {
@@ -422,7 +463,12 @@ impl Client {
     }
 
     /// ListOffsets for one partition: `timestamp` -1 = latest, -2 = earliest.
-    pub async fn list_offset(&self, topic: &str, partition: i32, timestamp: i64) -> Result<i64, ClientError> {
+    pub async fn list_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<i64, ClientError> {
         let conn = self.leader(topic, partition).await?;
         let req = ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))
@@ -437,11 +483,18 @@ impl Client {
             .iter()
             .flat_map(|t| t.partitions.iter())
             .find(|p| p.partition_index == partition)
-            .ok_or_else(|| ClientError::Records(format!("ListOffsets response lacks {topic}-{partition}")))?;
+            .ok_or_else(|| {
+                ClientError::Records(format!("ListOffsets response lacks {topic}-{partition}"))
+            })?;
         if p.error_code == ResponseError::UnknownTopicOrPartition.code() {
             return Err(ClientError::UnknownTopic(topic.to_owned()));
         }
-        ClientError::check("ListOffsets", || format!("{topic}-{partition}"), p.error_code, None)?;
+        ClientError::check(
+            "ListOffsets",
+            || format!("{topic}-{partition}"),
+            p.error_code,
+            None,
+        )?;
         Ok(p.offset)
     }
 
@@ -467,7 +520,10 @@ impl Client {
         batch: Bytes,
         acks: Acks,
     ) -> Result<Option<i64>, ClientError> {
-        self.submit_produce(topic, partition, batch, acks, 30_000).await?.wait().await
+        self.submit_produce(topic, partition, batch, acks, 30_000)
+            .await?
+            .wait()
+            .await
     }
 
     /// Fetches from one partition of one topic.
@@ -479,13 +535,26 @@ impl Client {
         max_wait_ms: i32,
     ) -> Result<PartitionFetch, ClientError> {
         let conn = self.leader(topic, partition).await?;
-        let mut v = fetch_on(&conn, &[(topic.to_owned(), partition, offset)], max_wait_ms, 1).await?;
-        let p = v.pop().ok_or_else(|| ClientError::Records(format!("Fetch response lacks {topic}-{partition}")))?;
+        let mut v = fetch_on(
+            &conn,
+            &[(topic.to_owned(), partition, offset)],
+            max_wait_ms,
+            1,
+        )
+        .await?;
+        let p = v.pop().ok_or_else(|| {
+            ClientError::Records(format!("Fetch response lacks {topic}-{partition}"))
+        })?;
         if p.error_code == ResponseError::UnknownTopicOrPartition.code() {
             self.topics.borrow_mut().remove(topic);
             return Err(ClientError::UnknownTopic(topic.to_owned()));
         }
-        ClientError::check("Fetch", || format!("{topic}-{partition}"), p.error_code, None)?;
+        ClientError::check(
+            "Fetch",
+            || format!("{topic}-{partition}"),
+            p.error_code,
+            None,
+        )?;
         Ok(p)
     }
 }
@@ -514,7 +583,11 @@ pub async fn submit_produce_on(
     } else {
         Some(conn.submit(&req, version).await?)
     };
-    Ok(PendingProduce { inner, topic: topic.to_owned(), partition })
+    Ok(PendingProduce {
+        inner,
+        topic: topic.to_owned(),
+        partition,
+    })
 }
 
 /// Submits a Fetch for several (topic, partition, offset) on `conn`; await with `wait_fetch`.
@@ -533,7 +606,11 @@ pub async fn submit_fetch_on(
             .with_partition_max_bytes(limits::CLIENT_FETCH_PARTITION_BYTES_MAX);
         match topics.iter_mut().find(|ft| ft.topic.0.as_str() == t) {
             Some(ft) => ft.partitions.push(fp),
-            None => topics.push(FetchTopic::default().with_topic(topic_name(t)).with_partitions(vec![fp])),
+            None => topics.push(
+                FetchTopic::default()
+                    .with_topic(topic_name(t))
+                    .with_partitions(vec![fp]),
+            ),
         }
     }
     let req = FetchRequest::default()

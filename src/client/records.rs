@@ -21,7 +21,9 @@ pub fn parse_compression(s: &str) -> Result<Compression, String> {
         "snappy" => Ok(Compression::Snappy),
         "lz4" => Ok(Compression::Lz4),
         "zstd" => Ok(Compression::Zstd),
-        other => Err(format!("unknown compression '{other}' (none, gzip, snappy, lz4, zstd)")),
+        other => Err(format!(
+            "unknown compression '{other}' (none, gzip, snappy, lz4, zstd)"
+        )),
     }
 }
 
@@ -68,8 +70,15 @@ pub fn encode_batch(records: &[NewRecord], compression: Compression) -> Result<B
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &recs, &RecordEncodeOptions { version: 2, compression })
-        .map_err(|e| ClientError::Records(format!("{e:#}")))?;
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &recs,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .map_err(|e| ClientError::Records(format!("{e:#}")))?;
     Ok(buf.freeze())
 }
 
@@ -84,12 +93,17 @@ pub struct FetchedRecord {
 
 /// Decodes the complete batches in a Fetch `records` field, skipping control records,
 /// records before `from_offset`, and a trailing partial batch (Kafka may cut one off).
-pub fn decode_records(mut data: Bytes, from_offset: i64) -> Result<Vec<FetchedRecord>, ClientError> {
+pub fn decode_records(
+    mut data: Bytes,
+    from_offset: i64,
+) -> Result<Vec<FetchedRecord>, ClientError> {
     let mut out = Vec::new();
     while data.len() >= BATCH_LOG_OVERHEAD_BYTES {
         let batch_len = i32::from_be_bytes([data[8], data[9], data[10], data[11]]);
         if batch_len < 0 {
-            return Err(ClientError::Records(format!("negative batch length {batch_len}")));
+            return Err(ClientError::Records(format!(
+                "negative batch length {batch_len}"
+            )));
         }
         let total = BATCH_LOG_OVERHEAD_BYTES + batch_len as usize;
         if data.len() < total {
@@ -163,7 +177,10 @@ mod tests {
             data.extend_from_slice(&batch[..batch.len() / 2]);
             let out = decode_records(data.freeze(), 0).unwrap();
             assert_eq!(out.len(), 100, "{c}");
-            assert_eq!(out[3].value.as_deref(), Some(b"value number 3value number 3value number 3".as_slice()));
+            assert_eq!(
+                out[3].value.as_deref(),
+                Some(b"value number 3value number 3value number 3".as_slice())
+            );
             assert_eq!(out[2].key.as_deref(), Some(b"k2".as_slice()));
             assert_eq!(out[1].key, None);
             assert_eq!(next_offset_after(&batch), Some(50));
@@ -178,7 +195,10 @@ mod tests {
     fn records_before_the_requested_offset_are_skipped() {
         let batch = encode_batch(&recs(10), Compression::None).unwrap();
         let out = decode_records(batch, 7).unwrap();
-        assert_eq!(out.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![7, 8, 9]);
+        assert_eq!(
+            out.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![7, 8, 9]
+        );
     }
 
     #[test]
@@ -242,7 +262,8 @@ pub fn visit_values(
                 let mut rp = 0usize;
                 for _ in 0..count.max(0) {
                     let len = read_varint(recs, &mut rp).ok_or_else(|| corrupt("record length"))?;
-                    let end = rp.checked_add(usize::try_from(len).map_err(|_| corrupt("record length"))?)
+                    let end = rp
+                        .checked_add(usize::try_from(len).map_err(|_| corrupt("record length"))?)
                         .filter(|&e| e <= recs.len())
                         .ok_or_else(|| corrupt("record length"))?;
                     let r = &recs[..end];
@@ -255,7 +276,8 @@ pub fn visit_values(
                     }
                     let vlen = read_varint(r, &mut q).ok_or_else(|| corrupt("value length"))?;
                     let value: &[u8] = if vlen >= 0 {
-                        r.get(q..q + vlen as usize).ok_or_else(|| corrupt("value"))?
+                        r.get(q..q + vlen as usize)
+                            .ok_or_else(|| corrupt("value"))?
                     } else {
                         &[]
                     };
@@ -267,7 +289,8 @@ pub fn visit_values(
                 }
             } else {
                 let mut one = data.slice(pos..pos + total);
-                let set = RecordBatchDecoder::decode(&mut one).map_err(|e| ClientError::Records(format!("{e:#}")))?;
+                let set = RecordBatchDecoder::decode(&mut one)
+                    .map_err(|e| ClientError::Records(format!("{e:#}")))?;
                 for r in set.records {
                     if r.offset >= from_offset && !r.control {
                         f(r.offset, r.value.as_deref().unwrap_or(&[]));
@@ -291,7 +314,11 @@ mod visit_tests {
         let recs: Vec<NewRecord> = (0..40)
             .map(|i| NewRecord {
                 key: (i % 3 == 0).then(|| Bytes::from(vec![b'k'; i])),
-                value: if i == 5 { None } else { Some(Bytes::from(vec![i as u8; 200 + i])) },
+                value: if i == 5 {
+                    None
+                } else {
+                    Some(Bytes::from(vec![i as u8; 200 + i]))
+                },
                 timestamp_ms: 1_700_000_000_000 + i as i64 * 1000,
             })
             .collect();
@@ -301,15 +328,25 @@ mod visit_tests {
             let next = visit_values(&batch, 3, |o, v| seen.push((o, v.to_vec()))).unwrap();
             assert_eq!(next, Some(40), "{c}");
             let full = decode_records(batch.clone(), 3).unwrap();
-            let want: Vec<(i64, Vec<u8>)> =
-                full.into_iter().map(|r| (r.offset, r.value.map(|v| v.to_vec()).unwrap_or_default())).collect();
+            let want: Vec<(i64, Vec<u8>)> = full
+                .into_iter()
+                .map(|r| (r.offset, r.value.map(|v| v.to_vec()).unwrap_or_default()))
+                .collect();
             assert_eq!(seen, want, "{c}");
         }
     }
 
     #[test]
     fn truncated_batch_is_left_for_the_next_fetch() {
-        let batch = encode_batch(&[NewRecord { key: None, value: Some(Bytes::from_static(b"x")), timestamp_ms: 0 }], Compression::None).unwrap();
+        let batch = encode_batch(
+            &[NewRecord {
+                key: None,
+                value: Some(Bytes::from_static(b"x")),
+                timestamp_ms: 0,
+            }],
+            Compression::None,
+        )
+        .unwrap();
         let cut = batch.slice(..batch.len() - 1);
         let mut n = 0;
         assert_eq!(visit_values(&cut, 0, |_, _| n += 1).unwrap(), None);

@@ -18,6 +18,16 @@ pub fn client_window(key: i16) -> (i16, i16) {
         Ok(ApiKey::DeleteTopics) => (1, 5),
         Ok(ApiKey::CreatePartitions) => (0, 3),
         Ok(ApiKey::DescribeConfigs) => (1, 4),
+        Ok(ApiKey::FindCoordinator) => (1, 3),
+        Ok(ApiKey::ListGroups) => (0, 4),
+        Ok(ApiKey::DescribeGroups) => (0, 5),
+        Ok(ApiKey::OffsetFetch) => (1, 7),
+        Ok(ApiKey::OffsetCommit) => (2, 8),
+        Ok(ApiKey::DeleteGroups) => (0, 2),
+        Ok(ApiKey::JoinGroup) => (4, 7),
+        Ok(ApiKey::SyncGroup) => (3, 5),
+        Ok(ApiKey::Heartbeat) => (3, 4),
+        Ok(ApiKey::LeaveGroup) => (3, 4),
         _ => (0, -1),
     }
 }
@@ -34,6 +44,16 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::DeleteTopics) => "DeleteTopics",
         Ok(ApiKey::CreatePartitions) => "CreatePartitions",
         Ok(ApiKey::DescribeConfigs) => "DescribeConfigs",
+        Ok(ApiKey::FindCoordinator) => "FindCoordinator",
+        Ok(ApiKey::ListGroups) => "ListGroups",
+        Ok(ApiKey::DescribeGroups) => "DescribeGroups",
+        Ok(ApiKey::OffsetFetch) => "OffsetFetch",
+        Ok(ApiKey::OffsetCommit) => "OffsetCommit",
+        Ok(ApiKey::DeleteGroups) => "DeleteGroups",
+        Ok(ApiKey::JoinGroup) => "JoinGroup",
+        Ok(ApiKey::SyncGroup) => "SyncGroup",
+        Ok(ApiKey::Heartbeat) => "Heartbeat",
+        Ok(ApiKey::LeaveGroup) => "LeaveGroup",
         _ => "request",
     }
 }
@@ -57,10 +77,23 @@ mod tests {
             (ApiKey::DeleteTopics, DeleteTopicsRequest::VERSIONS),
             (ApiKey::CreatePartitions, CreatePartitionsRequest::VERSIONS),
             (ApiKey::DescribeConfigs, DescribeConfigsRequest::VERSIONS),
+            (ApiKey::FindCoordinator, FindCoordinatorRequest::VERSIONS),
+            (ApiKey::ListGroups, ListGroupsRequest::VERSIONS),
+            (ApiKey::DescribeGroups, DescribeGroupsRequest::VERSIONS),
+            (ApiKey::OffsetFetch, OffsetFetchRequest::VERSIONS),
+            (ApiKey::OffsetCommit, OffsetCommitRequest::VERSIONS),
+            (ApiKey::DeleteGroups, DeleteGroupsRequest::VERSIONS),
+            (ApiKey::JoinGroup, JoinGroupRequest::VERSIONS),
+            (ApiKey::SyncGroup, SyncGroupRequest::VERSIONS),
+            (ApiKey::Heartbeat, HeartbeatRequest::VERSIONS),
+            (ApiKey::LeaveGroup, LeaveGroupRequest::VERSIONS),
         ] {
             let (lo, hi) = client_window(key as i16);
             assert!(lo <= hi, "{key:?}");
-            assert!(lo >= range.min && hi <= range.max, "{key:?} {lo}..{hi} vs {range}");
+            assert!(
+                lo >= range.min && hi <= range.max,
+                "{key:?} {lo}..{hi} vs {range}"
+            );
         }
     }
 }

@@ -11,6 +11,7 @@
 //! that shard's executor; nothing about a group is shared between shards.
 //! Architecture invariant: OffsetCommit is acknowledged only after its records are fsync'd.
 
+pub mod consumer;
 pub mod offsets;
 pub mod state;
 
@@ -24,9 +25,10 @@ use kafka_protocol::error::ResponseError;
 
 use crate::config::BrokerConfig;
 use crate::limits;
+use consumer::{ConsumerGroup, ConsumerSettings, HeartbeatParams, HeartbeatResult};
 use offsets::{Committed, OffsetLog, OffsetRecord, OffsetTable};
-pub use state::{Code, GroupSettings, GroupState, JoinParams, JoinResult, Reply, SyncResult, NONE};
 use state::Group;
+pub use state::{Code, GroupSettings, GroupState, JoinParams, JoinResult, Reply, SyncResult, NONE};
 
 /// The shard that coordinates `group_id`: a pure function of the id bytes.
 pub fn owner_shard_for_group(group_id: &str, shards: usize) -> usize {
@@ -75,9 +77,34 @@ pub struct MemberSummary {
     pub assignment: Bytes,
 }
 
+#[derive(Clone, Debug)]
+pub struct ConsumerGroupSummary {
+    pub state: &'static str,
+    pub epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: String,
+    pub members: Vec<ConsumerMemberSummary>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ConsumerMemberSummary {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub epoch: i32,
+    pub client_id: String,
+    pub client_host: String,
+    pub subscribed: Vec<String>,
+    pub assigned: Vec<consumer::Tp>,
+    pub target: Vec<consumer::Tp>,
+}
+
 /// The group coordinator state of one shard.
 pub struct Coordinator {
     groups: RefCell<HashMap<String, Group>>,
+    /// KIP-848 groups (`group.protocol=consumer`); an id is in at most one of the two maps.
+    consumer_groups: RefCell<HashMap<String, ConsumerGroup>>,
+    consumer_settings: ConsumerSettings,
     offsets: RefCell<OffsetTable>,
     log: RefCell<Option<Rc<OffsetLog>>>,
     settings: GroupSettings,
@@ -111,6 +138,12 @@ impl Coordinator {
     pub fn new(config: &BrokerConfig) -> Coordinator {
         Coordinator {
             groups: RefCell::new(HashMap::new()),
+            consumer_groups: RefCell::new(HashMap::new()),
+            consumer_settings: ConsumerSettings {
+                session_timeout_ms: config.group_consumer_session_timeout_ms,
+                heartbeat_interval_ms: config.group_consumer_heartbeat_interval_ms,
+                members_max: config.group_max_size,
+            },
             offsets: RefCell::new(HashMap::new()),
             log: RefCell::new(None),
             settings: GroupSettings {
@@ -137,28 +170,38 @@ impl Coordinator {
     /// Replays every shard's offsets log, keeping the groups this shard owns (so a changed shard
     /// count keeps every commit), then opens this shard's log for appending. Owned offsets found
     /// in another shard's file are re-appended here before the shard serves.
-    pub async fn open(&self, data_dir: &Path, shard: usize, shards: usize) -> Result<(), offsets::OffsetLogError> {
+    pub async fn open(
+        &self,
+        data_dir: &Path,
+        shard: usize,
+        shards: usize,
+    ) -> Result<(), offsets::OffsetLogError> {
         let data_dir = data_dir.to_path_buf();
-        let r = compio::runtime::spawn_blocking(move || -> Result<(OffsetLog, Vec<OffsetRecord>, bool), offsets::OffsetLogError> {
-            let own_dir = offsets::dir_for_shard(&data_dir, shard);
-            let own_path = own_dir.join("offsets.log");
-            let mut records = Vec::new();
-            let mut foreign = false;
-            for path in offsets::all_log_files(&data_dir) {
-                let mine: Vec<OffsetRecord> = offsets::replay_file(&path)?
-                    .into_iter()
-                    .filter(|r| owner_shard_for_group(&r.group, shards) == shard)
-                    .collect();
-                foreign |= path != own_path && !mine.is_empty();
-                records.extend(mine);
-            }
-            Ok((OffsetLog::open(own_dir)?, records, foreign))
-        })
+        let r = compio::runtime::spawn_blocking(
+            move || -> Result<(OffsetLog, Vec<OffsetRecord>, bool), offsets::OffsetLogError> {
+                let own_dir = offsets::dir_for_shard(&data_dir, shard);
+                let own_path = own_dir.join("offsets.log");
+                let mut records = Vec::new();
+                let mut foreign = false;
+                for path in offsets::all_log_files(&data_dir) {
+                    let mine: Vec<OffsetRecord> = offsets::replay_file(&path)?
+                        .into_iter()
+                        .filter(|r| owner_shard_for_group(&r.group, shards) == shard)
+                        .collect();
+                    foreign |= path != own_path && !mine.is_empty();
+                    records.extend(mine);
+                }
+                Ok((OffsetLog::open(own_dir)?, records, foreign))
+            },
+        )
         .await;
         let (log, records, foreign) = match r {
             Ok(r) => r?,
             Err(_) => {
-                return Err(offsets::OffsetLogError::Io { path: data_dir_path(), source: std::io::Error::other("blocking task panicked") })
+                return Err(offsets::OffsetLogError::Io {
+                    path: data_dir_path(),
+                    source: std::io::Error::other("blocking task panicked"),
+                })
             }
         };
         let n = records.len();
@@ -167,9 +210,18 @@ impl Coordinator {
         if foreign {
             let live = self.live_records();
             log.append(&live).await?;
-            tracing::info!(shard, groups = self.offsets.borrow().len(), "offsets moved from other shards' logs (shard count changed)");
+            tracing::info!(
+                shard,
+                groups = self.offsets.borrow().len(),
+                "offsets moved from other shards' logs (shard count changed)"
+            );
         }
-        tracing::debug!(shard, records = n, groups = self.offsets.borrow().len(), "offsets log replayed");
+        tracing::debug!(
+            shard,
+            records = n,
+            groups = self.offsets.borrow().len(),
+            "offsets log replayed"
+        );
         *self.log.borrow_mut() = Some(log);
         Ok(())
     }
@@ -178,28 +230,72 @@ impl Coordinator {
         let mut out = Vec::new();
         for (g, parts) in self.offsets.borrow().iter() {
             for ((t, p), c) in parts {
-                out.push(OffsetRecord { group: g.clone(), topic: t.clone(), partition: *p, value: Some(c.clone()), write_ms: c.commit_ms });
+                out.push(OffsetRecord {
+                    group: g.clone(),
+                    topic: t.clone(),
+                    partition: *p,
+                    value: Some(c.clone()),
+                    write_ms: c.commit_ms,
+                });
             }
         }
         out
     }
 
     pub fn join(&self, group_id: &str, p: JoinParams, now_ms: i64) -> Reply<JoinResult> {
+        {
+            let mut cgs = self.consumer_groups.borrow_mut();
+            if cgs.get(group_id).is_some_and(|g| g.members.is_empty()) {
+                // An empty consumer-protocol group becomes a classic one (Kafka converts too).
+                cgs.remove(group_id);
+            }
+        }
+        if self
+            .consumer_groups
+            .borrow()
+            .get(group_id)
+            .is_some_and(|g| !g.members.is_empty())
+        {
+            return Reply::Now(JoinResult {
+                error: ResponseError::InconsistentGroupProtocol.code(),
+                generation: -1,
+                member_id: p.member_id,
+                ..Default::default()
+            });
+        }
         let mut groups = self.groups.borrow_mut();
         if !groups.contains_key(group_id) {
             if !p.member_id.is_empty() {
-                return Reply::Now(JoinResult { error: ResponseError::UnknownMemberId.code(), generation: -1, member_id: p.member_id, ..Default::default() });
+                return Reply::Now(JoinResult {
+                    error: ResponseError::UnknownMemberId.code(),
+                    generation: -1,
+                    member_id: p.member_id,
+                    ..Default::default()
+                });
             }
             if groups.len() >= limits::GROUPS_PER_SHARD_MAX {
-                tracing::warn!(group = group_id, "group refused: groups per shard limit reached");
-                return Reply::Now(JoinResult { error: ResponseError::UnknownServerError.code(), generation: -1, ..Default::default() });
+                tracing::warn!(
+                    group = group_id,
+                    "group refused: groups per shard limit reached"
+                );
+                return Reply::Now(JoinResult {
+                    error: ResponseError::UnknownServerError.code(),
+                    generation: -1,
+                    ..Default::default()
+                });
             }
-            groups.insert(group_id.to_string(), Group::new(group_id.to_string(), now_ms));
+            groups.insert(
+                group_id.to_string(),
+                Group::new(group_id.to_string(), now_ms),
+            );
         }
         let g = groups.get_mut(group_id).ok_or(()).map_err(|_| ());
         match g {
             Ok(g) => g.join(p, now_ms, &self.settings),
-            Err(()) => Reply::Now(JoinResult { error: ResponseError::UnknownServerError.code(), ..Default::default() }),
+            Err(()) => Reply::Now(JoinResult {
+                error: ResponseError::UnknownServerError.code(),
+                ..Default::default()
+            }),
         }
     }
 
@@ -216,12 +312,30 @@ impl Coordinator {
         now_ms: i64,
     ) -> Reply<SyncResult> {
         match self.groups.borrow_mut().get_mut(group_id) {
-            Some(g) => g.sync(member_id, instance_id, generation, protocol_type, protocol_name, assignments, now_ms),
-            None => Reply::Now(SyncResult { error: ResponseError::UnknownMemberId.code(), ..Default::default() }),
+            Some(g) => g.sync(
+                member_id,
+                instance_id,
+                generation,
+                protocol_type,
+                protocol_name,
+                assignments,
+                now_ms,
+            ),
+            None => Reply::Now(SyncResult {
+                error: ResponseError::UnknownMemberId.code(),
+                ..Default::default()
+            }),
         }
     }
 
-    pub fn heartbeat(&self, group_id: &str, member_id: &str, instance_id: Option<&str>, generation: i32, now_ms: i64) -> Code {
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now_ms: i64,
+    ) -> Code {
         match self.groups.borrow_mut().get_mut(group_id) {
             Some(g) => g.heartbeat(member_id, instance_id, generation, now_ms),
             None => ResponseError::UnknownMemberId.code(),
@@ -229,12 +343,20 @@ impl Coordinator {
     }
 
     /// LeaveGroup for each (member id, instance id); one code per member.
-    pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)], now_ms: i64) -> Vec<Code> {
+    pub fn leave(
+        &self,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+        now_ms: i64,
+    ) -> Vec<Code> {
         let mut groups = self.groups.borrow_mut();
         let Some(g) = groups.get_mut(group_id) else {
             return vec![ResponseError::UnknownMemberId.code(); members.len()];
         };
-        members.iter().map(|(m, i)| g.leave(m, i.as_deref(), now_ms, &self.settings)).collect()
+        members
+            .iter()
+            .map(|(m, i)| g.leave(m, i.as_deref(), now_ms, &self.settings))
+            .collect()
     }
 
     /// OffsetCommit: validates membership and partitions, writes durably, then applies.
@@ -251,8 +373,14 @@ impl Coordinator {
         now_ms: i64,
     ) -> Vec<Code> {
         let all = |e: ResponseError| vec![e.code(); entries.len()];
-        let Some(log) = self.log.borrow().clone() else { return all(ResponseError::CoordinatorLoadInProgress) };
-        {
+        let Some(log) = self.log.borrow().clone() else {
+            return all(ResponseError::CoordinatorLoadInProgress);
+        };
+        if let Some(cg) = self.consumer_groups.borrow().get(group_id) {
+            if let Err(e) = cg.check_commit(member_id, generation) {
+                return all(e);
+            }
+        } else {
             let mut groups = self.groups.borrow_mut();
             match groups.get_mut(group_id) {
                 Some(g) => {
@@ -268,7 +396,9 @@ impl Coordinator {
         let mut codes = vec![NONE; entries.len()];
         let mut records = Vec::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
-            let known = catalog.topic(&e.topic).is_some_and(|t| e.partition >= 0 && e.partition < t.partitions);
+            let known = catalog
+                .topic(&e.topic)
+                .is_some_and(|t| e.partition >= 0 && e.partition < t.partitions);
             if !known {
                 codes[i] = ResponseError::UnknownTopicOrPartition.code();
             } else if e.metadata.len() > self.offset_metadata_bytes_max {
@@ -278,7 +408,12 @@ impl Coordinator {
                     group: group_id.to_string(),
                     topic: e.topic.clone(),
                     partition: e.partition,
-                    value: Some(Committed { offset: e.offset, leader_epoch: e.leader_epoch, metadata: e.metadata.clone(), commit_ms: now_ms }),
+                    value: Some(Committed {
+                        offset: e.offset,
+                        leader_epoch: e.leader_epoch,
+                        metadata: e.metadata.clone(),
+                        commit_ms: now_ms,
+                    }),
                     write_ms: now_ms,
                 });
             }
@@ -316,7 +451,10 @@ impl Coordinator {
             Some(topics) => topics
                 .into_iter()
                 .map(|(t, parts)| {
-                    let rows = parts.into_iter().map(|p| (p, g.get(&(t.clone(), p)).cloned())).collect();
+                    let rows = parts
+                        .into_iter()
+                        .map(|p| (p, g.get(&(t.clone(), p)).cloned()))
+                        .collect();
                     (t, rows)
                 })
                 .collect(),
@@ -334,8 +472,15 @@ impl Coordinator {
     }
 
     /// OffsetDelete: top-level code, then one code per (topic, partition).
-    pub async fn delete_offsets(&self, group_id: &str, parts: Vec<(String, i32)>, now_ms: i64) -> (Code, Vec<Code>) {
-        let Some(log) = self.log.borrow().clone() else { return (ResponseError::CoordinatorLoadInProgress.code(), vec![]) };
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        parts: Vec<(String, i32)>,
+        now_ms: i64,
+    ) -> (Code, Vec<Code>) {
+        let Some(log) = self.log.borrow().clone() else {
+            return (ResponseError::CoordinatorLoadInProgress.code(), vec![]);
+        };
         let subscribed = match self.groups.borrow().get(group_id) {
             Some(g) => match g.subscribed_topics() {
                 Some(s) => s,
@@ -343,7 +488,8 @@ impl Coordinator {
             },
             None => Default::default(),
         };
-        let exists = self.groups.borrow().contains_key(group_id) || self.offsets.borrow().contains_key(group_id);
+        let exists = self.groups.borrow().contains_key(group_id)
+            || self.offsets.borrow().contains_key(group_id);
         if !exists {
             return (ResponseError::GroupIdNotFound.code(), vec![]);
         }
@@ -355,8 +501,19 @@ impl Coordinator {
                 continue;
             }
             codes.push(NONE);
-            if self.offsets.borrow().get(group_id).is_some_and(|g| g.contains_key(&(t.clone(), *p))) {
-                records.push(OffsetRecord { group: group_id.to_string(), topic: t.clone(), partition: *p, value: None, write_ms: now_ms });
+            if self
+                .offsets
+                .borrow()
+                .get(group_id)
+                .is_some_and(|g| g.contains_key(&(t.clone(), *p)))
+            {
+                records.push(OffsetRecord {
+                    group: group_id.to_string(),
+                    topic: t.clone(),
+                    partition: *p,
+                    value: None,
+                    write_ms: now_ms,
+                });
             }
         }
         if !records.is_empty() {
@@ -384,19 +541,37 @@ impl Coordinator {
 
     /// DeleteGroups for one group: must be empty; its offsets are deleted durably.
     pub async fn delete_group(&self, group_id: &str, now_ms: i64) -> Code {
-        let Some(log) = self.log.borrow().clone() else { return ResponseError::CoordinatorLoadInProgress.code() };
-        let has_group = match self.groups.borrow().get(group_id) {
-            Some(g) if !g.is_empty() => return ResponseError::NonEmptyGroup.code(),
-            Some(g) => g.state != GroupState::Dead,
-            None => false,
+        let Some(log) = self.log.borrow().clone() else {
+            return ResponseError::CoordinatorLoadInProgress.code();
         };
+        if self
+            .consumer_groups
+            .borrow()
+            .get(group_id)
+            .is_some_and(|g| !g.members.is_empty())
+        {
+            return ResponseError::NonEmptyGroup.code();
+        }
+        let had_consumer_group = self.consumer_groups.borrow_mut().remove(group_id).is_some();
+        let has_group = had_consumer_group
+            || match self.groups.borrow().get(group_id) {
+                Some(g) if !g.is_empty() => return ResponseError::NonEmptyGroup.code(),
+                Some(g) => g.state != GroupState::Dead,
+                None => false,
+            };
         let records: Vec<OffsetRecord> = self
             .offsets
             .borrow()
             .get(group_id)
             .map(|g| {
                 g.keys()
-                    .map(|(t, p)| OffsetRecord { group: group_id.to_string(), topic: t.clone(), partition: *p, value: None, write_ms: now_ms })
+                    .map(|(t, p)| OffsetRecord {
+                        group: group_id.to_string(),
+                        topic: t.clone(),
+                        partition: *p,
+                        value: None,
+                        write_ms: now_ms,
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -421,7 +596,107 @@ impl Coordinator {
         NONE
     }
 
+    /// ConsumerGroupHeartbeat (KIP-848). `topics` resolves a topic name to (id, partitions).
+    pub fn consumer_heartbeat(
+        &self,
+        group_id: &str,
+        p: HeartbeatParams,
+        topics: &dyn Fn(&str) -> Option<(uuid::Uuid, i32)>,
+        now_ms: i64,
+    ) -> (HeartbeatResult, i32) {
+        let interval = self.consumer_settings.heartbeat_interval_ms;
+        let fail = |e: ResponseError, m: &str| {
+            (
+                HeartbeatResult {
+                    error: e.code(),
+                    error_message: Some(m.to_string()),
+                    member_epoch: -1,
+                    ..Default::default()
+                },
+                interval,
+            )
+        };
+        {
+            let mut classic = self.groups.borrow_mut();
+            match classic.get(group_id) {
+                Some(g) if !g.is_empty() => {
+                    return fail(
+                        ResponseError::GroupIdNotFound,
+                        "the group uses the classic protocol",
+                    )
+                }
+                Some(_) => {
+                    classic.remove(group_id);
+                }
+                None => {}
+            }
+        }
+        let mut cgs = self.consumer_groups.borrow_mut();
+        if !cgs.contains_key(group_id) {
+            if p.member_epoch != 0 {
+                return fail(ResponseError::UnknownMemberId, "unknown member");
+            }
+            if cgs.len() + self.groups.borrow().len() >= limits::GROUPS_PER_SHARD_MAX {
+                return fail(
+                    ResponseError::UnknownServerError,
+                    "too many groups on this coordinator",
+                );
+            }
+            cgs.insert(
+                group_id.to_string(),
+                ConsumerGroup::new(group_id.to_string(), now_ms),
+            );
+        }
+        match cgs.get_mut(group_id) {
+            Some(g) => (
+                g.heartbeat(p, topics, now_ms, &self.consumer_settings),
+                interval,
+            ),
+            None => fail(ResponseError::UnknownServerError, "group vanished"),
+        }
+    }
+
+    /// ConsumerGroupDescribe: None when `group_id` is not a KIP-848 group.
+    pub fn consumer_describe(&self, group_id: &str) -> Option<ConsumerGroupSummary> {
+        let cgs = self.consumer_groups.borrow();
+        let g = cgs.get(group_id)?;
+        Some(ConsumerGroupSummary {
+            state: g.state_name(),
+            epoch: g.epoch,
+            assignment_epoch: g.assignment_epoch,
+            assignor: g.assignor.clone(),
+            members: g
+                .members
+                .values()
+                .map(|m| ConsumerMemberSummary {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    rack_id: m.rack_id.clone(),
+                    epoch: m.epoch,
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    subscribed: m.subscribed.clone(),
+                    assigned: m.assigned.iter().copied().collect(),
+                    target: g
+                        .target
+                        .get(&m.id)
+                        .map(|t| t.iter().copied().collect())
+                        .unwrap_or_default(),
+                })
+                .collect(),
+        })
+    }
+
     pub fn describe(&self, group_id: &str) -> GroupSummary {
+        if let Some(cg) = self.consumer_groups.borrow().get(group_id) {
+            return GroupSummary {
+                group_id: group_id.to_string(),
+                state: cg.state_name(),
+                protocol_type: "consumer".into(),
+                protocol: String::new(),
+                members: vec![],
+            };
+        }
         let groups = self.groups.borrow();
         match groups.get(group_id) {
             Some(g) => {
@@ -430,7 +705,11 @@ impl Coordinator {
                     group_id: group_id.to_string(),
                     state: g.state.name(),
                     protocol_type: g.protocol_type.clone().unwrap_or_default(),
-                    protocol: if g.state == GroupState::Stable { protocol.clone() } else { String::new() },
+                    protocol: if g.state == GroupState::Stable {
+                        protocol.clone()
+                    } else {
+                        String::new()
+                    },
                     members: g
                         .members
                         .values()
@@ -440,7 +719,11 @@ impl Coordinator {
                             client_id: m.client_id.clone(),
                             client_host: m.client_host.clone(),
                             metadata: m.metadata_for(&protocol),
-                            assignment: if g.state == GroupState::Stable { m.assignment.clone() } else { Bytes::new() },
+                            assignment: if g.state == GroupState::Stable {
+                                m.assignment.clone()
+                            } else {
+                                Bytes::new()
+                            },
                         })
                         .collect(),
                 }
@@ -462,14 +745,38 @@ impl Coordinator {
         }
     }
 
-    /// Every group this shard knows: with members, or with committed offsets only.
-    pub fn list(&self) -> Vec<(String, String, &'static str)> {
+    /// Every group this shard knows: (id, protocol type, state, group type "classic" or
+    /// "consumer"), with members or with committed offsets only.
+    pub fn list(&self) -> Vec<(String, String, &'static str, &'static str)> {
         let groups = self.groups.borrow();
-        let mut out: Vec<(String, String, &'static str)> =
-            groups.values().map(|g| (g.id.clone(), g.protocol_type.clone().unwrap_or_default(), g.state.name())).collect();
+        let mut out: Vec<(String, String, &'static str, &'static str)> = groups
+            .values()
+            .map(|g| {
+                (
+                    g.id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state.name(),
+                    "classic",
+                )
+            })
+            .collect();
+        let cgs = self.consumer_groups.borrow();
+        out.extend(cgs.values().map(|g| {
+            (
+                g.id.clone(),
+                "consumer".to_string(),
+                g.state_name(),
+                "consumer",
+            )
+        }));
         for id in self.offsets.borrow().keys() {
-            if !groups.contains_key(id) {
-                out.push((id.clone(), String::new(), GroupState::Empty.name()));
+            if !groups.contains_key(id) && !cgs.contains_key(id) {
+                out.push((
+                    id.clone(),
+                    String::new(),
+                    GroupState::Empty.name(),
+                    "classic",
+                ));
             }
         }
         out
@@ -479,6 +786,9 @@ impl Coordinator {
     pub async fn tick(&self, now_ms: i64, all_shards_ready: bool) {
         for g in self.groups.borrow_mut().values_mut() {
             g.tick(now_ms, &self.settings);
+        }
+        for g in self.consumer_groups.borrow_mut().values_mut() {
+            g.tick(now_ms);
         }
         if now_ms - self.last_retention_ms.get() >= limits::OFFSETS_RETENTION_CHECK_INTERVAL_MS {
             self.last_retention_ms.set(now_ms);
@@ -490,19 +800,32 @@ impl Coordinator {
     /// `offsets.retention.minutes`: offsets of a group without members expire once the group
     /// has been empty that long (for groups that never had members: since the commit).
     async fn expire_offsets(&self, now_ms: i64) {
-        let Some(log) = self.log.borrow().clone() else { return };
+        let Some(log) = self.log.borrow().clone() else {
+            return;
+        };
         let mut records = Vec::new();
         {
             let groups = self.groups.borrow();
+            let cgs = self.consumer_groups.borrow();
             for (gid, parts) in self.offsets.borrow().iter() {
-                let since = match groups.get(gid) {
-                    Some(g) if g.state == GroupState::Empty && g.is_empty() => Some(g.state_since_ms),
-                    Some(_) => continue,
-                    None => None,
+                let since = match (groups.get(gid), cgs.get(gid)) {
+                    (Some(g), _) if g.state == GroupState::Empty && g.is_empty() => {
+                        Some(g.state_since_ms)
+                    }
+                    (Some(_), _) => continue,
+                    (None, Some(g)) if g.members.is_empty() => Some(g.state_since_ms),
+                    (None, Some(_)) => continue,
+                    (None, None) => None,
                 };
                 for ((t, p), c) in parts {
                     if since.unwrap_or(0).max(c.commit_ms) + self.offsets_retention_ms <= now_ms {
-                        records.push(OffsetRecord { group: gid.clone(), topic: t.clone(), partition: *p, value: None, write_ms: now_ms });
+                        records.push(OffsetRecord {
+                            group: gid.clone(),
+                            topic: t.clone(),
+                            partition: *p,
+                            value: None,
+                            write_ms: now_ms,
+                        });
                     }
                 }
             }
@@ -511,7 +834,10 @@ impl Coordinator {
             let _in_flight = InFlight::new(&self.writes_in_flight);
             match log.append(&records).await {
                 Ok(()) => {
-                    tracing::info!(offsets = records.len(), "committed offsets expired (offsets.retention.minutes)");
+                    tracing::info!(
+                        offsets = records.len(),
+                        "committed offsets expired (offsets.retention.minutes)"
+                    );
                     self.apply_tombstones(&records);
                 }
                 Err(e) => tracing::error!(error = %e, "offset expiry failed"),
@@ -519,11 +845,18 @@ impl Coordinator {
         }
         // Empty groups without offsets are forgotten (Kafka marks them Dead).
         let offsets = self.offsets.borrow();
-        self.groups.borrow_mut().retain(|id, g| !(g.state == GroupState::Empty && g.is_empty() && !offsets.contains_key(id)));
+        self.groups.borrow_mut().retain(|id, g| {
+            !(g.state == GroupState::Empty && g.is_empty() && !offsets.contains_key(id))
+        });
+        self.consumer_groups
+            .borrow_mut()
+            .retain(|id, g| !g.members.is_empty() || offsets.contains_key(id));
     }
 
     async fn maybe_compact(&self, all_shards_ready: bool) {
-        let Some(log) = self.log.borrow().clone() else { return };
+        let Some(log) = self.log.borrow().clone() else {
+            return;
+        };
         // Before every shard has loaded, this file may hold another shard's groups it has not
         // copied yet (after a shard-count change); compaction would drop them.
         // The snapshot below must contain every write already in the file.
@@ -570,7 +903,11 @@ impl RouteError {
 }
 
 /// Runs `f` with the coordinator of `group_id`, on its owner shard.
-pub async fn on_coordinator<R, F, Fut>(shard: &Rc<crate::runtime::Shard>, group_id: &str, f: F) -> Result<R, RouteError>
+pub async fn on_coordinator<R, F, Fut>(
+    shard: &Rc<crate::runtime::Shard>,
+    group_id: &str,
+    f: F,
+) -> Result<R, RouteError>
 where
     F: FnOnce(Rc<crate::runtime::Shard>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = R> + 'static,
@@ -615,7 +952,12 @@ mod tests {
         cat.update_blocking(|d| {
             d.topics.insert(
                 "t".into(),
-                crate::catalog::TopicMeta { name: "t".into(), id: uuid::Uuid::new_v4(), partitions: 4, configs: Default::default() },
+                crate::catalog::TopicMeta {
+                    name: "t".into(),
+                    id: uuid::Uuid::new_v4(),
+                    partitions: 4,
+                    configs: Default::default(),
+                },
             );
             Ok::<(), ()>(())
         })
@@ -625,29 +967,55 @@ mod tests {
     }
 
     fn entry(p: i32, offset: i64) -> CommitEntry {
-        CommitEntry { topic: "t".into(), partition: p, offset, leader_epoch: -1, metadata: String::new() }
+        CommitEntry {
+            topic: "t".into(),
+            partition: p,
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+        }
     }
 
     fn offset_of(c: &Coordinator, group: &str, p: i32) -> Option<i64> {
-        c.fetch(group, Some(vec![("t".into(), vec![p])]))[0].1[0].1.as_ref().map(|c| c.offset)
+        c.fetch(group, Some(vec![("t".into(), vec![p])]))[0].1[0]
+            .1
+            .as_ref()
+            .map(|c| c.offset)
     }
 
     #[compio::test]
     async fn offsets_expire_compact_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let snap = catalog_with_topic(dir.path());
-        let config = BrokerConfig { data_dir: dir.path().to_path_buf(), offsets_retention_minutes: 1, ..BrokerConfig::default() };
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            offsets_retention_minutes: 1,
+            ..BrokerConfig::default()
+        };
         let c = Coordinator::new(&config);
         c.open(dir.path(), 0, 1).await.unwrap();
         let t0 = 1_000_000;
         // Many commits of the same two partitions: the log is mostly dead records.
         for i in 0..200 {
-            let codes = c.commit("g", "", None, -1, vec![entry(0, i), entry(1, 1000 + i)], &snap, t0 + i).await;
+            let codes = c
+                .commit(
+                    "g",
+                    "",
+                    None,
+                    -1,
+                    vec![entry(0, i), entry(1, 1000 + i)],
+                    &snap,
+                    t0 + i,
+                )
+                .await;
             assert_eq!(codes, vec![NONE, NONE]);
         }
-        let codes = c.commit("g", "", None, -1, vec![entry(9, 1)], &snap, t0).await;
+        let codes = c
+            .commit("g", "", None, -1, vec![entry(9, 1)], &snap, t0)
+            .await;
         assert_eq!(codes, vec![ResponseError::UnknownTopicOrPartition.code()]);
-        c.commit("old", "", None, -1, vec![entry(2, 5)], &snap, t0 - 120_000).await;
+        c.commit("old", "", None, -1, vec![entry(2, 5)], &snap, t0 - 120_000)
+            .await;
         let before = c.log.borrow().as_ref().unwrap().bytes();
         c.compact_bytes.set(1024);
         // One tick: "old" (committed 2 minutes before) expires; the log is compacted.
@@ -677,7 +1045,11 @@ mod tests {
     async fn member_commits_are_fenced() {
         let dir = tempfile::tempdir().unwrap();
         let snap = catalog_with_topic(dir.path());
-        let config = BrokerConfig { data_dir: dir.path().to_path_buf(), group_initial_rebalance_delay_ms: 0, ..BrokerConfig::default() };
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            group_initial_rebalance_delay_ms: 0,
+            ..BrokerConfig::default()
+        };
         let c = Coordinator::new(&config);
         c.open(dir.path(), 0, 1).await.unwrap();
         let p = JoinParams {
@@ -691,20 +1063,48 @@ mod tests {
             protocols: vec![("range".into(), Bytes::new())],
             require_known_member_id: false,
         };
-        let Reply::Later(rx) = c.join("g", p, 0) else { panic!("join answered at once") };
+        let Reply::Later(rx) = c.join("g", p, 0) else {
+            panic!("join answered at once")
+        };
         let j = rx.await.unwrap();
         assert_eq!(j.generation, 1);
         // CompletingRebalance: commits wait for the assignment.
-        let codes = c.commit("g", &j.member_id, None, 1, vec![entry(0, 1)], &snap, 1).await;
+        let codes = c
+            .commit("g", &j.member_id, None, 1, vec![entry(0, 1)], &snap, 1)
+            .await;
         assert_eq!(codes, vec![ResponseError::RebalanceInProgress.code()]);
-        let Reply::Later(rx) = c.sync("g", &j.member_id, None, 1, None, None, vec![(j.member_id.clone(), Bytes::from_static(b"x"))], 2) else {
+        let Reply::Later(rx) = c.sync(
+            "g",
+            &j.member_id,
+            None,
+            1,
+            None,
+            None,
+            vec![(j.member_id.clone(), Bytes::from_static(b"x"))],
+            2,
+        ) else {
             panic!()
         };
         assert_eq!(rx.await.unwrap().assignment, Bytes::from_static(b"x"));
-        assert_eq!(c.commit("g", &j.member_id, None, 1, vec![entry(0, 1)], &snap, 3).await, vec![NONE]);
-        assert_eq!(c.commit("g", &j.member_id, None, 2, vec![entry(0, 2)], &snap, 3).await, vec![ResponseError::IllegalGeneration.code()]);
-        assert_eq!(c.commit("g", "x", None, 1, vec![entry(0, 2)], &snap, 3).await, vec![ResponseError::UnknownMemberId.code()]);
-        assert_eq!(c.delete_group("g", 4).await, ResponseError::NonEmptyGroup.code());
+        assert_eq!(
+            c.commit("g", &j.member_id, None, 1, vec![entry(0, 1)], &snap, 3)
+                .await,
+            vec![NONE]
+        );
+        assert_eq!(
+            c.commit("g", &j.member_id, None, 2, vec![entry(0, 2)], &snap, 3)
+                .await,
+            vec![ResponseError::IllegalGeneration.code()]
+        );
+        assert_eq!(
+            c.commit("g", "x", None, 1, vec![entry(0, 2)], &snap, 3)
+                .await,
+            vec![ResponseError::UnknownMemberId.code()]
+        );
+        assert_eq!(
+            c.delete_group("g", 4).await,
+            ResponseError::NonEmptyGroup.code()
+        );
         assert_eq!(c.leave("g", &[(j.member_id.clone(), None)], 5), vec![NONE]);
         assert_eq!(c.describe("g").state, "Empty");
         assert_eq!(c.delete_group("g", 6).await, NONE);

@@ -22,7 +22,10 @@ use crate::limits;
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetLogError {
     #[error("offsets log {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("offsets log {path} failed earlier and is read-only until restart")]
     Poisoned { path: PathBuf },
 }
@@ -64,7 +67,11 @@ impl OffsetRecord {
     pub fn encode(&self, out: &mut Vec<u8>) {
         let mut body = Vec::with_capacity(64);
         body.push(RECORD_VERSION);
-        body.push(if self.value.is_some() { KIND_COMMIT } else { KIND_TOMBSTONE });
+        body.push(if self.value.is_some() {
+            KIND_COMMIT
+        } else {
+            KIND_TOMBSTONE
+        });
         body.extend_from_slice(&self.write_ms.to_be_bytes());
         put_str(&mut body, &self.group);
         put_str(&mut body, &self.topic);
@@ -96,12 +103,23 @@ impl OffsetRecord {
                 let leader_epoch = r.i32()?;
                 let commit_ms = r.i64()?;
                 let metadata = r.str()?;
-                Some(Committed { offset, leader_epoch, metadata, commit_ms })
+                Some(Committed {
+                    offset,
+                    leader_epoch,
+                    metadata,
+                    commit_ms,
+                })
             }
             KIND_TOMBSTONE => None,
             _ => return None,
         };
-        (r.p == b.len()).then_some(OffsetRecord { group, topic, partition, value, write_ms })
+        (r.p == b.len()).then_some(OffsetRecord {
+            group,
+            topic,
+            partition,
+            value,
+            write_ms,
+        })
     }
 }
 
@@ -141,11 +159,15 @@ pub fn decode_all(b: &[u8]) -> (Vec<OffsetRecord>, usize) {
         if len > limits::OFFSET_RECORD_BYTES_MAX {
             break;
         }
-        let Some(body) = b.get(p + FRAME_HEADER_BYTES..p + FRAME_HEADER_BYTES + len) else { break };
+        let Some(body) = b.get(p + FRAME_HEADER_BYTES..p + FRAME_HEADER_BYTES + len) else {
+            break;
+        };
         if crc32c::crc32c(body) != crc {
             break;
         }
-        let Some(rec) = OffsetRecord::decode_body(body) else { break };
+        let Some(rec) = OffsetRecord::decode_body(body) else {
+            break;
+        };
         out.push(rec);
         p += FRAME_HEADER_BYTES + len;
     }
@@ -192,7 +214,10 @@ pub struct OffsetLog {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OffsetLogError + '_ {
-    move |source| OffsetLogError::Io { path: path.to_path_buf(), source }
+    move |source| OffsetLogError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 pub fn dir_for_shard(data_dir: &Path, shard: usize) -> PathBuf {
@@ -201,10 +226,19 @@ pub fn dir_for_shard(data_dir: &Path, shard: usize) -> PathBuf {
 
 /// Reads one shard's log file, truncating a torn or corrupt tail. Blocking.
 pub fn replay_file(path: &Path) -> Result<Vec<OffsetRecord>, OffsetLogError> {
-    let mut f = match std::fs::OpenOptions::new().read(true).write(true).open(path) {
+    let mut f = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(OffsetLogError::Io { path: path.to_path_buf(), source: e }),
+        Err(e) => {
+            return Err(OffsetLogError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            })
+        }
     };
     let mut b = Vec::new();
     f.read_to_end(&mut b).map_err(io(path))?;
@@ -222,7 +256,10 @@ pub fn all_log_files(data_dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(data_dir) {
         for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with("__consumer_offsets-") {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with("__consumer_offsets-")
+            {
                 out.push(e.path().join("offsets.log"));
             }
         }
@@ -236,7 +273,12 @@ impl OffsetLog {
     pub fn open(dir: PathBuf) -> Result<OffsetLog, OffsetLogError> {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let path = dir.join("offsets.log");
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).read(true).open(&path).map_err(io(&path))?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)
+            .map_err(io(&path))?;
         let bytes = f.seek(std::io::SeekFrom::End(0)).map_err(io(&path))?;
         sync_dir(&dir)?;
         Ok(OffsetLog {
@@ -259,7 +301,9 @@ impl OffsetLog {
     /// Appends records and resolves once they are durable (group commit).
     pub async fn append(&self, records: &[OffsetRecord]) -> Result<(), OffsetLogError> {
         if self.poisoned.get() {
-            return Err(OffsetLogError::Poisoned { path: self.path.clone() });
+            return Err(OffsetLogError::Poisoned {
+                path: self.path.clone(),
+            });
         }
         {
             let mut p = self.pending.borrow_mut();
@@ -274,7 +318,9 @@ impl OffsetLog {
             return Ok(());
         }
         if self.poisoned.get() {
-            return Err(OffsetLogError::Poisoned { path: self.path.clone() });
+            return Err(OffsetLogError::Poisoned {
+                path: self.path.clone(),
+            });
         }
         let buf = std::mem::take(&mut *self.pending.borrow_mut());
         let upto = self.pending_seq.get();
@@ -319,7 +365,11 @@ impl OffsetLog {
             f.sync_all().map_err(io(&tmp))?;
             std::fs::rename(&tmp, &path).map_err(io(&path))?;
             sync_dir(&dir)?;
-            std::fs::OpenOptions::new().append(true).read(true).open(&path).map_err(io(&path))
+            std::fs::OpenOptions::new()
+                .append(true)
+                .read(true)
+                .open(&path)
+                .map_err(io(&path))
         })
         .await;
         match r {
@@ -341,13 +391,20 @@ impl OffsetLog {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), OffsetLogError> {
-    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(io(dir))
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(io(dir))
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, OffsetLogError> + Send + 'static) -> Result<T, OffsetLogError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, OffsetLogError> + Send + 'static,
+) -> Result<T, OffsetLogError> {
     match compio::runtime::spawn_blocking(f).await {
         Ok(r) => r,
-        Err(_) => Err(OffsetLogError::Io { path: PathBuf::new(), source: std::io::Error::other("blocking task panicked") }),
+        Err(_) => Err(OffsetLogError::Io {
+            path: PathBuf::new(),
+            source: std::io::Error::other("blocking task panicked"),
+        }),
     }
 }
 
@@ -361,7 +418,12 @@ mod tests {
             group: group.into(),
             topic: "t".into(),
             partition: p,
-            value: offset.map(|o| Committed { offset: o, leader_epoch: -1, metadata: "m".into(), commit_ms: t }),
+            value: offset.map(|o| Committed {
+                offset: o,
+                leader_epoch: -1,
+                metadata: "m".into(),
+                commit_ms: t,
+            }),
             write_ms: t,
         }
     }
@@ -391,7 +453,16 @@ mod tests {
     #[test]
     fn replay_newest_wins_and_tombstones_delete() {
         let mut t = OffsetTable::new();
-        apply_replay(&mut t, vec![rec("g", 0, Some(9), 5), rec("g", 0, Some(5), 1), rec("g", 1, Some(1), 1), rec("g", 1, None, 2), rec("h", 0, None, 9)]);
+        apply_replay(
+            &mut t,
+            vec![
+                rec("g", 0, Some(9), 5),
+                rec("g", 0, Some(5), 1),
+                rec("g", 1, Some(1), 1),
+                rec("g", 1, None, 2),
+                rec("h", 0, None, 9),
+            ],
+        );
         assert_eq!(t["g"][&("t".to_string(), 0)].offset, 9);
         assert!(!t["g"].contains_key(&("t".to_string(), 1)));
         assert!(!t.contains_key("h"));
@@ -402,7 +473,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("__consumer_offsets-0");
         let log = OffsetLog::open(d.clone()).unwrap();
-        let (r1, r2) = ([rec("g", 0, Some(1), 1)], [rec("g", 0, Some(2), 2), rec("g", 1, Some(3), 2)]);
+        let (r1, r2) = (
+            [rec("g", 0, Some(1), 1)],
+            [rec("g", 0, Some(2), 2), rec("g", 1, Some(3), 2)],
+        );
         let (a, b) = futures::join!(log.append(&r1), log.append(&r2));
         a.unwrap();
         b.unwrap();

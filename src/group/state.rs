@@ -93,7 +93,12 @@ pub struct JoinResult {
 
 impl JoinResult {
     fn error(e: ResponseError, member_id: &str) -> JoinResult {
-        JoinResult { error: code(e), generation: -1, member_id: member_id.to_string(), ..Default::default() }
+        JoinResult {
+            error: code(e),
+            generation: -1,
+            member_id: member_id.to_string(),
+            ..Default::default()
+        }
     }
 }
 
@@ -107,7 +112,10 @@ pub struct SyncResult {
 
 impl SyncResult {
     fn error(e: ResponseError) -> SyncResult {
-        SyncResult { error: code(e), ..Default::default() }
+        SyncResult {
+            error: code(e),
+            ..Default::default()
+        }
     }
 }
 
@@ -136,7 +144,11 @@ pub struct Member {
 
 impl Member {
     pub fn metadata_for(&self, protocol: &str) -> Bytes {
-        self.protocols.iter().find(|(n, _)| n == protocol).map(|(_, m)| m.clone()).unwrap_or_default()
+        self.protocols
+            .iter()
+            .find(|(n, _)| n == protocol)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
     }
 
     fn fail_waiters(&mut self, join: ResponseError, sync: ResponseError) {
@@ -217,7 +229,11 @@ impl Group {
         if self.protocol_type.as_deref() != Some(protocol_type) {
             return false;
         }
-        protocols.iter().any(|(name, _)| self.members.values().all(|m| m.protocols.iter().any(|(n, _)| n == name)))
+        protocols.iter().any(|(name, _)| {
+            self.members
+                .values()
+                .all(|m| m.protocols.iter().any(|(n, _)| n == name))
+        })
     }
 
     /// Kafka's protocol vote: among the protocols all members support, each member votes for
@@ -229,11 +245,19 @@ impl Group {
             .protocols
             .iter()
             .map(|(n, _)| n)
-            .filter(|n| self.members.values().all(|m| m.protocols.iter().any(|(p, _)| p == *n)))
+            .filter(|n| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(p, _)| p == *n))
+            })
             .collect();
         let mut votes = vec![0usize; candidates.len()];
         for m in self.members.values() {
-            if let Some(i) = m.protocols.iter().find_map(|(p, _)| candidates.iter().position(|c| *c == p)) {
+            if let Some(i) = m
+                .protocols
+                .iter()
+                .find_map(|(p, _)| candidates.iter().position(|c| *c == p))
+            {
                 votes[i] += 1;
             }
         }
@@ -249,9 +273,14 @@ impl Group {
     pub fn join(&mut self, p: JoinParams, now_ms: i64, s: &GroupSettings) -> Reply<JoinResult> {
         let me = p.member_id.clone();
         if self.state == GroupState::Dead {
-            return Reply::Now(JoinResult::error(ResponseError::CoordinatorNotAvailable, &me));
+            return Reply::Now(JoinResult::error(
+                ResponseError::CoordinatorNotAvailable,
+                &me,
+            ));
         }
-        if p.session_timeout_ms < s.min_session_timeout_ms || p.session_timeout_ms > s.max_session_timeout_ms {
+        if p.session_timeout_ms < s.min_session_timeout_ms
+            || p.session_timeout_ms > s.max_session_timeout_ms
+        {
             return Reply::Now(JoinResult::error(ResponseError::InvalidSessionTimeout, &me));
         }
         let metadata_bytes: usize = p.protocols.iter().map(|(n, m)| n.len() + m.len()).sum();
@@ -260,7 +289,10 @@ impl Group {
             return Reply::Now(JoinResult::error(ResponseError::InvalidRequest, &me));
         }
         if !self.supports(&p.protocol_type, &p.protocols) {
-            return Reply::Now(JoinResult::error(ResponseError::InconsistentGroupProtocol, &me));
+            return Reply::Now(JoinResult::error(
+                ResponseError::InconsistentGroupProtocol,
+                &me,
+            ));
         }
         if p.member_id.is_empty() {
             self.join_unknown(p, now_ms, s)
@@ -270,7 +302,14 @@ impl Group {
     }
 
     fn join_unknown(&mut self, p: JoinParams, now_ms: i64, s: &GroupSettings) -> Reply<JoinResult> {
-        let prefix = p.instance_id.as_deref().unwrap_or(if p.client_id.is_empty() { "member" } else { &p.client_id });
+        let prefix = p
+            .instance_id
+            .as_deref()
+            .unwrap_or(if p.client_id.is_empty() {
+                "member"
+            } else {
+                &p.client_id
+            });
         let new_id = new_member_id(prefix);
         if let Some(iid) = &p.instance_id {
             if let Some(old) = self.instances.get(iid).cloned() {
@@ -281,7 +320,8 @@ impl Group {
             return Reply::Now(JoinResult::error(ResponseError::GroupMaxSizeReached, ""));
         }
         if p.instance_id.is_none() && p.require_known_member_id {
-            self.pending.insert(new_id.clone(), now_ms + p.session_timeout_ms as i64);
+            self.pending
+                .insert(new_id.clone(), now_ms + p.session_timeout_ms as i64);
             return Reply::Now(JoinResult::error(ResponseError::MemberIdRequired, &new_id));
         }
         self.add_member_and_rebalance(new_id, p, now_ms, s)
@@ -298,21 +338,36 @@ impl Group {
         if self.fenced(&id, p.instance_id.as_deref()) {
             return Reply::Now(JoinResult::error(ResponseError::FencedInstanceId, &id));
         }
-        let same = self.members.get(&id).is_some_and(|m| m.protocols == p.protocols);
+        let same = self
+            .members
+            .get(&id)
+            .is_some_and(|m| m.protocols == p.protocols);
         let is_leader = self.leader.as_deref() == Some(id.as_str());
         match self.state {
             GroupState::PreparingRebalance => self.update_member_and_rebalance(p, now_ms, s),
-            GroupState::CompletingRebalance if same => Reply::Now(self.current_generation(&id, false)),
-            GroupState::Stable if same && !is_leader => Reply::Now(self.current_generation(&id, false)),
-            GroupState::CompletingRebalance | GroupState::Stable => self.update_member_and_rebalance(p, now_ms, s),
-            GroupState::Empty | GroupState::Dead => Reply::Now(JoinResult::error(ResponseError::UnknownMemberId, &id)),
+            GroupState::CompletingRebalance if same => {
+                Reply::Now(self.current_generation(&id, false))
+            }
+            GroupState::Stable if same && !is_leader => {
+                Reply::Now(self.current_generation(&id, false))
+            }
+            GroupState::CompletingRebalance | GroupState::Stable => {
+                self.update_member_and_rebalance(p, now_ms, s)
+            }
+            GroupState::Empty | GroupState::Dead => {
+                Reply::Now(JoinResult::error(ResponseError::UnknownMemberId, &id))
+            }
         }
     }
 
     /// The answer for a member that is already part of the current generation.
     fn current_generation(&self, member_id: &str, skip_assignment: bool) -> JoinResult {
         let leader = self.leader.clone().unwrap_or_default();
-        let members = if leader == member_id { self.member_list() } else { Vec::new() };
+        let members = if leader == member_id {
+            self.member_list()
+        } else {
+            Vec::new()
+        };
         JoinResult {
             error: NONE,
             generation: self.generation,
@@ -329,11 +384,21 @@ impl Group {
         let protocol = self.protocol.clone().unwrap_or_default();
         self.members
             .values()
-            .map(|m| JoinMember { member_id: m.id.clone(), instance_id: m.instance_id.clone(), metadata: m.metadata_for(&protocol) })
+            .map(|m| JoinMember {
+                member_id: m.id.clone(),
+                instance_id: m.instance_id.clone(),
+                metadata: m.metadata_for(&protocol),
+            })
             .collect()
     }
 
-    fn add_member_and_rebalance(&mut self, id: String, p: JoinParams, now_ms: i64, s: &GroupSettings) -> Reply<JoinResult> {
+    fn add_member_and_rebalance(
+        &mut self,
+        id: String,
+        p: JoinParams,
+        now_ms: i64,
+        s: &GroupSettings,
+    ) -> Reply<JoinResult> {
         let (tx, rx) = oneshot::channel();
         if self.members.is_empty() {
             self.protocol_type = Some(p.protocol_type.clone());
@@ -369,7 +434,12 @@ impl Group {
         Reply::Later(rx)
     }
 
-    fn update_member_and_rebalance(&mut self, p: JoinParams, now_ms: i64, s: &GroupSettings) -> Reply<JoinResult> {
+    fn update_member_and_rebalance(
+        &mut self,
+        p: JoinParams,
+        now_ms: i64,
+        s: &GroupSettings,
+    ) -> Reply<JoinResult> {
         let (tx, rx) = oneshot::channel();
         if let Some(m) = self.members.get_mut(&p.member_id) {
             if let Some(old) = m.awaiting_join.take() {
@@ -389,11 +459,21 @@ impl Group {
 
     /// A known static member rejoined with a new member id: the new id replaces the old one.
     /// Without a metadata change in a Stable group, no rebalance happens.
-    fn replace_static(&mut self, old_id: &str, new_id: String, p: JoinParams, now_ms: i64, s: &GroupSettings) -> Reply<JoinResult> {
+    fn replace_static(
+        &mut self,
+        old_id: &str,
+        new_id: String,
+        p: JoinParams,
+        now_ms: i64,
+        s: &GroupSettings,
+    ) -> Reply<JoinResult> {
         let Some(mut m) = self.members.shift_remove(old_id) else {
             return self.add_member_and_rebalance(new_id, p, now_ms, s);
         };
-        m.fail_waiters(ResponseError::FencedInstanceId, ResponseError::FencedInstanceId);
+        m.fail_waiters(
+            ResponseError::FencedInstanceId,
+            ResponseError::FencedInstanceId,
+        );
         let same = m.protocols == p.protocols;
         m.id = new_id.clone();
         m.client_id = p.client_id.clone();
@@ -412,16 +492,26 @@ impl Group {
             let is_leader = self.leader.as_deref() == Some(new_id.as_str());
             return Reply::Now(self.current_generation(&new_id, is_leader));
         }
-        let p = JoinParams { member_id: new_id, ..p };
+        let p = JoinParams {
+            member_id: new_id,
+            ..p
+        };
         self.update_member_and_rebalance(p, now_ms, s)
     }
 
     fn max_rebalance_timeout_ms(&self) -> i64 {
-        self.members.values().map(|m| m.rebalance_timeout_ms as i64).max().unwrap_or(0)
+        self.members
+            .values()
+            .map(|m| m.rebalance_timeout_ms as i64)
+            .max()
+            .unwrap_or(0)
     }
 
     fn maybe_prepare_rebalance(&mut self, now_ms: i64, s: &GroupSettings) {
-        if matches!(self.state, GroupState::Empty | GroupState::Stable | GroupState::CompletingRebalance) {
+        if matches!(
+            self.state,
+            GroupState::Empty | GroupState::Stable | GroupState::CompletingRebalance
+        ) {
             self.prepare_rebalance(now_ms, s);
         }
     }
@@ -452,7 +542,8 @@ impl Group {
         if self.state != GroupState::PreparingRebalance {
             return;
         }
-        let all_joined = self.pending.is_empty() && self.members.values().all(|m| m.awaiting_join.is_some());
+        let all_joined =
+            self.pending.is_empty() && self.members.values().all(|m| m.awaiting_join.is_some());
         let delay_over = self.initial_delay_until_ms.is_none_or(|t| now_ms >= t);
         if (all_joined && delay_over) || now_ms >= self.rebalance_deadline_ms {
             self.complete_join(now_ms);
@@ -462,8 +553,12 @@ impl Group {
     fn complete_join(&mut self, now_ms: i64) {
         debug_assert_eq!(self.state, GroupState::PreparingRebalance);
         // Dynamic members that did not rejoin in time are out; static ones stay (Kafka).
-        let gone: Vec<String> =
-            self.members.values().filter(|m| m.awaiting_join.is_none() && m.instance_id.is_none()).map(|m| m.id.clone()).collect();
+        let gone: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.awaiting_join.is_none() && m.instance_id.is_none())
+            .map(|m| m.id.clone())
+            .collect();
         for id in gone {
             self.remove_member(&id);
         }
@@ -476,15 +571,27 @@ impl Group {
             return;
         }
         self.protocol = self.select_protocol();
-        let leader_ok = self.leader.as_ref().is_some_and(|l| self.members.get(l).is_some_and(|m| m.awaiting_join.is_some()));
+        let leader_ok = self.leader.as_ref().is_some_and(|l| {
+            self.members
+                .get(l)
+                .is_some_and(|m| m.awaiting_join.is_some())
+        });
         if !leader_ok {
-            let next = self.members.values().find(|m| m.awaiting_join.is_some()).or_else(|| self.members.values().next());
+            let next = self
+                .members
+                .values()
+                .find(|m| m.awaiting_join.is_some())
+                .or_else(|| self.members.values().next());
             self.leader = next.map(|m| m.id.clone());
         }
         self.set_state(GroupState::CompletingRebalance, now_ms);
         let leader = self.leader.clone().unwrap_or_default();
         let all = self.member_list();
-        let (generation, pt, proto) = (self.generation, self.protocol_type.clone(), self.protocol.clone());
+        let (generation, pt, proto) = (
+            self.generation,
+            self.protocol_type.clone(),
+            self.protocol.clone(),
+        );
         for m in self.members.values_mut() {
             m.heartbeat_deadline_ms = now_ms + m.session_timeout_ms as i64;
             if let Some(tx) = m.awaiting_join.take() {
@@ -496,7 +603,11 @@ impl Group {
                     leader: leader.clone(),
                     skip_assignment: false,
                     member_id: m.id.clone(),
-                    members: if m.id == leader { all.clone() } else { Vec::new() },
+                    members: if m.id == leader {
+                        all.clone()
+                    } else {
+                        Vec::new()
+                    },
                 });
             }
         }
@@ -505,7 +616,10 @@ impl Group {
     /// Removes a member without moving the state machine.
     fn remove_member(&mut self, id: &str) {
         if let Some(mut m) = self.members.shift_remove(id) {
-            m.fail_waiters(ResponseError::UnknownMemberId, ResponseError::RebalanceInProgress);
+            m.fail_waiters(
+                ResponseError::UnknownMemberId,
+                ResponseError::RebalanceInProgress,
+            );
             if let Some(iid) = &m.instance_id {
                 if self.instances.get(iid).is_some_and(|x| x == id) {
                     self.instances.remove(iid);
@@ -529,7 +643,12 @@ impl Group {
         }
     }
 
-    fn check_member(&self, member_id: &str, instance_id: Option<&str>, generation: i32) -> Result<(), ResponseError> {
+    fn check_member(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ResponseError> {
         if self.state == GroupState::Dead {
             return Err(ResponseError::CoordinatorNotAvailable);
         }
@@ -572,8 +691,12 @@ impl Group {
         }
         self.touch(member_id, now_ms);
         match self.state {
-            GroupState::Empty | GroupState::Dead => Reply::Now(SyncResult::error(ResponseError::UnknownMemberId)),
-            GroupState::PreparingRebalance => Reply::Now(SyncResult::error(ResponseError::RebalanceInProgress)),
+            GroupState::Empty | GroupState::Dead => {
+                Reply::Now(SyncResult::error(ResponseError::UnknownMemberId))
+            }
+            GroupState::PreparingRebalance => {
+                Reply::Now(SyncResult::error(ResponseError::RebalanceInProgress))
+            }
             GroupState::Stable => Reply::Now(self.sync_result(member_id)),
             GroupState::CompletingRebalance => {
                 let (tx, rx) = oneshot::channel();
@@ -591,7 +714,11 @@ impl Group {
                     let ids: Vec<String> = self.members.keys().cloned().collect();
                     for id in ids {
                         let r = self.sync_result(&id);
-                        if let Some(tx) = self.members.get_mut(&id).and_then(|m| m.awaiting_sync.take()) {
+                        if let Some(tx) = self
+                            .members
+                            .get_mut(&id)
+                            .and_then(|m| m.awaiting_sync.take())
+                        {
                             let _ = tx.send(r);
                         }
                     }
@@ -606,11 +733,21 @@ impl Group {
             error: NONE,
             protocol_type: self.protocol_type.clone(),
             protocol_name: self.protocol.clone(),
-            assignment: self.members.get(member_id).map(|m| m.assignment.clone()).unwrap_or_default(),
+            assignment: self
+                .members
+                .get(member_id)
+                .map(|m| m.assignment.clone())
+                .unwrap_or_default(),
         }
     }
 
-    pub fn heartbeat(&mut self, member_id: &str, instance_id: Option<&str>, generation: i32, now_ms: i64) -> Code {
+    pub fn heartbeat(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now_ms: i64,
+    ) -> Code {
         if let Err(e) = self.check_member(member_id, instance_id, generation) {
             return code(e);
         }
@@ -628,7 +765,13 @@ impl Group {
     }
 
     /// One member of a LeaveGroup; returns its error code.
-    pub fn leave(&mut self, member_id: &str, instance_id: Option<&str>, now_ms: i64, s: &GroupSettings) -> Code {
+    pub fn leave(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        now_ms: i64,
+        s: &GroupSettings,
+    ) -> Code {
         let id = if member_id.is_empty() {
             match instance_id.and_then(|i| self.instances.get(i)) {
                 Some(id) => id.clone(),
@@ -652,7 +795,13 @@ impl Group {
     }
 
     /// Validates an OffsetCommit against the membership (Kafka's rules); Ok = commit allowed.
-    pub fn check_commit(&mut self, member_id: &str, instance_id: Option<&str>, generation: i32, now_ms: i64) -> Result<(), ResponseError> {
+    pub fn check_commit(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now_ms: i64,
+    ) -> Result<(), ResponseError> {
         if generation < 0 && self.members.is_empty() && self.state == GroupState::Empty {
             // A commit from outside the group protocol (manual assignment, admin tools).
             return Ok(());
@@ -672,7 +821,11 @@ impl Group {
         let expired: Vec<String> = self
             .members
             .values()
-            .filter(|m| m.awaiting_join.is_none() && m.awaiting_sync.is_none() && m.heartbeat_deadline_ms <= now_ms)
+            .filter(|m| {
+                m.awaiting_join.is_none()
+                    && m.awaiting_sync.is_none()
+                    && m.heartbeat_deadline_ms <= now_ms
+            })
             .map(|m| m.id.clone())
             .collect();
         for id in expired {
@@ -685,7 +838,10 @@ impl Group {
     /// Marks the group deleted: waiters get COORDINATOR_NOT_AVAILABLE and rediscover.
     pub fn kill(&mut self, now_ms: i64) {
         for m in self.members.values_mut() {
-            m.fail_waiters(ResponseError::CoordinatorNotAvailable, ResponseError::CoordinatorNotAvailable);
+            m.fail_waiters(
+                ResponseError::CoordinatorNotAvailable,
+                ResponseError::CoordinatorNotAvailable,
+            );
         }
         self.members.clear();
         self.instances.clear();
@@ -792,8 +948,19 @@ mod tests {
         let t = s.initial_rebalance_delay_ms;
         let mut sb = later(g.sync(&jb.member_id, None, 1, None, None, vec![], t + 2));
         assert!(ready(&mut sb).is_none());
-        let assignments = vec![(ja.member_id.clone(), Bytes::from_static(b"a")), (jb.member_id.clone(), Bytes::from_static(b"b"))];
-        let mut sa = later(g.sync(&ja.member_id, None, 1, Some("consumer"), Some("range"), assignments, t + 3));
+        let assignments = vec![
+            (ja.member_id.clone(), Bytes::from_static(b"a")),
+            (jb.member_id.clone(), Bytes::from_static(b"b")),
+        ];
+        let mut sa = later(g.sync(
+            &ja.member_id,
+            None,
+            1,
+            Some("consumer"),
+            Some("range"),
+            assignments,
+            t + 3,
+        ));
         assert_eq!(ready(&mut sa).unwrap().assignment, Bytes::from_static(b"a"));
         assert_eq!(ready(&mut sb).unwrap().assignment, Bytes::from_static(b"b"));
         assert_eq!(g.state, GroupState::Stable);
@@ -806,22 +973,41 @@ mod tests {
         let mut g = Group::new("g".into(), 0);
         let mut a = later(g.join(params("", b"A"), 0, &s));
         g.tick(100, &s);
-        assert!(ready(&mut a).is_none(), "initial delay holds the first rebalance");
+        assert!(
+            ready(&mut a).is_none(),
+            "initial delay holds the first rebalance"
+        );
         let (mut g, leader, follower) = stable_pair(&s);
         assert_eq!(g.heartbeat(&leader, None, 1, 10), NONE);
-        assert_eq!(g.heartbeat(&follower, None, 0, 10), ResponseError::IllegalGeneration.code());
-        assert_eq!(g.heartbeat("nobody", None, 1, 10), ResponseError::UnknownMemberId.code());
+        assert_eq!(
+            g.heartbeat(&follower, None, 0, 10),
+            ResponseError::IllegalGeneration.code()
+        );
+        assert_eq!(
+            g.heartbeat("nobody", None, 1, 10),
+            ResponseError::UnknownMemberId.code()
+        );
     }
 
     #[test]
     fn member_id_required_then_join() {
         let s = settings(0);
         let mut g = Group::new("g".into(), 0);
-        let p = JoinParams { require_known_member_id: true, ..params("", b"A") };
+        let p = JoinParams {
+            require_known_member_id: true,
+            ..params("", b"A")
+        };
         let r = now(g.join(p.clone(), 0, &s));
         assert_eq!(r.error, ResponseError::MemberIdRequired.code());
         assert!(!r.member_id.is_empty());
-        let mut rx = later(g.join(JoinParams { member_id: r.member_id.clone(), ..p }, 1, &s));
+        let mut rx = later(g.join(
+            JoinParams {
+                member_id: r.member_id.clone(),
+                ..p
+            },
+            1,
+            &s,
+        ));
         let j = ready(&mut rx).unwrap();
         assert_eq!(j.error, NONE);
         assert_eq!(j.member_id, r.member_id);
@@ -834,11 +1020,17 @@ mod tests {
         let (mut g, leader, follower) = stable_pair(&s);
         let mut c = later(g.join(params("", b"C"), 200, &s));
         assert_eq!(g.state, GroupState::PreparingRebalance);
-        assert_eq!(g.heartbeat(&leader, None, 1, 201), ResponseError::RebalanceInProgress.code());
+        assert_eq!(
+            g.heartbeat(&leader, None, 1, 201),
+            ResponseError::RebalanceInProgress.code()
+        );
         let mut ra = later(g.join(params(&leader, b"A"), 202, &s));
         // The follower heartbeats but never rejoins: the rebalance timeout (5000 ms) removes it.
         for t in (1000..5200).step_by(500) {
-            assert_eq!(g.heartbeat(&follower, None, 1, t), ResponseError::RebalanceInProgress.code());
+            assert_eq!(
+                g.heartbeat(&follower, None, 1, t),
+                ResponseError::RebalanceInProgress.code()
+            );
             g.tick(t, &s);
         }
         assert!(ready(&mut ra).is_none());
@@ -849,7 +1041,10 @@ mod tests {
         assert_eq!(jc.generation, 2);
         assert_eq!(ja.members.len(), 2);
         assert!(!g.members.contains_key(&follower));
-        assert_eq!(g.heartbeat(&follower, None, 2, 5201), ResponseError::UnknownMemberId.code());
+        assert_eq!(
+            g.heartbeat(&follower, None, 2, 5201),
+            ResponseError::UnknownMemberId.code()
+        );
     }
 
     #[test]
@@ -871,7 +1066,10 @@ mod tests {
         let s = settings(100);
         let (mut g, leader, follower) = stable_pair(&s);
         assert_eq!(g.leave(&follower, None, 10, &s), NONE);
-        assert_eq!(g.leave(&follower, None, 10, &s), ResponseError::UnknownMemberId.code());
+        assert_eq!(
+            g.leave(&follower, None, 10, &s),
+            ResponseError::UnknownMemberId.code()
+        );
         assert_eq!(g.state, GroupState::PreparingRebalance);
         assert_eq!(g.leave(&leader, None, 11, &s), NONE);
         assert_eq!(g.state, GroupState::Empty);
@@ -882,16 +1080,33 @@ mod tests {
     fn static_member_rejoin_without_rebalance() {
         let s = settings(100);
         let mut g = Group::new("g".into(), 0);
-        let pa = JoinParams { instance_id: Some("i-a".into()), ..params("", b"A") };
-        let pb = JoinParams { instance_id: Some("i-b".into()), ..params("", b"B") };
+        let pa = JoinParams {
+            instance_id: Some("i-a".into()),
+            ..params("", b"A")
+        };
+        let pb = JoinParams {
+            instance_id: Some("i-b".into()),
+            ..params("", b"B")
+        };
         let mut a = later(g.join(pa.clone(), 0, &s));
         let mut b = later(g.join(pb.clone(), 0, &s));
         g.tick(100, &s);
         let ja = ready(&mut a).unwrap();
         let jb = ready(&mut b).unwrap();
         let mut sb = later(g.sync(&jb.member_id, Some("i-b"), 1, None, None, vec![], 1));
-        let _sa = later(g.sync(&ja.member_id, Some("i-a"), 1, None, None, vec![(jb.member_id.clone(), Bytes::from_static(b"part-b"))], 1));
-        assert_eq!(ready(&mut sb).unwrap().assignment, Bytes::from_static(b"part-b"));
+        let _sa = later(g.sync(
+            &ja.member_id,
+            Some("i-a"),
+            1,
+            None,
+            None,
+            vec![(jb.member_id.clone(), Bytes::from_static(b"part-b"))],
+            1,
+        ));
+        assert_eq!(
+            ready(&mut sb).unwrap().assignment,
+            Bytes::from_static(b"part-b")
+        );
         // b restarts: new JoinGroup without a member id, same instance id and metadata.
         let r = now(g.join(pb.clone(), 10, &s));
         assert_eq!(r.error, NONE);
@@ -901,9 +1116,15 @@ mod tests {
         let sync = now(g.sync(&r.member_id, Some("i-b"), 1, None, None, vec![], 11));
         assert_eq!(sync.assignment, Bytes::from_static(b"part-b"));
         // The old incarnation is fenced.
-        assert_eq!(g.heartbeat(&jb.member_id, Some("i-b"), 1, 12), ResponseError::FencedInstanceId.code());
+        assert_eq!(
+            g.heartbeat(&jb.member_id, Some("i-b"), 1, 12),
+            ResponseError::FencedInstanceId.code()
+        );
         // Changed metadata does rebalance.
-        let pb2 = JoinParams { protocols: vec![("range".into(), Bytes::from_static(b"B2"))], ..pb };
+        let pb2 = JoinParams {
+            protocols: vec![("range".into(), Bytes::from_static(b"B2"))],
+            ..pb
+        };
         let _pending = later(g.join(pb2, 13, &s));
         assert_eq!(g.state, GroupState::PreparingRebalance);
     }
@@ -912,26 +1133,62 @@ mod tests {
     fn bounds_and_protocol_checks() {
         let s = settings(0);
         let mut g = Group::new("g".into(), 0);
-        let huge = JoinParams { protocols: vec![("range".into(), Bytes::from(vec![0u8; 2000]))], ..params("", b"") };
-        assert_eq!(now(g.join(huge, 0, &s)).error, ResponseError::InvalidRequest.code());
-        let short = JoinParams { session_timeout_ms: 1, ..params("", b"") };
-        assert_eq!(now(g.join(short, 0, &s)).error, ResponseError::InvalidSessionTimeout.code());
+        let huge = JoinParams {
+            protocols: vec![("range".into(), Bytes::from(vec![0u8; 2000]))],
+            ..params("", b"")
+        };
+        assert_eq!(
+            now(g.join(huge, 0, &s)).error,
+            ResponseError::InvalidRequest.code()
+        );
+        let short = JoinParams {
+            session_timeout_ms: 1,
+            ..params("", b"")
+        };
+        assert_eq!(
+            now(g.join(short, 0, &s)).error,
+            ResponseError::InvalidSessionTimeout.code()
+        );
         let _a = later(g.join(params("", b"A"), 0, &s));
-        let other = JoinParams { protocols: vec![("roundrobin".into(), Bytes::new())], ..params("", b"") };
-        assert_eq!(now(g.join(other, 0, &s)).error, ResponseError::InconsistentGroupProtocol.code());
+        let other = JoinParams {
+            protocols: vec![("roundrobin".into(), Bytes::new())],
+            ..params("", b"")
+        };
+        assert_eq!(
+            now(g.join(other, 0, &s)).error,
+            ResponseError::InconsistentGroupProtocol.code()
+        );
         for _ in 1..10 {
             let _ = g.join(params("", b"x"), 0, &s);
         }
-        assert_eq!(now(g.join(params("", b"x"), 0, &s)).error, ResponseError::GroupMaxSizeReached.code());
+        assert_eq!(
+            now(g.join(params("", b"x"), 0, &s)).error,
+            ResponseError::GroupMaxSizeReached.code()
+        );
     }
 
     #[test]
     fn protocol_vote() {
         let s = settings(100);
         let mut g = Group::new("g".into(), 0);
-        let p1 = JoinParams { protocols: vec![("range".into(), Bytes::new()), ("roundrobin".into(), Bytes::new())], ..params("", b"") };
-        let p2 = JoinParams { protocols: vec![("roundrobin".into(), Bytes::new()), ("range".into(), Bytes::new())], ..params("", b"") };
-        let p3 = JoinParams { protocols: vec![("roundrobin".into(), Bytes::new())], ..params("", b"") };
+        let p1 = JoinParams {
+            protocols: vec![
+                ("range".into(), Bytes::new()),
+                ("roundrobin".into(), Bytes::new()),
+            ],
+            ..params("", b"")
+        };
+        let p2 = JoinParams {
+            protocols: vec![
+                ("roundrobin".into(), Bytes::new()),
+                ("range".into(), Bytes::new()),
+            ],
+            ..params("", b"")
+        };
+        let p3 = JoinParams {
+            protocols: vec![("roundrobin".into(), Bytes::new())],
+            ..params("", b"")
+        };
         let _ = g.join(p1, 0, &s);
         let _ = g.join(p2, 0, &s);
         let mut r = later(g.join(p3, 0, &s));
@@ -948,7 +1205,10 @@ mod tests {
             b.extend_from_slice(t.as_bytes());
         }
         b.extend_from_slice(&[0, 0, 0, 0]);
-        assert_eq!(parse_subscription_topics(&b).unwrap(), vec!["a".to_string(), "bc".to_string()]);
+        assert_eq!(
+            parse_subscription_topics(&b).unwrap(),
+            vec!["a".to_string(), "bc".to_string()]
+        );
         assert!(parse_subscription_topics(&[0, 1, 0, 0, 0, 9]).is_none());
     }
 }

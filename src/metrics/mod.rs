@@ -243,7 +243,7 @@ pub fn log_allowed(key: &'static str) -> bool {
 /// The groups a shard's coordinator knows (with members or only committed offsets): members
 /// and committed offsets, read through the coordinator's public API on the shard's thread.
 pub fn group_snapshots(groups: &crate::group::Coordinator) -> Vec<GroupOffsetsSnapshot> {
-    let mut ids: Vec<String> = groups.list().into_iter().map(|(id, _, _)| id).collect();
+    let mut ids: Vec<String> = groups.list().into_iter().map(|(id, ..)| id).collect();
     ids.sort();
     ids.dedup();
     ids.into_iter()

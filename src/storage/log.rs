@@ -662,6 +662,33 @@ impl PartitionLog {
         }
         if !clean {
             tracing::info!(dir = %dir.display(), segments = bases.len(), "unclean shutdown: validating every batch");
+            // Empty segments at the end were made by a roll whose appends never reached the
+            // disk; the segment before them may then end in a torn tail of unsynced writes
+            // (lost by a power cut). Removing them makes that segment the active one again, so
+            // its torn tail is truncated like any active segment's, instead of being reported
+            // as mid-log damage with a gap of unreadable offsets below the high watermark.
+            // (Found by the storage simulation, tests/it/sim.rs.)
+            let mut removed = false;
+            while bases.len() > 1 {
+                let Some(&base) = bases.last() else { break };
+                let path = dir.join(segment_name(base, "log"));
+                let f = fs.open_read(&path).await.map_err(|e| io_err(&path, e))?;
+                let len = fs.file_len(&f).await.map_err(|e| io_err(&path, e))?;
+                drop(f);
+                if len > 0 {
+                    break;
+                }
+                tracing::info!(path = %path.display(), "removing an empty segment left by a roll before the crash");
+                for ext in ["log", "index", "timeindex"] {
+                    let p = dir.join(segment_name(base, ext));
+                    fs.remove_file_if_exists(&p).await.map_err(|e| io_err(&p, e))?;
+                }
+                bases.pop();
+                removed = true;
+            }
+            if removed {
+                fs.sync_dir(&dir).await.map_err(|e| io_err(&dir, e))?;
+            }
         }
         let mut table = producers.unwrap_or_default();
         let interval = config.index_interval_bytes;
@@ -948,6 +975,24 @@ impl PartitionLog {
             (w, a.size, a.path.clone(), st.leo)
         };
         if let Err(e) = self.inner.fs.write_all_at(&file, buf, pos).await {
+            // ENOSPC on the data write: nothing of this append was acknowledged, and nothing
+            // before `pos` was touched. If the torn bytes can be cut off again, the log stays
+            // online and refuses only this append (Redpanda's behaviour: writes resume once
+            // space is freed). Any other write error, a failed truncate, and every failed
+            // fsync stay fatal (fsyncgate: never retried).
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                match self.inner.fs.set_len(&file, pos).await {
+                    Ok(()) => {
+                        tracing::warn!(path = %path.display(), position = pos,
+                            "no space left on device: append refused, torn bytes cut off, log stays online");
+                        return Err(io_err(&path, e));
+                    }
+                    Err(te) => {
+                        tracing::error!(path = %path.display(), error = %te,
+                            "could not cut off the torn bytes of a failed append");
+                    }
+                }
+            }
             return Err(self.fail(&path, e));
         }
         let mut st = self.inner.state.borrow_mut();

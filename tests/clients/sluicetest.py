@@ -8,6 +8,7 @@ import ctypes
 import http.client
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -41,8 +42,30 @@ def _die_with_parent():
         pass
 
 
+def _ephemeral_range():
+    try:
+        lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port():
-    """A port on 127.0.0.1 that was free a moment ago (the kernel's choice)."""
+    """A port on 127.0.0.1 that was free a moment ago, chosen below the kernel's ephemeral range:
+    a port from bind(0) is an ephemeral one, which any outgoing connection on the machine (a
+    client of this test, another test run) may take as its local port meanwhile, and a broker
+    restarted on it would then fail to bind. Falls back to the kernel's choice if no port below
+    the range is free."""
+    lo, _ = _ephemeral_range()
+    candidates = list(range(max(1024, lo - 20000), lo))
+    for port in random.sample(candidates, min(50, len(candidates))):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -75,6 +98,7 @@ class Broker:
         self.binary = sluice_binary()
         self.proc = None
         self.starts = 0
+        self.extra_args = []  # more `sluice serve` arguments, e.g. ["--config", path]
         self.problems = []  # found at stop: not a clean exit, a panic in the log, ...
 
     @property
@@ -88,7 +112,7 @@ class Broker:
             "--listen", self.bootstrap,
             "--admin-listen", f"{self.host}:{self.admin_port}",
             "--cores", str(broker_cores()),
-        ]
+        ] + list(self.extra_args)
 
     def start(self):
         assert self.proc is None, "broker already running"

@@ -59,6 +59,8 @@ class Member(threading.Thread):
         conf = {"bootstrap.servers": self.bootstrap, "group.id": self.group, "client.id": self.name,
                 "auto.offset.reset": "earliest", "enable.auto.commit": False,
                 "logger": LIBRDKAFKA_LOGGER}
+        if self.client == "confluent-kafka-consumer-protocol":
+            conf["group.protocol"] = "consumer"  # KIP-848: server-side assignment
         conf.update(self.conf)
         c = Consumer(conf)
         c.subscribe([self.topic])
@@ -114,7 +116,7 @@ class Member(threading.Thread):
 
 def wait_for_split(members, partitions, timeout_s=GROUP_STABLE_TIMEOUT_S):
     """Bounded wait until the members' assignments are pairwise disjoint, cover every partition,
-    and every member has some; returns the assignments."""
+    and are balanced (sizes differ by at most one); returns the assignments."""
     def split():
         for m in members:
             if m.error is not None:
@@ -123,13 +125,13 @@ def wait_for_split(members, partitions, timeout_s=GROUP_STABLE_TIMEOUT_S):
         union = frozenset().union(*sets)
         if union != frozenset(range(partitions)) or sum(len(s) for s in sets) != partitions:
             return None
-        if any(not s for s in sets):
+        if max(len(s) for s in sets) - min(len(s) for s in sets) > 1:
             return None
         return sets
     return wait_until(split, timeout_s, f"{len(members)} members to split {partitions} partitions")
 
 
-CLIENTS = ["kafka-python", "confluent-kafka"]
+CLIENTS = ["kafka-python", "confluent-kafka", "confluent-kafka-consumer-protocol"]
 
 
 @pytest.mark.timeout(120)
@@ -181,6 +183,8 @@ def test_member_leaving_hands_its_partitions_over(bootstrap, client):
 
 def committed(client, bootstrap, group, topic, partitions):
     """The group's committed offsets, read through the client's own API."""
+    if client == "confluent-kafka-consumer-protocol":
+        client = "confluent-kafka"
     if client == "kafka-python":
         from kafka import KafkaConsumer, TopicPartition
         c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
@@ -402,3 +406,37 @@ def test_kcat_balanced_consumer_commits(bootstrap):
     assert set(done.stdout.decode().split()) == sent
     wait_until(lambda: committed("confluent-kafka", bootstrap, group, topic, 3) == {0: 4, 1: 4, 2: 4}, 20,
                "kcat's committed offsets")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_reset_offsets_replays_exactly_the_expected_messages(bootstrap, client):
+    """`sluice group reset-offsets --shift-by -2 --execute` after the group read everything: the
+    next member reads exactly the last two messages of each partition again."""
+    import subprocess
+    from sluicetest import sluice_binary
+    topic = f"replay-{client}"
+    create_topic(bootstrap, topic, 2)
+    sent = produce(bootstrap, topic, 2, 5)
+    group = f"g-replay-{client}"
+    m = Member(client, bootstrap, group, topic, f"{client}-first")
+    m.commit_on_stop = True
+    m.start()
+    wait_until(lambda: set(m.snapshot()[1]) >= sent, GROUP_STABLE_TIMEOUT_S, "every message")
+    m.stop()
+    cmd = [str(sluice_binary()), "group", "--bootstrap", bootstrap, "reset-offsets", group, "--topic", topic]
+    dry = subprocess.run(cmd + ["--shift-by", "-2"], capture_output=True, text=True, timeout=30)
+    assert dry.returncode == 0, dry.stderr
+    assert "Dry run" in dry.stdout
+    assert committed(client, bootstrap, group, topic, 2) == {0: 5, 1: 5}
+    done = subprocess.run(cmd + ["--shift-by", "-2", "--execute"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert committed(client, bootstrap, group, topic, 2) == {0: 3, 1: 3}
+    expected = {f"m-{p}-{i}" for p in range(2) for i in (3, 4)}
+    again = Member(client, bootstrap, group, topic, f"{client}-again")
+    again.start()
+    try:
+        wait_until(lambda: set(again.snapshot()[1]) >= expected, GROUP_STABLE_TIMEOUT_S, "the replayed messages")
+        assert sorted(again.snapshot()[1]) == sorted(expected), "replayed more or fewer than expected"
+    finally:
+        again.stop()

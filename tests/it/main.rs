@@ -5,6 +5,8 @@ mod client;
 mod config;
 mod groups;
 mod metrics;
+mod fuzz;
+mod sim;
 mod storage;
 mod versions;
 mod wire;

@@ -566,7 +566,7 @@ async fn dedup_survives_unclean_and_clean_reopen() {
 }
 
 #[compio::test]
-async fn enospc_takes_partition_offline() {
+async fn enospc_refuses_the_append_and_writes_resume_once_space_returns() {
     let dir = tempfile::tempdir().unwrap();
     let plan = FaultPlan::new();
     let log = PartitionLog::open(
@@ -578,10 +578,55 @@ async fn enospc_takes_partition_offline() {
     .unwrap();
     let ok = log.append(batch_of(2, 100, 0), 0).await.unwrap();
     log.wait_durable(ok.last_offset).await.unwrap();
-    let b = batch_of(2, 100, 0);
+    let size_before = std::fs::metadata(&seg_files(dir.path(), "log")[0])
+        .unwrap()
+        .len();
     plan.fail_writes_after(50, libc::ENOSPC); // torn: 50 bytes then ENOSPC
-    let e = log.append(b, 0).await.unwrap_err();
+    let e = log.append(batch_of(2, 100, 0), 0).await.unwrap_err();
     assert!(matches!(e, StorageError::NoSpace { .. }), "{e:?}");
+    assert!(
+        !log.is_offline(),
+        "ENOSPC on a data write with the torn bytes cut off keeps the log"
+    );
+    let size_after = std::fs::metadata(&seg_files(dir.path(), "log")[0])
+        .unwrap()
+        .len();
+    assert_eq!(size_after, size_before, "the 50 torn bytes were cut off");
+    // Still full: refused again, nothing stored, offsets not consumed.
+    let e = log.append(batch_of(1, 10, 0), 0).await.unwrap_err();
+    assert!(matches!(e, StorageError::NoSpace { .. }), "{e:?}");
+    assert_eq!(log.log_end_offset(), 2);
+    // Reads keep working meanwhile.
+    assert_eq!(read_all(&log, 0).await, vec![(0, 2)]);
+    // Space returns: writes resume right after the last acknowledged batch.
+    plan.clear();
+    let info = log.append(batch_of(3, 10, 0), 0).await.unwrap();
+    assert_eq!(info.base_offset, 2);
+    log.wait_durable(info.last_offset).await.unwrap();
+    assert_eq!(read_all(&log, 0).await, vec![(0, 2), (2, 3)]);
+    drop(log);
+    // An unclean reopen finds exactly the acknowledged batches.
+    let log = open(dir.path(), LogConfig::default()).await;
+    assert_eq!(log.log_end_offset(), 5);
+    assert_eq!(read_all(&log, 0).await, vec![(0, 2), (2, 3)]);
+}
+
+#[compio::test]
+async fn eio_on_write_takes_partition_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new();
+    let log = PartitionLog::open(
+        Fs::faulty(plan.clone()),
+        dir.path().to_path_buf(),
+        LogConfig::default(),
+    )
+    .await
+    .unwrap();
+    let ok = log.append(batch_of(2, 100, 0), 0).await.unwrap();
+    log.wait_durable(ok.last_offset).await.unwrap();
+    plan.fail_writes_after(50, libc::EIO); // torn: 50 bytes then EIO
+    let e = log.append(batch_of(2, 100, 0), 0).await.unwrap_err();
+    assert!(matches!(e, StorageError::Io { .. }), "{e:?}");
     assert!(log.is_offline());
     plan.clear();
     assert!(matches!(
@@ -664,7 +709,10 @@ async fn group_commit_covers_concurrent_appends() {
     let fsyncs = plan.fsync_count() - before;
     // Appends written while an fsync runs share the next one. How many share depends on the
     // machine's speed (33 of 64 seen on a loaded 2-core box), so only sharing itself is asserted.
-    assert!(fsyncs < n as u64, "{fsyncs} fsyncs for {n} appends: no group commit");
+    assert!(
+        fsyncs < n as u64,
+        "{fsyncs} fsyncs for {n} appends: no group commit"
+    );
 }
 
 #[compio::test]
@@ -960,4 +1008,58 @@ mod interop {
         assert_eq!(set.records[1].sequence, 11);
         assert_eq!(set.records[0].producer_id, 3);
     }
+}
+
+/// A power cut right after a roll: the new segment empty, the sealed one's unsynced tail torn.
+/// Recovery must truncate the torn tail (not report it as mid-log damage and leave offsets
+/// below the high watermark unreadable). Found by tests/it/sim.rs (seed 12648452).
+#[compio::test]
+async fn torn_tail_before_an_empty_rolled_segment_is_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_cfg()).await;
+    let first = log.append(batch_of(2, 50, 0), 0).await.unwrap();
+    log.wait_durable(first.last_offset).await.unwrap();
+    while log.segment_count() < 2 {
+        log.append(batch_of(1, 100, 0), 0).await.unwrap();
+    }
+    drop(log);
+    let segs = seg_files(dir.path(), "log");
+    assert_eq!(segs.len(), 2);
+    // Lost: the whole new segment and the last 10 bytes of the sealed one.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segs[1])
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let sealed = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segs[0])
+        .unwrap();
+    let len = sealed.metadata().unwrap().len();
+    sealed.set_len(len - 10).unwrap();
+    drop(sealed);
+
+    let log = open(dir.path(), small_cfg()).await;
+    assert!(
+        log.corruption_reports().is_empty(),
+        "{:?}",
+        log.corruption_reports()
+    );
+    assert_eq!(
+        seg_files(dir.path(), "log").len(),
+        1,
+        "the empty segment is removed"
+    );
+    let batches = read_all(&log, 0).await;
+    let end = batches.last().map(|(o, n)| o + i64::from(*n)).unwrap();
+    assert!(end > first.last_offset, "the durable batch survived");
+    assert_eq!(
+        log.high_watermark(),
+        end,
+        "no unreadable offsets below the high watermark"
+    );
+    assert_eq!(log.log_end_offset(), end);
+    let next = log.append(batch_of(1, 10, 0), 0).await.unwrap();
+    assert_eq!(next.base_offset, end);
 }

@@ -10,17 +10,31 @@ use crate::limits;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
 
-pub async fn handle(ctx: RequestContext, req: DescribeGroupsRequest) -> Option<DescribeGroupsResponse> {
+pub async fn handle(
+    ctx: RequestContext,
+    req: DescribeGroupsRequest,
+) -> Option<DescribeGroupsResponse> {
     let mut out = Vec::new();
     for gid in req.groups.into_iter().take(limits::TOPICS_PER_REQUEST_MAX) {
         let id = gid.0.to_string();
-        let d = DescribedGroup::default().with_group_id(gid).with_authorized_operations(i32::MIN);
+        let d = DescribedGroup::default()
+            .with_group_id(gid)
+            .with_authorized_operations(i32::MIN);
         if let Err(e) = group::validate_group_id(&id) {
-            out.push(d.with_error_code(e.code()).with_group_state(StrBytes::from_static_str("Dead")));
+            out.push(
+                d.with_error_code(e.code())
+                    .with_group_state(StrBytes::from_static_str("Dead")),
+            );
             continue;
         }
         let key = id.clone();
-        match group::on_coordinator(&ctx.shard, &key, move |s| async move { s.groups.describe(&id) }).await {
+        match group::on_coordinator(
+            &ctx.shard,
+            &key,
+            move |s| async move { s.groups.describe(&id) },
+        )
+        .await
+        {
             Err(e) => out.push(d.with_error_code(e.code())),
             Ok(g) => {
                 let members = g

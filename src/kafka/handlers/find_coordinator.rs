@@ -21,18 +21,34 @@ fn answer(ctx: &RequestContext, key: &StrBytes, key_type: i8) -> Coordinator {
             .with_node_id(BrokerId(-1))
             .with_port(-1)
             .with_error_code(ResponseError::CoordinatorNotAvailable.code())
-            .with_error_message(Some(StrBytes::from_static_str("transactions are not supported by this broker yet")));
+            .with_error_message(Some(StrBytes::from_static_str(
+                "transactions are not supported by this broker yet",
+            )));
     }
     if let Err(e) = crate::group::validate_group_id(key) {
-        return c.with_node_id(BrokerId(-1)).with_port(-1).with_error_code(e.code()).with_error_message(Some(StrBytes::from_static_str("invalid group id")));
+        return c
+            .with_node_id(BrokerId(-1))
+            .with_port(-1)
+            .with_error_code(e.code())
+            .with_error_message(Some(StrBytes::from_static_str("invalid group id")));
     }
-    c.with_node_id(BrokerId(ctx.shard.config().node_id)).with_host(StrBytes::from_string(host)).with_port(port)
+    c.with_node_id(BrokerId(ctx.shard.config().node_id))
+        .with_host(StrBytes::from_string(host))
+        .with_port(port)
 }
 
-pub async fn handle(ctx: RequestContext, req: FindCoordinatorRequest) -> Option<FindCoordinatorResponse> {
+pub async fn handle(
+    ctx: RequestContext,
+    req: FindCoordinatorRequest,
+) -> Option<FindCoordinatorResponse> {
     let resp = FindCoordinatorResponse::default();
     if ctx.version() >= 4 {
-        let coordinators = req.coordinator_keys.iter().take(limits::TOPICS_PER_REQUEST_MAX).map(|k| answer(&ctx, k, req.key_type)).collect();
+        let coordinators = req
+            .coordinator_keys
+            .iter()
+            .take(limits::TOPICS_PER_REQUEST_MAX)
+            .map(|k| answer(&ctx, k, req.key_type))
+            .collect();
         return Some(resp.with_coordinators(coordinators));
     }
     let c = answer(&ctx, &req.key, req.key_type);

@@ -17,7 +17,13 @@ pub async fn handle(ctx: RequestContext, req: HeartbeatRequest) -> Option<Heartb
     let gid = group_id.clone();
     let r = group::on_coordinator(&ctx.shard, &group_id, move |shard| async move {
         let instance = req.group_instance_id.as_ref().map(|i| i.to_string());
-        shard.groups.heartbeat(&gid, &req.member_id, instance.as_deref(), req.generation_id, now_ms())
+        shard.groups.heartbeat(
+            &gid,
+            &req.member_id,
+            instance.as_deref(),
+            req.generation_id,
+            now_ms(),
+        )
     })
     .await;
     Some(HeartbeatResponse::default().with_error_code(r.unwrap_or_else(|e| e.code())))

@@ -44,7 +44,15 @@ fn response(version: i16, r: JoinResult) -> JoinGroupResponse {
 }
 
 fn error(version: i16, code: i16, member_id: &str) -> JoinGroupResponse {
-    response(version, JoinResult { error: code, generation: -1, member_id: member_id.to_string(), ..Default::default() })
+    response(
+        version,
+        JoinResult {
+            error: code,
+            generation: -1,
+            member_id: member_id.to_string(),
+            ..Default::default()
+        },
+    )
 }
 
 pub async fn handle(ctx: RequestContext, req: JoinGroupRequest) -> Option<JoinGroupResponse> {
@@ -53,18 +61,39 @@ pub async fn handle(ctx: RequestContext, req: JoinGroupRequest) -> Option<JoinGr
     if let Err(e) = group::validate_group_id(&group_id) {
         return Some(error(version, e.code(), &req.member_id));
     }
-    if req.protocols.len() > crate::limits::GROUP_PROTOCOL_METADATA_BYTES_MAX / 16 {
-        return Some(error(version, ResponseError::InvalidRequest.code(), &req.member_id));
+    if req.protocols.len() > crate::limits::GROUP_PROTOCOLS_PER_MEMBER_MAX {
+        return Some(error(
+            version,
+            ResponseError::InvalidRequest.code(),
+            &req.member_id,
+        ));
     }
     let params = JoinParams {
         member_id: req.member_id.to_string(),
-        instance_id: if version >= 5 { req.group_instance_id.as_ref().map(|i| i.to_string()) } else { None },
-        client_id: ctx.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+        instance_id: if version >= 5 {
+            req.group_instance_id.as_ref().map(|i| i.to_string())
+        } else {
+            None
+        },
+        client_id: ctx
+            .header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
         client_host: format!("/{}", ctx.peer_addr.ip()),
         session_timeout_ms: req.session_timeout_ms,
-        rebalance_timeout_ms: if version >= 1 { req.rebalance_timeout_ms } else { req.session_timeout_ms },
+        rebalance_timeout_ms: if version >= 1 {
+            req.rebalance_timeout_ms
+        } else {
+            req.session_timeout_ms
+        },
         protocol_type: req.protocol_type.to_string(),
-        protocols: req.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect(),
+        protocols: req
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect(),
         require_known_member_id: version >= 4,
     };
     let member_id = params.member_id.clone();

@@ -19,13 +19,25 @@ pub async fn handle(ctx: RequestContext, req: LeaveGroupRequest) -> Option<Leave
         return Some(resp.with_error_code(e.code()));
     }
     let members: Vec<(String, Option<String>)> = if version >= 3 {
-        req.members.iter().take(limits::GROUP_MEMBERS_MAX_DEFAULT).map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|i| i.to_string()))).collect()
+        req.members
+            .iter()
+            .take(limits::GROUP_MEMBERS_MAX_DEFAULT)
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    m.group_instance_id.as_ref().map(|i| i.to_string()),
+                )
+            })
+            .collect()
     } else {
         vec![(req.member_id.to_string(), None)]
     };
     let gid = group_id.clone();
     let asked = members.clone();
-    let r = group::on_coordinator(&ctx.shard, &group_id, move |shard| async move { shard.groups.leave(&gid, &members, now_ms()) }).await;
+    let r = group::on_coordinator(&ctx.shard, &group_id, move |shard| async move {
+        shard.groups.leave(&gid, &members, now_ms())
+    })
+    .await;
     let codes = match r {
         Ok(c) => c,
         Err(e) => return Some(resp.with_error_code(e.code())),
@@ -36,7 +48,12 @@ pub async fn handle(ctx: RequestContext, req: LeaveGroupRequest) -> Option<Leave
     let members = asked
         .into_iter()
         .zip(codes)
-        .map(|((m, i), c)| MemberResponse::default().with_member_id(StrBytes::from_string(m)).with_group_instance_id(i.map(StrBytes::from_string)).with_error_code(c))
+        .map(|((m, i), c)| {
+            MemberResponse::default()
+                .with_member_id(StrBytes::from_string(m))
+                .with_group_instance_id(i.map(StrBytes::from_string))
+                .with_error_code(c)
+        })
         .collect();
     Some(resp.with_members(members))
 }

@@ -2,6 +2,8 @@
 //! [`APIS`] lists them all: ApiVersions is derived from it and dispatch checks it.
 
 pub mod api_versions;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -71,6 +73,8 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::ListGroups, list_groups::VERSIONS),
     spec(ApiKey::DescribeGroups, describe_groups::VERSIONS),
     spec(ApiKey::DeleteGroups, delete_groups::VERSIONS),
+    spec(ApiKey::ConsumerGroupHeartbeat, consumer_group_heartbeat::VERSIONS),
+    spec(ApiKey::ConsumerGroupDescribe, consumer_group_describe::VERSIONS),
 ];
 
 pub fn supported(key: ApiKey) -> Option<VersionRange> {
@@ -172,6 +176,8 @@ async fn dispatch_api(ctx: RequestContext, body: Bytes) -> LocalBoxFuture<'stati
         ApiKey::ListGroups => route(ctx, body, list_groups::handle).boxed_local(),
         ApiKey::DescribeGroups => route(ctx, body, describe_groups::handle).boxed_local(),
         ApiKey::DeleteGroups => route(ctx, body, delete_groups::handle).boxed_local(),
+        ApiKey::ConsumerGroupHeartbeat => route(ctx, body, consumer_group_heartbeat::handle).boxed_local(),
+        ApiKey::ConsumerGroupDescribe => route(ctx, body, consumer_group_describe::handle).boxed_local(),
         other => {
             let msg = format!("unsupported API {other:?}");
             async move { Reply::Close(msg) }.boxed_local()

@@ -19,8 +19,16 @@ pub async fn handle(ctx: RequestContext, req: SyncGroupRequest) -> Option<SyncGr
     }
     let gid = group_id.clone();
     let r = group::on_coordinator(&ctx.shard, &group_id, move |shard| async move {
-        let assignments = req.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect();
-        let instance = if version >= 3 { req.group_instance_id.as_ref().map(|i| i.to_string()) } else { None };
+        let assignments = req
+            .assignments
+            .iter()
+            .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+            .collect();
+        let instance = if version >= 3 {
+            req.group_instance_id.as_ref().map(|i| i.to_string())
+        } else {
+            None
+        };
         let reply = shard.groups.sync(
             &gid,
             &req.member_id,
@@ -33,13 +41,19 @@ pub async fn handle(ctx: RequestContext, req: SyncGroupRequest) -> Option<SyncGr
         );
         match reply {
             Reply::Now(r) => r,
-            Reply::Later(rx) => rx.await.unwrap_or_else(|_| SyncResult { error: ResponseError::CoordinatorNotAvailable.code(), ..Default::default() }),
+            Reply::Later(rx) => rx.await.unwrap_or_else(|_| SyncResult {
+                error: ResponseError::CoordinatorNotAvailable.code(),
+                ..Default::default()
+            }),
         }
     })
     .await;
     let r = match r {
         Ok(r) => r,
-        Err(e) => SyncResult { error: e.code(), ..Default::default() },
+        Err(e) => SyncResult {
+            error: e.code(),
+            ..Default::default()
+        },
     };
     Some(
         resp.with_error_code(r.error)
