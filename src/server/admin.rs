@@ -65,9 +65,19 @@ async fn answer(mut stream: TcpStream, shard: Rc<Shard>) {
             let om = header(&head, "accept").is_some_and(metrics::wants_openmetrics);
             match metrics::gather(&shard).await {
                 Ok(snaps) => {
-                    let view = metrics::BrokerView::of(&shared);
+                    // Merging and encoding (milliseconds for thousands of partitions) runs on
+                    // compio's blocking pool, not on this shard's executor.
+                    let shared = shared.clone();
+                    let rendered = compio::runtime::spawn_blocking(move || {
+                        let view = metrics::BrokerView::of(&shared);
+                        metrics::render(&view, &snaps, om)
+                    })
+                    .await;
                     let ct = if om { metrics::OPENMETRICS_CONTENT_TYPE } else { metrics::TEXT_CONTENT_TYPE };
-                    ("200 OK", ct, metrics::render(&view, &snaps, om))
+                    match rendered {
+                        Ok(body) => ("200 OK", ct, body),
+                        Err(_) => ("500 Internal Server Error", metrics::TEXT_CONTENT_TYPE, "rendering metrics failed\n".to_string()),
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics scrape failed");

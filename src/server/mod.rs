@@ -243,7 +243,9 @@ async fn shard_main(
                     let open = shared.connections_open.load(Ordering::Relaxed);
                     if open >= shared.config.max_connections {
                         shared.connections_rejected_total.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%peer, open, "connection refused: max.connections reached");
+                        if crate::metrics::log_allowed("accept.max_connections") {
+                            tracing::warn!(%peer, open, "connection refused: max.connections reached");
+                        }
                         drop(stream);
                         continue;
                     }

@@ -81,21 +81,6 @@ def join_and_commit(bootstrap, topic, group, committed):
     return c
 
 
-def broker_has_groups(bootstrap):
-    """The group APIs are advertised (consumer groups are a separate piece of work)."""
-    from confluent_kafka import KafkaException, TopicPartition
-    c = group_consumer(bootstrap, "sluice-metrics-probe")
-    try:
-        c.list_topics(timeout=10)
-        try:
-            c.committed([TopicPartition("probe", 0)], timeout=5)
-            return True
-        except KafkaException:
-            return False
-    finally:
-        c.close()
-
-
 def test_offsets_lag_and_promtool(broker):
     topic = "metered"
     create_topic(broker.bootstrap, topic, 3)
@@ -114,20 +99,20 @@ def test_offsets_lag_and_promtool(broker):
     assert m['sluice_requests_total{api="Produce"}'] >= 1
 
     committed = {0: 2, 1: 12}
-    lag_checked = False
-    if broker_has_groups(broker.bootstrap):
-        c = join_and_commit(broker.bootstrap, topic, "metrics-group", committed)
-        try:
-            m = parse(scrape(broker)[1])
-            for p, off in committed.items():
-                labels = f'consumergroup="metrics-group",topic="{topic}",partition="{p}"'
-                assert m[f"kafka_consumergroup_current_offset{{{labels}}}"] == off
-                assert m[f"kafka_consumergroup_lag{{{labels}}}"] == counts[p] - off, text
-            assert m[f'kafka_consumergroup_lag_sum{{consumergroup="metrics-group",topic="{topic}"}}'] == 3
-            assert m['kafka_consumergroup_members{consumergroup="metrics-group"}'] == 1
-            lag_checked = True
-        finally:
-            c.close()
+    c = join_and_commit(broker.bootstrap, topic, "metrics-group", committed)
+    try:
+        text = scrape(broker)[1]
+        m = parse(text)
+        for p, off in committed.items():
+            labels = f'consumergroup="metrics-group",topic="{topic}",partition="{p}"'
+            assert m[f"kafka_consumergroup_current_offset{{{labels}}}"] == off
+            assert m[f"kafka_consumergroup_lag{{{labels}}}"] == counts[p] - off, text
+        assert f'kafka_consumergroup_lag{{consumergroup="metrics-group",topic="{topic}",partition="2"}}' not in m, \
+            "no commit, no lag series"
+        assert m[f'kafka_consumergroup_lag_sum{{consumergroup="metrics-group",topic="{topic}"}}'] == 3
+        assert m['kafka_consumergroup_members{consumergroup="metrics-group"}'] == 1
+    finally:
+        c.close()
 
     promtool = shutil.which("promtool")
     assert promtool, "promtool not installed (Debian package prometheus; scripts/test.sh installs it)"
@@ -145,8 +130,6 @@ def test_offsets_lag_and_promtool(broker):
     content_type, om = scrape(broker, "application/openmetrics-text;version=1.0.0")
     assert content_type.startswith("application/openmetrics-text"), content_type
     assert om.endswith("# EOF\n")
-    if not lag_checked:
-        pytest.skip("offsets and promtool checked; this broker has no consumer groups, so no lag")
 
 
 class Prometheus:
@@ -213,8 +196,7 @@ def test_prometheus_scrapes_lag(broker, tmp_path):
     topic = "scraped"
     create_topic(broker.bootstrap, topic, 2)
     produce(broker.bootstrap, topic, {0: 7, 1: 3})
-    groups = broker_has_groups(broker.bootstrap)
-    consumer = join_and_commit(broker.bootstrap, topic, "scraped-group", {0: 4, 1: 3}) if groups else None
+    consumer = join_and_commit(broker.bootstrap, topic, "scraped-group", {0: 4, 1: 3})
     prom = Prometheus(tmp_path / "prometheus", f"{broker.host}:{broker.admin_port}")
     try:
         wait_until(prom.ready, PROMETHEUS_START_TIMEOUT_S, "prometheus ready")
@@ -226,18 +208,16 @@ def test_prometheus_scrapes_lag(broker, tmp_path):
         assert by_partition == {"0": 7.0, "1": 3.0}
         up = prom.query('up{job="sluice"}')
         assert list(up.values()) == [1.0], up
-        if groups:
-            lag = wait_until(
-                lambda: (lambda r: r if len(r) == 2 else None)(
-                    prom.query('kafka_consumergroup_lag{consumergroup="scraped-group"}')),
-                PROMETHEUS_QUERY_TIMEOUT_S, "prometheus to have scraped the group lag")
-            by_partition = {dict(k)["partition"]: v for k, v in lag.items()}
-            assert by_partition == {"0": 3.0, "1": 0.0}
+        lag = wait_until(
+            lambda: (lambda r: r if len(r) == 2 else None)(
+                prom.query('kafka_consumergroup_lag{consumergroup="scraped-group"}')),
+            PROMETHEUS_QUERY_TIMEOUT_S, "prometheus to have scraped the group lag")
+        by_partition = {dict(k)["partition"]: v for k, v in lag.items()}
+        assert by_partition == {"0": 3.0, "1": 0.0}
+        lag_sum = prom.query('kafka_consumergroup_lag_sum{consumergroup="scraped-group"}')
+        assert list(lag_sum.values()) == [3.0], lag_sum
     except AssertionError as e:
         raise AssertionError(f"{e}\n--- prometheus log ---\n{prom.log_text()}") from None
     finally:
         prom.stop()
-        if consumer is not None:
-            consumer.close()
-    if not groups:
-        pytest.skip("Prometheus scraped the offsets; this broker has no consumer groups, so no lag")
+        consumer.close()

@@ -185,3 +185,55 @@ fn bad_config_is_one_clear_error() {
         assert!(!data.exists(), "nothing started: {err}");
     }
 }
+
+/// `--log-format json`: every log line of a running broker is one JSON object; `--log-level`
+/// filters.
+#[test]
+fn json_logs_from_a_running_broker() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--data-dir", dir.path().join("data").to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0", "--cores", "1", "--log-format", "json", "--log-level", "info"])
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: a broker that never logs "stopped" is killed after 30 s (the test then fails).
+    let pid = child.id() as i32;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                if std::time::Instant::now() > until {
+                    // SAFETY: our own child, not yet reaped (done is set only after wait()).
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        })
+    };
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{line}");
+        seen.push(line.clone());
+        if v["fields"]["message"] == "sluice broker listening" {
+            // SAFETY: signalling our own child process.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        if v["fields"]["message"] == "sluice broker stopped" {
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    done.store(true, std::sync::atomic::Ordering::Release);
+    watchdog.join().unwrap();
+    assert!(status.success(), "{status:?}: {seen:?}");
+    assert!(seen.iter().any(|l| l.contains("sluice broker stopped")), "{seen:?}");
+}

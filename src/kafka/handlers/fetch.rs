@@ -163,7 +163,9 @@ pub async fn handle(ctx: RequestContext, req: FetchRequest) -> Reply {
                                 po.records = RecordsOut::Bytes(bytes);
                             }
                             Err(e) => {
-                                tracing::error!(partition = w.partition, error = %e, "reading segment failed");
+                                if crate::metrics::log_allowed("fetch.segment_read_failed") {
+                                    tracing::error!(partition = w.partition, error = %e, "reading segment failed");
+                                }
                                 po.error_code = ResponseError::KafkaStorageError.code();
                                 any_error = true;
                             }

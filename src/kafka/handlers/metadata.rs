@@ -94,7 +94,9 @@ pub async fn handle(ctx: RequestContext, req: MetadataRequest) -> Option<Metadat
                             }
                         }
                         Err(e) => {
-                            tracing::warn!(topic = %n, error = %e.message, "auto-creation failed");
+                            if crate::metrics::log_allowed("metadata.auto_create_failed") {
+                                tracing::warn!(topic = %n, error = %e.message, "auto-creation failed");
+                            }
                             topics.push(error_topic(Some(n), Uuid::nil(), ResponseError::try_from_code(e.code).unwrap_or(ResponseError::UnknownServerError)));
                         }
                     }
