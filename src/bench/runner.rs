@@ -507,9 +507,7 @@ async fn worker_main(ctx: WorkerCtx) -> (f64, Option<String>, u64) {
             shared: shared.clone(),
             acks: ctx.acks,
             compression: ctx.compression,
-            max_batch_msgs: (ctx.batch_bytes
-                / ((ctx.message_size + ctx.message_size_max) / 2).max(1))
-            .max(1),
+            max_batch_msgs: max_batch_msgs(ctx.batch_bytes, ctx.message_size_max),
             message_size_min: ctx.message_size,
             linger_ns: ctx.linger_ns,
             filler: Bytes::from(filler),
@@ -1056,5 +1054,41 @@ mod tests {
         }
         assert!(x != 1);
         assert!(thread_cpu_s() > before);
+    }
+}
+
+/// RecordBatch v2 header bytes.
+const BATCH_HEADER_BYTES: usize = 61;
+/// Per-record bytes besides the value, at most: the varints (length, timestamp and offset
+/// deltas, key and value lengths, header count), attributes, and a bench key (<= 20 bytes).
+const RECORD_OVERHEAD_BYTES_MAX: usize = 64;
+
+/// Messages per batch so that an uncompressed batch of the largest messages stays within
+/// `batch_bytes` (a broker refuses batches over its `message.max.bytes`).
+fn max_batch_msgs(batch_bytes: usize, message_size_max: usize) -> usize {
+    (batch_bytes.saturating_sub(BATCH_HEADER_BYTES) / (message_size_max + RECORD_OVERHEAD_BYTES_MAX)).max(1)
+}
+
+#[cfg(test)]
+mod batch_size_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// A batch of `max_batch_msgs` of the largest messages, with the longest keys, encodes within
+    /// `batch_bytes` (the bench once sent 1 058 813-byte batches for --batch-bytes 1048576).
+    #[test]
+    fn full_batch_fits_in_batch_bytes() {
+        for (batch_bytes, size) in [(1_048_576usize, 1024usize), (65_536, 1024), (65_536, 100), (16_384, 8), (1_000_000, 4096)] {
+            let n = max_batch_msgs(batch_bytes, size);
+            let records: Vec<crate::client::records::NewRecord> = (0..n)
+                .map(|i| crate::client::records::NewRecord {
+                    key: Some(bytes::Bytes::from(format!("key-{:016}", i))),
+                    value: Some(bytes::Bytes::from(vec![7u8; size])),
+                    timestamp_ms: 1_700_000_000_000 + i as i64 * 1000,
+                })
+                .collect();
+            let b = crate::client::records::encode_batch(&records, kafka_protocol::records::Compression::None).unwrap();
+            assert!(b.len() <= batch_bytes, "{n} x {size} B -> {} > {batch_bytes}", b.len());
+        }
     }
 }

@@ -660,7 +660,7 @@ impl PartitionLog {
         if marker.is_some() && !clean {
             tracing::warn!(dir = %dir.display(), "clean-shutdown marker without a usable producer snapshot: full recovery");
         }
-        if !clean {
+        if !clean && !bases.is_empty() {
             tracing::info!(dir = %dir.display(), segments = bases.len(), "unclean shutdown: validating every batch");
             // Empty segments at the end were made by a roll whose appends never reached the
             // disk; the segment before them may then end in a torn tail of unsynced writes
