@@ -185,6 +185,15 @@ pub fn resolve(addr: &str) -> Result<SocketAddr, ClientError> {
     })
 }
 
+/// A per-topic error code of an admin response: UNKNOWN_TOPIC_OR_PARTITION becomes
+/// [`ClientError::UnknownTopic`], any other error the broker's error with its message.
+fn check_topic(api: &'static str, name: &str, code: i16, message: Option<&StrBytes>) -> Result<(), ClientError> {
+    if code == ResponseError::UnknownTopicOrPartition.code() {
+        return Err(ClientError::UnknownTopic(name.to_owned()));
+    }
+    ClientError::check(api, || format!("topic '{name}'"), code, message.map(|m| m.as_str()))
+}
+
 fn topic_name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_owned()))
 }
@@ -391,15 +400,7 @@ impl Client {
             .with_timeout_ms(30_000);
         let resp = conn.call(&req).await?;
         for t in &resp.responses {
-            if t.error_code == ResponseError::UnknownTopicOrPartition.code() {
-                return Err(ClientError::UnknownTopic(name.to_owned()));
-            }
-            ClientError::check(
-                "DeleteTopics",
-                || format!("topic '{name}'"),
-                t.error_code,
-                t.error_message.as_ref().map(|m| m.as_str()),
-            )?;
+            check_topic("DeleteTopics", name, t.error_code, t.error_message.as_ref())?;
         }
         self.topics.borrow_mut().remove(name);
         Ok(())
@@ -415,15 +416,7 @@ impl Client {
             .with_timeout_ms(30_000);
         let resp = conn.call(&req).await?;
         for r in &resp.results {
-            if r.error_code == ResponseError::UnknownTopicOrPartition.code() {
-                return Err(ClientError::UnknownTopic(name.to_owned()));
-            }
-            ClientError::check(
-                "CreatePartitions",
-                || format!("topic '{name}'"),
-                r.error_code,
-                r.error_message.as_ref().map(|m| m.as_str()),
-            )?;
+            check_topic("CreatePartitions", name, r.error_code, r.error_message.as_ref())?;
         }
         self.topics.borrow_mut().remove(name);
         Ok(())
@@ -445,15 +438,7 @@ impl Client {
         let resp = conn.call(&req).await?;
         let mut out = Vec::new();
         for r in resp.results {
-            if r.error_code == ResponseError::UnknownTopicOrPartition.code() {
-                return Err(ClientError::UnknownTopic(name.to_owned()));
-            }
-            ClientError::check(
-                "DescribeConfigs",
-                || format!("topic '{name}'"),
-                r.error_code,
-                r.error_message.as_ref().map(|m| m.as_str()),
-            )?;
+            check_topic("DescribeConfigs", name, r.error_code, r.error_message.as_ref())?;
             for c in r.configs {
                 out.push((c.name.to_string(), c.value.map(|v| v.to_string())));
             }
