@@ -53,7 +53,7 @@ def test_flood_is_slowed_by_the_budget_not_dropped(tmp_path):
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         out = tmp_path / "flood.json"
-        # 4 producers x 8 requests in flight x ~1 MB batches = ~32 MB offered at once, 8x the
+        # 4 producers x 8 requests in flight x ~1 MB batches = ~32 MB offered at once, 32x the
         # budget; acks=all, so each request also waits for its fdatasync.
         bench = subprocess.run(
             [str(sluice_binary()), "bench", "--bootstrap", b.bootstrap, "--partitions", "3",
