@@ -17,6 +17,7 @@ use kafka_protocol::messages::{
     ConsumerProtocolAssignment, ConsumerProtocolSubscription, GroupId, HeartbeatRequest,
     JoinGroupRequest, LeaveGroupRequest, SyncGroupRequest, TopicName,
 };
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::client::{Client, ClientError, Connection};
@@ -26,10 +27,10 @@ const JOIN_ATTEMPTS_MAX: usize = 20;
 /// Session and rebalance timeouts the bench consumers ask for.
 const SESSION_TIMEOUT_MS: i32 = 30_000;
 /// Error codes handled by rejoining.
-const REBALANCE_IN_PROGRESS: i16 = 27;
-const MEMBER_ID_REQUIRED: i16 = 79;
-const UNKNOWN_MEMBER_ID: i16 = 25;
-const ILLEGAL_GENERATION: i16 = 22;
+const REBALANCE_IN_PROGRESS: i16 = ResponseError::RebalanceInProgress.code();
+const MEMBER_ID_REQUIRED: i16 = ResponseError::MemberIdRequired.code();
+const UNKNOWN_MEMBER_ID: i16 = ResponseError::UnknownMemberId.code();
+const ILLEGAL_GENERATION: i16 = ResponseError::IllegalGeneration.code();
 
 /// Consumer protocol version used for subscription and assignment bytes.
 const CONSUMER_PROTOCOL_VERSION: i16 = 0;

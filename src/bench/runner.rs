@@ -1057,8 +1057,6 @@ mod tests {
     }
 }
 
-/// RecordBatch v2 header bytes.
-const BATCH_HEADER_BYTES: usize = 61;
 /// Per-record bytes besides the value, at most: the varints (length, timestamp and offset
 /// deltas, key and value lengths, header count), attributes, and a bench key (<= 20 bytes).
 const RECORD_OVERHEAD_BYTES_MAX: usize = 64;
@@ -1066,7 +1064,7 @@ const RECORD_OVERHEAD_BYTES_MAX: usize = 64;
 /// Messages per batch so that an uncompressed batch of the largest messages stays within
 /// `batch_bytes` (a broker refuses batches over its `message.max.bytes`).
 fn max_batch_msgs(batch_bytes: usize, message_size_max: usize) -> usize {
-    (batch_bytes.saturating_sub(BATCH_HEADER_BYTES) / (message_size_max + RECORD_OVERHEAD_BYTES_MAX)).max(1)
+    (batch_bytes.saturating_sub(crate::storage::batch::HEADER_BYTES) / (message_size_max + RECORD_OVERHEAD_BYTES_MAX)).max(1)
 }
 
 #[cfg(test)]
