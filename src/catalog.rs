@@ -19,7 +19,10 @@ use crate::limits;
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("catalog {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("catalog {path} is corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("catalog writer task failed")]
@@ -33,6 +36,17 @@ pub struct TopicMeta {
     pub partitions: i32,
     /// Topic-level config overrides, by Kafka name (`retention.ms`, ...).
     pub configs: BTreeMap<String, String>,
+    /// Cluster mode: each partition's replicas (node ids, preferred leader first). Empty on
+    /// a one-node broker (this node holds every partition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Vec<u64>>,
+}
+
+/// A cluster node as registered in the metadata log: where clients reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerMeta {
+    pub host: String,
+    pub port: u16,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -42,6 +56,9 @@ pub struct CatalogData {
     /// Producer ids below this were (or may have been) handed out; reserved in blocks.
     #[serde(default)]
     pub producer_id_next: i64,
+    /// Cluster mode: registered nodes by id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub brokers: BTreeMap<u64, BrokerMeta>,
 }
 
 /// An immutable view of the catalog at one version.
@@ -54,8 +71,16 @@ pub struct CatalogSnapshot {
 
 impl CatalogSnapshot {
     fn new(version: u64, data: CatalogData) -> Self {
-        let by_id = data.topics.values().map(|t| (t.id, t.name.clone())).collect();
-        CatalogSnapshot { version, data, by_id }
+        let by_id = data
+            .topics
+            .values()
+            .map(|t| (t.id, t.name.clone()))
+            .collect();
+        CatalogSnapshot {
+            version,
+            data,
+            by_id,
+        }
     }
     pub fn topic(&self, name: &str) -> Option<&TopicMeta> {
         self.data.topics.get(name)
@@ -67,7 +92,11 @@ impl CatalogSnapshot {
         self.data.topics.values()
     }
     pub fn partition_total(&self) -> usize {
-        self.data.topics.values().map(|t| t.partitions.max(0) as usize).sum()
+        self.data
+            .topics
+            .values()
+            .map(|t| t.partitions.max(0) as usize)
+            .sum()
     }
 }
 
@@ -95,21 +124,38 @@ impl Catalog {
                 if meta.len() > limits::CATALOG_FILE_BYTES_MAX {
                     return Err(CatalogError::Corrupt {
                         path,
-                        reason: format!("{} bytes, more than {}", meta.len(), limits::CATALOG_FILE_BYTES_MAX),
+                        reason: format!(
+                            "{} bytes, more than {}",
+                            meta.len(),
+                            limits::CATALOG_FILE_BYTES_MAX
+                        ),
                     });
                 }
                 let bytes = std::fs::read(&path).map_err(io(&path))?;
-                serde_json::from_slice::<CatalogData>(&bytes)
-                    .map_err(|e| CatalogError::Corrupt { path: path.clone(), reason: e.to_string() })?
+                serde_json::from_slice::<CatalogData>(&bytes).map_err(|e| {
+                    CatalogError::Corrupt {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    }
+                })?
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let data = CatalogData { cluster_id: new_cluster_id(), topics: BTreeMap::new(), producer_id_next: 0 };
+                let data = CatalogData {
+                    cluster_id: new_cluster_id(),
+                    topics: BTreeMap::new(),
+                    producer_id_next: 0,
+                    brokers: BTreeMap::new(),
+                };
                 write_atomically(&path, &data)?;
                 data
             }
             Err(e) => return Err(CatalogError::Io { path, source: e }),
         };
-        Ok(Catalog { path, current: RwLock::new(Arc::new(CatalogSnapshot::new(1, data))), writer: Mutex::new(()) })
+        Ok(Catalog {
+            path,
+            current: RwLock::new(Arc::new(CatalogSnapshot::new(1, data))),
+            writer: Mutex::new(()),
+        })
     }
 
     pub fn snapshot(&self) -> Arc<CatalogSnapshot> {
@@ -153,7 +199,9 @@ impl Catalog {
         E: Send + 'static,
     {
         let me = self.clone();
-        compio::runtime::spawn_blocking(move || me.update_blocking(change)).await.map_err(|_| CatalogError::Writer)?
+        compio::runtime::spawn_blocking(move || me.update_blocking(change))
+            .await
+            .map_err(|_| CatalogError::Writer)?
     }
 }
 
@@ -165,7 +213,10 @@ fn new_cluster_id() -> String {
 }
 
 fn write_atomically(path: &Path, data: &CatalogData) -> Result<(), CatalogError> {
-    let io = |source| CatalogError::Io { path: path.to_path_buf(), source };
+    let io = |source| CatalogError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec_pretty(data).map_err(|e| CatalogError::Corrupt {
         path: path.to_path_buf(),
@@ -177,7 +228,9 @@ fn write_atomically(path: &Path, data: &CatalogData) -> Result<(), CatalogError>
     drop(f);
     std::fs::rename(&tmp, path).map_err(io)?;
     if let Some(dir) = path.parent() {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
     }
     Ok(())
 }
@@ -196,7 +249,13 @@ mod tests {
             .update_blocking(|d| {
                 d.topics.insert(
                     "orders".into(),
-                    TopicMeta { name: "orders".into(), id: Uuid::new_v4(), partitions: 3, configs: BTreeMap::new() },
+                    TopicMeta {
+                        name: "orders".into(),
+                        id: Uuid::new_v4(),
+                        partitions: 3,
+                        configs: BTreeMap::new(),
+                        replicas: Vec::new(),
+                    },
                 );
                 Ok(())
             })
@@ -211,17 +270,22 @@ mod tests {
         assert_eq!(snap.topic_by_id(&id).unwrap().name, "orders");
 
         std::fs::write(dir.path().join("__sluice").join(CATALOG_FILE), b"{not json").unwrap();
-        assert!(matches!(Catalog::open(dir.path()), Err(CatalogError::Corrupt { .. })));
+        assert!(matches!(
+            Catalog::open(dir.path()),
+            Err(CatalogError::Corrupt { .. })
+        ));
     }
 
     #[test]
     fn failed_change_leaves_catalog_untouched() {
         let dir = tempfile::tempdir().unwrap();
         let cat = Catalog::open(dir.path()).unwrap();
-        let r: Result<(), &str> = cat.update_blocking(|d| {
-            d.topics.clear();
-            Err("no")
-        }).unwrap();
+        let r: Result<(), &str> = cat
+            .update_blocking(|d| {
+                d.topics.clear();
+                Err("no")
+            })
+            .unwrap();
         assert_eq!(r, Err("no"));
         assert_eq!(cat.snapshot().version, 1);
     }

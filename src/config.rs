@@ -61,6 +61,14 @@ pub struct BrokerConfig {
     pub group_consumer_session_timeout_ms: i32,
     /// `group.consumer.heartbeat.interval.ms` (KIP-848 groups)
     pub group_consumer_heartbeat_interval_ms: i32,
+    /// `controller.quorum.voters` (`--cluster`): every node's id and replication (Raft)
+    /// address. Empty = a one-node broker without replication, exactly as before clustering.
+    pub cluster_voters: Vec<(u64, SocketAddr)>,
+    /// `default.replication.factor`; -1 = min(3, cluster size).
+    pub default_replication_factor: i16,
+    /// `raft.election.timeout.ms`: a follower that hears no leader for this long (plus a random
+    /// part up to as much again) starts an election.
+    pub raft_election_timeout_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -92,17 +100,27 @@ impl Default for BrokerConfig {
             offset_metadata_max_bytes: limits::OFFSET_METADATA_BYTES_MAX_DEFAULT,
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,
+            cluster_voters: Vec::new(),
+            default_replication_factor: -1,
+            raft_election_timeout_ms: 1_000,
         }
     }
 }
 
 impl BrokerConfig {
+    /// True when this broker is one node of a replicated cluster.
+    pub fn clustered(&self) -> bool {
+        !self.cluster_voters.is_empty()
+    }
+
     /// Number of shards to start: `cores`, or one per core the process may run on.
     pub fn shard_count(&self) -> usize {
         if self.cores > 0 {
             self.cores
         } else {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         }
     }
 }
@@ -137,6 +155,14 @@ pub struct ServeArgs {
     /// Any broker config by its Kafka name, KEY=VALUE (repeatable), e.g. --set num.partitions=3.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// This node's id in the cluster [key node.id; default 0].
+    #[arg(long)]
+    pub node_id: Option<i32>,
+    /// Cluster voters ID@HOST:PORT,... where HOST:PORT is each node's replication listener
+    /// (this node's own entry is where it listens) [key controller.quorum.voters; default: no
+    /// cluster, a single node].
+    #[arg(long)]
+    pub cluster: Option<String>,
     /// TOML file of broker configs by Kafka name (e.g. `"num.partitions" = 3`).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -145,21 +171,33 @@ pub struct ServeArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {error}")]
-    Read { path: PathBuf, error: std::io::Error },
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("config file {path} is not valid TOML: {reason}")]
     Syntax { path: PathBuf, reason: String },
     #[error("config key `{key}`: {reason}")]
     Bad { key: String, reason: String },
     #[error("config key `{key}` (from {origin}): {reason}")]
-    BadFrom { key: String, origin: Source, reason: String },
+    BadFrom {
+        key: String,
+        origin: Source,
+        reason: String,
+    },
 }
 
 fn bad(key: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Bad { key: key.to_string(), reason: reason.into() }
+    ConfigError::Bad {
+        key: key.to_string(),
+        reason: reason.into(),
+    }
 }
 
 fn int(key: &str, v: &toml::Value, min: i64, max: i64) -> Result<i64, ConfigError> {
-    let n = v.as_integer().ok_or_else(|| bad(key, "must be an integer"))?;
+    let n = v
+        .as_integer()
+        .ok_or_else(|| bad(key, "must be an integer"))?;
     if n < min || n > max {
         return Err(bad(key, format!("must be in [{min}, {max}], got {n}")));
     }
@@ -170,7 +208,9 @@ fn int(key: &str, v: &toml::Value, min: i64, max: i64) -> Result<i64, ConfigErro
 fn text(key: &str, v: &toml::Value) -> Result<String, ConfigError> {
     match v {
         toml::Value::String(s) => Ok(s.clone()),
-        toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => Ok(v.to_string()),
+        toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+            Ok(v.to_string())
+        }
         _ => Err(bad(key, "must be a string")),
     }
 }
@@ -183,7 +223,12 @@ fn listener_text(key: &str, v: &toml::Value) -> Result<String, ConfigError> {
     }
     let s = match s.split_once("://") {
         Some((proto, rest)) if proto.eq_ignore_ascii_case("PLAINTEXT") => rest.to_string(),
-        Some((proto, _)) => return Err(bad(key, format!("only PLAINTEXT listeners are supported, got {proto}"))),
+        Some((proto, _)) => {
+            return Err(bad(
+                key,
+                format!("only PLAINTEXT listeners are supported, got {proto}"),
+            ))
+        }
         None => s,
     };
     Ok(s)
@@ -191,12 +236,17 @@ fn listener_text(key: &str, v: &toml::Value) -> Result<String, ConfigError> {
 
 fn socket_addr(key: &str, v: &toml::Value) -> Result<SocketAddr, ConfigError> {
     let s = listener_text(key, v)?;
-    s.parse().map_err(|_| bad(key, format!("must be IP:PORT, got `{s}`")))
+    s.parse()
+        .map_err(|_| bad(key, format!("must be IP:PORT, got `{s}`")))
 }
 
 fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
     for (k, v) in table {
-        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match v {
             toml::Value::Table(t) => flatten(&key, t, out),
             _ => out.push((key, v.clone())),
@@ -244,7 +294,9 @@ pub const KEYS: &[&str] = &[
     "admin.listen",
     "advertised.listeners",
     "auto.create.topics.enable",
+    "controller.quorum.voters",
     "cores",
+    "default.replication.factor",
     "group.initial.rebalance.delay.ms",
     "group.max.session.timeout.ms",
     "group.max.size",
@@ -266,11 +318,17 @@ pub const KEYS: &[&str] = &[
     "offsets.retention.minutes",
     "queued.max.request.bytes",
     "queued.max.requests",
+    "raft.election.timeout.ms",
     "socket.request.max.bytes",
 ];
 
 /// `SLUICE_*` environment variables that are not broker configs (tools, tests, builds).
-pub const ENV_NOT_CONFIG: &[&str] = &["SLUICE_BIN", "SLUICE_BOOTSTRAP", "SLUICE_BENCH_DIR", "SLUICE_GIT_COMMIT"];
+pub const ENV_NOT_CONFIG: &[&str] = &[
+    "SLUICE_BIN",
+    "SLUICE_BOOTSTRAP",
+    "SLUICE_BENCH_DIR",
+    "SLUICE_GIT_COMMIT",
+];
 /// Prefix of test-harness variables (`SLUICE_TEST_CORES`, ...), also not broker configs.
 pub const ENV_TEST_PREFIX: &str = "SLUICE_TEST_";
 
@@ -307,11 +365,16 @@ impl ServeConfig {
     /// Applies one key; a bad value is reported with the key and where it came from.
     fn apply(&mut self, key: &str, v: &toml::Value, source: Source) -> Result<(), ConfigError> {
         let Some(k) = KEYS.iter().find(|k| **k == key) else {
-            return Err(ConfigError::BadFrom { key: key.to_string(), origin: source, reason: "unknown broker config".into() });
+            return Err(ConfigError::BadFrom {
+                key: key.to_string(),
+                origin: source,
+                reason: "unknown broker config".into(),
+            });
         };
         let r = match key {
             "log.level" => text(key, v).and_then(|s| {
-                tracing_subscriber::EnvFilter::try_new(&s).map_err(|e| bad(key, format!("not a log filter: {e}")))?;
+                tracing_subscriber::EnvFilter::try_new(&s)
+                    .map_err(|e| bad(key, format!("not a log filter: {e}")))?;
                 self.log.level = Some(s);
                 Ok(())
             }),
@@ -330,7 +393,11 @@ impl ServeConfig {
                 self.sources.insert(k, source);
                 Ok(())
             }
-            Err(ConfigError::Bad { key, reason }) => Err(ConfigError::BadFrom { key, origin: source, reason }),
+            Err(ConfigError::Bad { key, reason }) => Err(ConfigError::BadFrom {
+                key,
+                origin: source,
+                reason,
+            }),
             Err(e) => Err(e),
         }
     }
@@ -342,9 +409,17 @@ impl ServeConfig {
         let opt_int = |o: Option<u64>| V::Integer(o.map(|n| n as i64).unwrap_or(-1));
         Some(match key {
             "admin.listen" => V::String(b.admin_listen.map(|a| a.to_string()).unwrap_or_default()),
-            "advertised.listeners" => V::String(b.advertised_listener.as_ref().map(|(h, p)| format!("{h}:{p}")).unwrap_or_default()),
+            "advertised.listeners" => V::String(
+                b.advertised_listener
+                    .as_ref()
+                    .map(|(h, p)| format!("{h}:{p}"))
+                    .unwrap_or_default(),
+            ),
             "auto.create.topics.enable" => V::Boolean(b.auto_create_topics),
             "cores" => V::Integer(b.shard_count() as i64),
+            "controller.quorum.voters" => V::String(format_voters(&b.cluster_voters)),
+            "default.replication.factor" => V::Integer(i64::from(b.default_replication_factor)),
+            "raft.election.timeout.ms" => V::Integer(b.raft_election_timeout_ms as i64),
             "group.initial.rebalance.delay.ms" => V::Integer(b.group_initial_rebalance_delay_ms),
             "group.max.session.timeout.ms" => V::Integer(i64::from(b.group_max_session_timeout_ms)),
             "group.max.size" => V::Integer(b.group_max_size as i64),
@@ -355,7 +430,14 @@ impl ServeConfig {
             "log.dir" => V::String(b.data_dir.display().to_string()),
             "log.flush.interval.messages" => opt_int(b.log_flush_interval_messages),
             "log.flush.interval.ms" => opt_int(b.log_flush_interval_ms),
-            "log.format" => V::String(if self.log.format == LogFormat::Json { "json" } else { "human" }.into()),
+            "log.format" => V::String(
+                if self.log.format == LogFormat::Json {
+                    "json"
+                } else {
+                    "human"
+                }
+                .into(),
+            ),
             "log.level" => V::String(self.log.level.clone().unwrap_or_default()),
             "log.retention.bytes" => V::Integer(b.log_retention_bytes),
             "log.retention.ms" => V::Integer(b.log_retention_ms),
@@ -365,7 +447,9 @@ impl ServeConfig {
             "node.id" => V::Integer(i64::from(b.node_id)),
             "num.partitions" => V::Integer(i64::from(b.num_partitions)),
             "queued.max.requests" => V::Integer(b.max_in_flight_requests_per_connection as i64),
-            "queued.max.request.bytes" => V::Integer(b.queued_max_request_bytes.min(i64::MAX as usize) as i64),
+            "queued.max.request.bytes" => {
+                V::Integer(b.queued_max_request_bytes.min(i64::MAX as usize) as i64)
+            }
             "socket.request.max.bytes" => V::Integer(i64::from(b.socket_request_max_bytes)),
             _ => return None,
         })
@@ -374,7 +458,9 @@ impl ServeConfig {
     /// The effective configuration as a TOML file `--config` accepts, each key with its source.
     /// Unset optional keys (empty strings, -1 flush intervals) are printed commented out.
     pub fn to_toml(&self) -> String {
-        let mut out = String::from("# effective sluice configuration (flag > SLUICE_* environment > file > default)\n");
+        let mut out = String::from(
+            "# effective sluice configuration (flag > SLUICE_* environment > file > default)\n",
+        );
         for key in KEYS {
             let Some(v) = self.get(key) else { continue };
             let source = self.sources.get(key).cloned().unwrap_or(Source::Default);
@@ -392,17 +478,31 @@ impl ServeConfig {
 
     /// The configuration of `sluice serve`: defaults, then the file, then `SLUICE_*` variables of
     /// `env`, then flags. Unknown keys in the file or the environment are errors.
-    pub fn load(a: &ServeArgs, env: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>) -> Result<ServeConfig, ConfigError> {
+    pub fn load(
+        a: &ServeArgs,
+        env: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    ) -> Result<ServeConfig, ConfigError> {
         let broker = BrokerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 9092)),
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9644))),
             ..BrokerConfig::default()
         };
-        let mut c = ServeConfig { broker, log: LogSettings::default(), sources: Default::default() };
+        let mut c = ServeConfig {
+            broker,
+            log: LogSettings::default(),
+            sources: Default::default(),
+        };
         if let Some(path) = &a.config {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.clone(), error: e })?;
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                path: path.clone(),
+                error: e,
+            })?;
             let table: toml::Table =
-                text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax { path: path.clone(), reason: e.to_string() })?;
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
             // `num.partitions = 3` is TOML for {num = {partitions = 3}}: flatten tables back
             // into dotted Kafka names, so quoted and bare keys (and [log] sections) all work.
             let mut flat = Vec::new();
@@ -413,19 +513,32 @@ impl ServeConfig {
         }
         let mut vars: Vec<(String, String)> = Vec::new();
         for (name, value) in env {
-            let Some(name) = name.to_str().map(str::to_string) else { continue };
-            if !name.starts_with("SLUICE_") || ENV_NOT_CONFIG.contains(&name.as_str()) || name.starts_with(ENV_TEST_PREFIX) {
+            let Some(name) = name.to_str().map(str::to_string) else {
+                continue;
+            };
+            if !name.starts_with("SLUICE_")
+                || ENV_NOT_CONFIG.contains(&name.as_str())
+                || name.starts_with(ENV_TEST_PREFIX)
+            {
                 continue;
             }
-            let key = name["SLUICE_".len()..].to_ascii_lowercase().replace('_', ".");
+            let key = name["SLUICE_".len()..]
+                .to_ascii_lowercase()
+                .replace('_', ".");
             let Some(value) = value.to_str().map(str::to_string) else {
-                return Err(ConfigError::BadFrom { key, origin: Source::Env(name), reason: "value is not UTF-8".into() });
+                return Err(ConfigError::BadFrom {
+                    key,
+                    origin: Source::Env(name),
+                    reason: "value is not UTF-8".into(),
+                });
             };
             vars.push((name, value));
         }
         vars.sort();
         for (name, value) in vars {
-            let key = name["SLUICE_".len()..].to_ascii_lowercase().replace('_', ".");
+            let key = name["SLUICE_".len()..]
+                .to_ascii_lowercase()
+                .replace('_', ".");
             c.apply(&key, &scalar(&value), Source::Env(name))?;
         }
         let flag = |n: &str| Source::Flag(n.to_string());
@@ -440,10 +553,28 @@ impl ServeConfig {
             c.apply("admin.listen", &s(l.to_string()), flag("--admin-listen"))?;
         }
         if let Some(n) = a.cores {
-            c.apply("cores", &toml::Value::Integer(n.min(i64::MAX as usize) as i64), flag("--cores"))?;
+            c.apply(
+                "cores",
+                &toml::Value::Integer(n.min(i64::MAX as usize) as i64),
+                flag("--cores"),
+            )?;
         }
         if let Some(l) = &a.advertised_listener {
-            c.apply("advertised.listeners", &s(l.clone()), flag("--advertised-listener"))?;
+            c.apply(
+                "advertised.listeners",
+                &s(l.clone()),
+                flag("--advertised-listener"),
+            )?;
+        }
+        if let Some(n) = a.node_id {
+            c.apply(
+                "node.id",
+                &toml::Value::Integer(i64::from(n)),
+                flag("--node-id"),
+            )?;
+        }
+        if let Some(v) = &a.cluster {
+            c.apply("controller.quorum.voters", &s(v.clone()), flag("--cluster"))?;
         }
         if let Some(l) = &a.log_level {
             c.apply("log.level", &s(l.clone()), flag("--log-level"))?;
@@ -465,28 +596,78 @@ impl BrokerConfig {
     /// Applies one broker config by its Kafka name.
     pub fn set(&mut self, key: &str, v: &toml::Value) -> Result<(), ConfigError> {
         match key {
-            "num.partitions" => self.num_partitions = int(key, v, 1, limits::PARTITIONS_PER_TOPIC_MAX as i64)? as i32,
-            "auto.create.topics.enable" => self.auto_create_topics = v.as_bool().ok_or_else(|| bad(key, "must be true or false"))?,
-            "message.max.bytes" => self.message_max_bytes = int(key, v, 1024, i32::MAX as i64)? as u32,
-            "socket.request.max.bytes" => self.socket_request_max_bytes = int(key, v, 1024, i32::MAX as i64)? as u32,
-            "log.segment.bytes" => self.log_segment_bytes = int(key, v, 14, i32::MAX as i64)? as u64,
+            "num.partitions" => {
+                self.num_partitions =
+                    int(key, v, 1, limits::PARTITIONS_PER_TOPIC_MAX as i64)? as i32
+            }
+            "auto.create.topics.enable" => {
+                self.auto_create_topics = v
+                    .as_bool()
+                    .ok_or_else(|| bad(key, "must be true or false"))?
+            }
+            "message.max.bytes" => {
+                self.message_max_bytes = int(key, v, 1024, i32::MAX as i64)? as u32
+            }
+            "socket.request.max.bytes" => {
+                self.socket_request_max_bytes = int(key, v, 1024, i32::MAX as i64)? as u32
+            }
+            "log.segment.bytes" => {
+                self.log_segment_bytes = int(key, v, 14, i32::MAX as i64)? as u64
+            }
             "log.retention.ms" => self.log_retention_ms = int(key, v, -1, i64::MAX)?,
             "log.retention.bytes" => self.log_retention_bytes = int(key, v, -1, i64::MAX)?,
-            "log.flush.interval.messages" => self.log_flush_interval_messages = Some(int(key, v, 1, i64::MAX)? as u64),
-            "log.flush.interval.ms" => self.log_flush_interval_ms = Some(int(key, v, 0, i64::MAX)? as u64),
+            "log.flush.interval.messages" => {
+                self.log_flush_interval_messages = Some(int(key, v, 1, i64::MAX)? as u64)
+            }
+            "log.flush.interval.ms" => {
+                self.log_flush_interval_ms = Some(int(key, v, 0, i64::MAX)? as u64)
+            }
             "max.connections" => self.max_connections = int(key, v, 1, 1_000_000)? as usize,
-            "queued.max.request.bytes" => self.queued_max_request_bytes = int(key, v, 1024, i64::MAX)? as usize,
-            "group.initial.rebalance.delay.ms" => self.group_initial_rebalance_delay_ms = int(key, v, 0, 3_600_000)?,
-            "group.min.session.timeout.ms" => self.group_min_session_timeout_ms = int(key, v, 1, i32::MAX as i64)? as i32,
-            "group.max.session.timeout.ms" => self.group_max_session_timeout_ms = int(key, v, 1, i32::MAX as i64)? as i32,
-            "group.max.size" => self.group_max_size = int(key, v, 1, limits::GROUP_MEMBERS_MAX_DEFAULT as i64)? as usize,
-            "offsets.retention.minutes" => self.offsets_retention_minutes = int(key, v, 1, i64::MAX / 60_000)?,
-            "offset.metadata.max.bytes" => self.offset_metadata_max_bytes = int(key, v, 0, u16::MAX as i64)? as usize,
-            "group.consumer.session.timeout.ms" => self.group_consumer_session_timeout_ms = int(key, v, 1, i32::MAX as i64)? as i32,
-            "group.consumer.heartbeat.interval.ms" => self.group_consumer_heartbeat_interval_ms = int(key, v, 1, i32::MAX as i64)? as i32,
+            "queued.max.request.bytes" => {
+                self.queued_max_request_bytes = int(key, v, 1024, i64::MAX)? as usize
+            }
+            "group.initial.rebalance.delay.ms" => {
+                self.group_initial_rebalance_delay_ms = int(key, v, 0, 3_600_000)?
+            }
+            "group.min.session.timeout.ms" => {
+                self.group_min_session_timeout_ms = int(key, v, 1, i32::MAX as i64)? as i32
+            }
+            "group.max.session.timeout.ms" => {
+                self.group_max_session_timeout_ms = int(key, v, 1, i32::MAX as i64)? as i32
+            }
+            "group.max.size" => {
+                self.group_max_size =
+                    int(key, v, 1, limits::GROUP_MEMBERS_MAX_DEFAULT as i64)? as usize
+            }
+            "offsets.retention.minutes" => {
+                self.offsets_retention_minutes = int(key, v, 1, i64::MAX / 60_000)?
+            }
+            "offset.metadata.max.bytes" => {
+                self.offset_metadata_max_bytes = int(key, v, 0, u16::MAX as i64)? as usize
+            }
+            "group.consumer.session.timeout.ms" => {
+                self.group_consumer_session_timeout_ms = int(key, v, 1, i32::MAX as i64)? as i32
+            }
+            "group.consumer.heartbeat.interval.ms" => {
+                self.group_consumer_heartbeat_interval_ms = int(key, v, 1, i32::MAX as i64)? as i32
+            }
             "node.id" => self.node_id = int(key, v, 0, i32::MAX as i64)? as i32,
+            "default.replication.factor" => {
+                self.default_replication_factor = int(key, v, -1, i16::MAX as i64)? as i16
+            }
+            "raft.election.timeout.ms" => {
+                self.raft_election_timeout_ms = int(key, v, 200, 600_000)? as u64
+            }
+            "controller.quorum.voters" => {
+                self.cluster_voters = parse_voters(&text(key, v)?).map_err(|r| bad(key, r))?
+            }
             "queued.max.requests" => {
-                self.max_in_flight_requests_per_connection = int(key, v, 1, limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX as i64)? as usize
+                self.max_in_flight_requests_per_connection = int(
+                    key,
+                    v,
+                    1,
+                    limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX as i64,
+                )? as usize
             }
             "cores" => self.cores = int(key, v, 1, limits::SHARDS_MAX as i64)? as usize,
             "log.dir" => {
@@ -500,8 +681,15 @@ impl BrokerConfig {
             "admin.listen" => self.admin_listen = Some(socket_addr(key, v)?),
             "advertised.listeners" => {
                 let l = listener_text(key, v)?;
-                let (h, p) = l.rsplit_once(':').ok_or_else(|| bad(key, "must be HOST:PORT"))?;
-                let p: u16 = p.parse().map_err(|_| bad(key, format!("port must be a number in [0, 65535], got `{p}`")))?;
+                let (h, p) = l
+                    .rsplit_once(':')
+                    .ok_or_else(|| bad(key, "must be HOST:PORT"))?;
+                let p: u16 = p.parse().map_err(|_| {
+                    bad(
+                        key,
+                        format!("port must be a number in [0, 65535], got `{p}`"),
+                    )
+                })?;
                 let h = h.trim_matches(|c| c == '[' || c == ']');
                 if h.is_empty() {
                     return Err(bad(key, "host must not be empty"));
@@ -519,6 +707,43 @@ impl BrokerConfig {
     }
 }
 
+/// Parses `controller.quorum.voters`: `ID@HOST:PORT,...` (empty = no cluster). Ids are > 0
+/// (Raft reserves 0) and distinct.
+pub fn parse_voters(v: &str) -> Result<Vec<(u64, SocketAddr)>, String> {
+    let mut out: Vec<(u64, SocketAddr)> = Vec::new();
+    for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('@')
+            .ok_or_else(|| format!("`{part}` is not ID@HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("node id `{id}` is not a number"))?;
+        if id == 0 || id > i32::MAX as u64 {
+            return Err(format!("node id {id} must be in [1, {}]", i32::MAX));
+        }
+        use std::net::ToSocketAddrs;
+        let addr = addr
+            .trim()
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| format!("`{addr}` is not a reachable HOST:PORT"))?;
+        if out.iter().any(|(i, _)| *i == id) {
+            return Err(format!("node id {id} appears twice"));
+        }
+        out.push((id, addr));
+    }
+    Ok(out)
+}
+
+fn format_voters(v: &[(u64, SocketAddr)]) -> String {
+    v.iter()
+        .map(|(id, a)| format!("{id}@{a}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -532,7 +757,11 @@ mod tests {
     fn file_keys_validated_and_flags_win() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sluice.toml");
-        std::fs::write(&path, "num.partitions = 3\n\"auto.create.topics.enable\" = false\n").unwrap();
+        std::fs::write(
+            &path,
+            "num.partitions = 3\n\"auto.create.topics.enable\" = false\n",
+        )
+        .unwrap();
         let args = ServeArgs {
             data_dir: Some("/tmp/x".into()),
             listen: Some("127.0.0.1:1".parse().unwrap()),
@@ -546,18 +775,33 @@ mod tests {
         assert_eq!(c.num_partitions, 3);
         assert!(!c.auto_create_topics);
         assert_eq!(c.cores, 2);
-        assert_eq!(c.advertised_listener, Some(("broker.example".into(), 19092)));
+        assert_eq!(
+            c.advertised_listener,
+            Some(("broker.example".into(), 19092))
+        );
 
         std::fs::write(&path, "\"no.such.key\" = 1\n").unwrap();
         let e = ServeConfig::load(&args, env(&[])).unwrap_err().to_string();
-        assert!(e.contains("no.such.key") && e.contains("sluice.toml"), "{e}");
+        assert!(
+            e.contains("no.such.key") && e.contains("sluice.toml"),
+            "{e}"
+        );
         std::fs::write(&path, "\"num.partitions\" = 0\n").unwrap();
         let e = ServeConfig::load(&args, env(&[])).unwrap_err().to_string();
-        assert!(e.contains("num.partitions") && e.contains("[1, 10000]"), "{e}");
+        assert!(
+            e.contains("num.partitions") && e.contains("[1, 10000]"),
+            "{e}"
+        );
         std::fs::write(&path, "num.partitions = = 3").unwrap();
-        assert!(matches!(ServeConfig::load(&args, env(&[])), Err(ConfigError::Syntax { .. })));
+        assert!(matches!(
+            ServeConfig::load(&args, env(&[])),
+            Err(ConfigError::Syntax { .. })
+        ));
         std::fs::remove_file(&path).unwrap();
-        assert!(matches!(ServeConfig::load(&args, env(&[])), Err(ConfigError::Read { .. })));
+        assert!(matches!(
+            ServeConfig::load(&args, env(&[])),
+            Err(ConfigError::Read { .. })
+        ));
     }
 
     #[test]
@@ -565,15 +809,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sluice.toml");
         std::fs::write(&path, "\"num.partitions\" = 3\n\"log.retention.ms\" = 1000\n\"message.max.bytes\" = 5000\n\"listeners\" = \"PLAINTEXT://127.0.0.1:7000\"\n").unwrap();
-        let mut args = ServeArgs { config: Some(path.clone()), ..ServeArgs::default() };
-        let vars = env(&[("SLUICE_NUM_PARTITIONS", "5"), ("SLUICE_LOG_RETENTION_MS", "2000"), ("SLUICE_BIN", "/x"), ("SLUICE_TEST_CORES", "9"), ("PATH", "/bin")]);
+        let mut args = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        let vars = env(&[
+            ("SLUICE_NUM_PARTITIONS", "5"),
+            ("SLUICE_LOG_RETENTION_MS", "2000"),
+            ("SLUICE_BIN", "/x"),
+            ("SLUICE_TEST_CORES", "9"),
+            ("PATH", "/bin"),
+        ]);
         let c = ServeConfig::load(&args, vars.clone()).unwrap();
         assert_eq!(c.broker.num_partitions, 5, "env over file");
         assert_eq!(c.broker.log_retention_ms, 2000);
         assert_eq!(c.broker.message_max_bytes, 5000, "file over default");
         assert_eq!(c.broker.listen, "127.0.0.1:7000".parse().unwrap());
-        assert_eq!(c.broker.admin_listen, Some("127.0.0.1:9644".parse().unwrap()), "serve default");
-        assert_eq!(c.sources.get("num.partitions"), Some(&Source::Env("SLUICE_NUM_PARTITIONS".into())));
+        assert_eq!(
+            c.broker.admin_listen,
+            Some("127.0.0.1:9644".parse().unwrap()),
+            "serve default"
+        );
+        assert_eq!(
+            c.sources.get("num.partitions"),
+            Some(&Source::Env("SLUICE_NUM_PARTITIONS".into()))
+        );
         args.set = vec!["num.partitions=7".into()];
         args.log_format = Some("json".into());
         let c = ServeConfig::load(&args, vars.clone()).unwrap();
@@ -583,25 +843,62 @@ mod tests {
         // The printed configuration loads back to the same values.
         let printed = c.to_toml();
         std::fs::write(&path, &printed).unwrap();
-        let again = ServeConfig::load(&ServeArgs { config: Some(path.clone()), ..ServeArgs::default() }, env(&[])).unwrap();
+        let again = ServeConfig::load(
+            &ServeArgs {
+                config: Some(path.clone()),
+                ..ServeArgs::default()
+            },
+            env(&[]),
+        )
+        .unwrap();
         for key in KEYS {
             assert_eq!(again.get(key), c.get(key), "{key} in\n{printed}");
         }
 
-        let e = ServeConfig::load(&args, env(&[("SLUICE_NUM_PARTITONS", "5")])).unwrap_err().to_string();
-        assert!(e.contains("num.partitons") && e.contains("SLUICE_NUM_PARTITONS") && e.contains("unknown"), "{e}");
-        let e = ServeConfig::load(&args, env(&[("SLUICE_LOG_RETENTION_MS", "soon")])).unwrap_err().to_string();
-        assert!(e.contains("log.retention.ms") && e.contains("integer"), "{e}");
-        let e = ServeConfig::load(&ServeArgs { log_format: Some("xml".into()), ..ServeArgs::default() }, env(&[])).unwrap_err().to_string();
-        assert!(e.contains("log.format") && e.contains("--log-format"), "{e}");
+        let e = ServeConfig::load(&args, env(&[("SLUICE_NUM_PARTITONS", "5")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("num.partitons")
+                && e.contains("SLUICE_NUM_PARTITONS")
+                && e.contains("unknown"),
+            "{e}"
+        );
+        let e = ServeConfig::load(&args, env(&[("SLUICE_LOG_RETENTION_MS", "soon")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("log.retention.ms") && e.contains("integer"),
+            "{e}"
+        );
+        let e = ServeConfig::load(
+            &ServeArgs {
+                log_format: Some("xml".into()),
+                ..ServeArgs::default()
+            },
+            env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("log.format") && e.contains("--log-format"),
+            "{e}"
+        );
         assert_eq!(env_name("log.retention.ms"), "SLUICE_LOG_RETENTION_MS");
         for key in KEYS {
-            assert!(!key.contains('_'), "{key}: the env mapping needs keys without underscores");
+            assert!(
+                !key.contains('_'),
+                "{key}: the env mapping needs keys without underscores"
+            );
             let mut c = ServeConfig::load(&ServeArgs::default(), env(&[])).unwrap();
-            let v = c.get(key).unwrap_or_else(|| panic!("{key} has no effective value"));
-            let unset = v.as_str() == Some("") || (key.starts_with("log.flush.interval") && v.as_integer() == Some(-1));
+            let v = c
+                .get(key)
+                .unwrap_or_else(|| panic!("{key} has no effective value"));
+            let unset = v.as_str() == Some("")
+                || (key.starts_with("log.flush.interval") && v.as_integer() == Some(-1));
             if !unset {
-                c.apply(key, &v, Source::Default).unwrap_or_else(|e| panic!("{key} = {v} does not load back: {e}"));
+                c.apply(key, &v, Source::Default)
+                    .unwrap_or_else(|e| panic!("{key} = {v} does not load back: {e}"));
             }
         }
     }

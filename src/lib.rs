@@ -21,3 +21,4 @@ pub mod storage;
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod cluster;

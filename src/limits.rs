@@ -140,3 +140,6 @@ pub const OFFSETS_LOG_COMPACT_BYTES: u64 = 64 * 1024 * 1024;
 pub const GROUP_TICK_INTERVAL_MS: u64 = 100;
 /// Interval between offset-expiry passes (`offsets.retention.minutes`).
 pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS: i64 = 60_000;
+
+/// Cluster mode: how often a node tells its peers which partitions it leads.
+pub const CLUSTER_LEADER_REPORT_MS: u64 = 500;

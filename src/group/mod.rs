@@ -957,6 +957,7 @@ mod tests {
                     id: uuid::Uuid::new_v4(),
                     partitions: 4,
                     configs: Default::default(),
+                    replicas: Vec::new(),
                 },
             );
             Ok::<(), ()>(())

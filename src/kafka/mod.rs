@@ -51,7 +51,11 @@ pub enum Reply {
 pub enum Part {
     Bytes(Bytes),
     /// `len` bytes of `file` from `position` (a segment; valid even if since deleted).
-    File { file: Arc<std::fs::File>, position: u64, len: u32 },
+    File {
+        file: Arc<std::fs::File>,
+        position: u64,
+        len: u32,
+    },
 }
 
 /// A Kafka error code with the message for the response (where the version has one).
@@ -60,7 +64,13 @@ pub type KafkaError = (i16, String);
 /// Runs `f` with the log of `topic`/`partition` on `owner`, the shard that owns it.
 /// UNKNOWN_TOPIC_OR_PARTITION when that shard has no such log (deleted meanwhile); a shard
 /// that is gone (shutdown) maps to a retriable error.
-pub async fn on_partition<T, F, Fut>(shard: &Rc<Shard>, owner: usize, topic: String, partition: i32, f: F) -> Result<T, KafkaError>
+pub async fn on_partition<T, F, Fut>(
+    shard: &Rc<Shard>,
+    owner: usize,
+    topic: String,
+    partition: i32,
+    f: F,
+) -> Result<T, KafkaError>
 where
     F: FnOnce(crate::storage::PartitionLog) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<T, KafkaError>> + 'static,
@@ -68,6 +78,15 @@ where
 {
     let r = shard
         .run_on(owner, move |s| async move {
+            // Cluster mode: only the leader serves a partition; clients re-route on this code.
+            if let Some(r) = s.replica_of(&topic, partition) {
+                if !r.is_leader() {
+                    return Err((
+                        kafka_protocol::error::ResponseError::NotLeaderOrFollower.code(),
+                        format!("this broker is not the leader of {topic}-{partition} (leader: node {})", r.leader_id()),
+                    ));
+                }
+            }
             match s.log(&topic, partition) {
                 Some(log) => f(log).await,
                 None => Err((

@@ -22,13 +22,21 @@ pub struct TopicError {
 
 impl TopicError {
     pub fn new(e: ResponseError, message: impl Into<String>) -> Self {
-        TopicError { code: e.code(), message: message.into() }
+        TopicError {
+            code: e.code(),
+            message: message.into(),
+        }
     }
 }
 
 /// Kafka's rule: 1 to 249 characters of [a-zA-Z0-9._-], not "." or "..".
 pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
-    let bad = |why: &str| Err(TopicError::new(ResponseError::InvalidTopicException, format!("Topic name \"{name}\" is illegal, {why}")));
+    let bad = |why: &str| {
+        Err(TopicError::new(
+            ResponseError::InvalidTopicException,
+            format!("Topic name \"{name}\" is illegal, {why}"),
+        ))
+    };
     if name.is_empty() {
         return bad("it can't be empty");
     }
@@ -38,7 +46,10 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     if name.len() > limits::TOPIC_NAME_BYTES_MAX {
         return bad("it can't be longer than 249 characters");
     }
-    if !name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-') {
+    if !name
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-')
+    {
         return bad("it contains a character other than ASCII alphanumerics, '.', '_' and '-'");
     }
     Ok(())
@@ -54,19 +65,36 @@ pub struct NewTopic {
 }
 
 /// Validates and creates a topic, opening its partitions on their shards before returning.
-pub async fn create_topic(shard: &Rc<Shard>, t: NewTopic, validate_only: bool) -> Result<TopicMeta, TopicError> {
+pub async fn create_topic(
+    shard: &Rc<Shard>,
+    t: NewTopic,
+    validate_only: bool,
+) -> Result<TopicMeta, TopicError> {
     validate_topic_name(&t.name)?;
-    let partitions = if t.partitions == -1 { shard.config().num_partitions } else { t.partitions };
+    let partitions = if t.partitions == -1 {
+        shard.config().num_partitions
+    } else {
+        t.partitions
+    };
     if !(1..=limits::PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
         return Err(TopicError::new(
             ResponseError::InvalidPartitions,
-            format!("Number of partitions must be in [1, {}], got {partitions}", limits::PARTITIONS_PER_TOPIC_MAX),
+            format!(
+                "Number of partitions must be in [1, {}], got {partitions}",
+                limits::PARTITIONS_PER_TOPIC_MAX
+            ),
         ));
+    }
+    if shard.shared.cluster.is_some() {
+        return create_replicated(shard, t, partitions, validate_only).await;
     }
     if t.replication_factor != -1 && t.replication_factor != 1 {
         return Err(TopicError::new(
             ResponseError::InvalidReplicationFactor,
-            format!("Replication factor {} is larger than the 1 available broker", t.replication_factor),
+            format!(
+                "Replication factor {} is larger than the 1 available broker",
+                t.replication_factor
+            ),
         ));
     }
     for (k, v) in &t.configs {
@@ -74,15 +102,27 @@ pub async fn create_topic(shard: &Rc<Shard>, t: NewTopic, validate_only: bool) -
     }
     let snap = shard.shared.catalog.snapshot();
     if snap.topic(&t.name).is_some() {
-        return Err(TopicError::new(ResponseError::TopicAlreadyExists, format!("Topic '{}' already exists.", t.name)));
+        return Err(TopicError::new(
+            ResponseError::TopicAlreadyExists,
+            format!("Topic '{}' already exists.", t.name),
+        ));
     }
     if snap.partition_total() + partitions as usize > limits::PARTITIONS_TOTAL_MAX {
         return Err(TopicError::new(
             ResponseError::PolicyViolation,
-            format!("The broker holds at most {} partitions", limits::PARTITIONS_TOTAL_MAX),
+            format!(
+                "The broker holds at most {} partitions",
+                limits::PARTITIONS_TOTAL_MAX
+            ),
         ));
     }
-    let meta = TopicMeta { name: t.name.clone(), id: Uuid::new_v4(), partitions, configs: t.configs };
+    let meta = TopicMeta {
+        name: t.name.clone(),
+        id: Uuid::new_v4(),
+        partitions,
+        configs: t.configs,
+        replicas: Vec::new(),
+    };
     if validate_only {
         return Ok(meta);
     }
@@ -92,7 +132,10 @@ pub async fn create_topic(shard: &Rc<Shard>, t: NewTopic, validate_only: bool) -
         .catalog
         .update(move |d| {
             if d.topics.contains_key(&new.name) {
-                return Err(TopicError::new(ResponseError::TopicAlreadyExists, format!("Topic '{}' already exists.", new.name)));
+                return Err(TopicError::new(
+                    ResponseError::TopicAlreadyExists,
+                    format!("Topic '{}' already exists.", new.name),
+                ));
             }
             d.topics.insert(new.name.clone(), new);
             Ok(())
@@ -105,25 +148,126 @@ pub async fn create_topic(shard: &Rc<Shard>, t: NewTopic, validate_only: bool) -
     Ok(meta)
 }
 
+/// Cluster mode: places the replicas and commits the topic to the metadata log; returns once
+/// this node applied it (its own replicas are open).
+async fn create_replicated(
+    shard: &Rc<Shard>,
+    t: NewTopic,
+    partitions: i32,
+    validate_only: bool,
+) -> Result<TopicMeta, TopicError> {
+    use crate::cluster::metadata;
+    for (k, v) in &t.configs {
+        configs::validate(k, v).map_err(|m| TopicError::new(ResponseError::InvalidConfig, m))?;
+    }
+    let snap = shard.shared.catalog.snapshot();
+    if snap.topic(&t.name).is_some() {
+        return Err(TopicError::new(
+            ResponseError::TopicAlreadyExists,
+            format!("Topic '{}' already exists.", t.name),
+        ));
+    }
+    let brokers: Vec<u64> = snap.data.brokers.keys().copied().collect();
+    let rf = match (
+        t.replication_factor,
+        shard.config().default_replication_factor,
+    ) {
+        (-1, -1) => brokers.len().min(3),
+        (-1, d) => d.max(1) as usize,
+        (r, _) => r.max(0) as usize,
+    };
+    if rf == 0 || rf > brokers.len() {
+        return Err(TopicError::new(
+            ResponseError::InvalidReplicationFactor,
+            format!(
+                "Replication factor: {rf} larger than available brokers: {}.",
+                brokers.len()
+            ),
+        ));
+    }
+    let replicas = metadata::place(
+        &brokers,
+        &metadata::replica_load(&snap),
+        partitions as usize,
+        rf,
+    );
+    let meta = TopicMeta {
+        name: t.name.clone(),
+        id: Uuid::new_v4(),
+        partitions,
+        configs: t.configs,
+        replicas,
+    };
+    if validate_only {
+        return Ok(meta);
+    }
+    metadata::propose(
+        shard,
+        metadata::MetaOp::CreateTopic {
+            topic: meta.clone(),
+        },
+    )
+    .await?;
+    Ok(meta)
+}
+
 /// Grows a topic to `count` partitions.
-pub async fn add_partitions(shard: &Rc<Shard>, name: &str, count: i32, validate_only: bool) -> Result<(), TopicError> {
+pub async fn add_partitions(
+    shard: &Rc<Shard>,
+    name: &str,
+    count: i32,
+    validate_only: bool,
+) -> Result<(), TopicError> {
     let snap = shard.shared.catalog.snapshot();
     let Some(topic) = snap.topic(name) else {
-        return Err(TopicError::new(ResponseError::UnknownTopicOrPartition, format!("Topic '{name}' does not exist.")));
+        return Err(TopicError::new(
+            ResponseError::UnknownTopicOrPartition,
+            format!("Topic '{name}' does not exist."),
+        ));
     };
     if count <= topic.partitions {
         return Err(TopicError::new(
             ResponseError::InvalidPartitions,
-            format!("Topic currently has {} partitions, which is higher than the requested {count}.", topic.partitions),
+            format!(
+                "Topic currently has {} partitions, which is higher than the requested {count}.",
+                topic.partitions
+            ),
         ));
     }
     if count > limits::PARTITIONS_PER_TOPIC_MAX
-        || snap.partition_total() + (count - topic.partitions) as usize > limits::PARTITIONS_TOTAL_MAX
+        || snap.partition_total() + (count - topic.partitions) as usize
+            > limits::PARTITIONS_TOTAL_MAX
     {
-        return Err(TopicError::new(ResponseError::InvalidPartitions, format!("{count} partitions is over the broker's limits")));
+        return Err(TopicError::new(
+            ResponseError::InvalidPartitions,
+            format!("{count} partitions is over the broker's limits"),
+        ));
     }
     if validate_only {
         return Ok(());
+    }
+    if shard.shared.cluster.is_some() {
+        use crate::cluster::metadata;
+        let brokers: Vec<u64> = snap.data.brokers.keys().copied().collect();
+        let rf = topic
+            .replicas
+            .first()
+            .map_or(1, |r| r.len())
+            .min(brokers.len())
+            .max(1);
+        let mut replicas = topic.replicas.clone();
+        replicas.extend(metadata::place(
+            &brokers,
+            &metadata::replica_load(&snap),
+            (count - topic.partitions) as usize,
+            rf,
+        ));
+        let op = metadata::MetaOp::AddPartitions {
+            name: name.to_string(),
+            id: topic.id,
+            replicas,
+        };
+        return metadata::propose(shard, op).await;
     }
     let old = topic.partitions;
     let name_owned = name.to_string();
@@ -135,8 +279,14 @@ pub async fn add_partitions(shard: &Rc<Shard>, name: &str, count: i32, validate_
                 t.partitions = count;
                 Ok(t.clone())
             }
-            Some(_) => Err(TopicError::new(ResponseError::ConcurrentTransactions, "the topic changed meanwhile; retry")),
-            None => Err(TopicError::new(ResponseError::UnknownTopicOrPartition, "the topic was deleted meanwhile")),
+            Some(_) => Err(TopicError::new(
+                ResponseError::ConcurrentTransactions,
+                "the topic changed meanwhile; retry",
+            )),
+            None => Err(TopicError::new(
+                ResponseError::UnknownTopicOrPartition,
+                "the topic was deleted meanwhile",
+            )),
         })
         .await
         .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
@@ -148,13 +298,30 @@ pub async fn add_partitions(shard: &Rc<Shard>, name: &str, count: i32, validate_
 
 /// Deletes a topic: out of the catalog first, then each owning shard removes its logs.
 pub async fn delete_topic(shard: &Rc<Shard>, name: &str) -> Result<TopicMeta, TopicError> {
+    if shard.shared.cluster.is_some() {
+        let Some(meta) = shard.shared.catalog.snapshot().topic(name).cloned() else {
+            return Err(TopicError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("Topic '{name}' does not exist."),
+            ));
+        };
+        let op = crate::cluster::metadata::MetaOp::DeleteTopic {
+            name: name.to_string(),
+            id: meta.id,
+        };
+        crate::cluster::metadata::propose(shard, op).await?;
+        return Ok(meta);
+    }
     let name_owned = name.to_string();
     let res = shard
         .shared
         .catalog
         .update(move |d| {
             d.topics.remove(&name_owned).ok_or_else(|| {
-                TopicError::new(ResponseError::UnknownTopicOrPartition, format!("Topic '{name_owned}' does not exist."))
+                TopicError::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("Topic '{name_owned}' does not exist."),
+                )
             })
         })
         .await
@@ -164,11 +331,19 @@ pub async fn delete_topic(shard: &Rc<Shard>, name: &str) -> Result<TopicMeta, To
     for p in 0..meta.partitions {
         let owner = owner_shard(&meta.id, p, n);
         let topic = meta.name.clone();
-        let r = shard.run_on(owner, move |s| async move { s.remove_log(&topic, p).await.map_err(|e| e.to_string()) }).await;
+        let r = shard
+            .run_on(owner, move |s| async move {
+                s.remove_log(&topic, p).await.map_err(|e| e.to_string())
+            })
+            .await;
         match r {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(topic = %meta.name, partition = p, error = %e, "removing partition data failed"),
-            Err(e) => tracing::error!(topic = %meta.name, partition = p, error = %e, "removing partition data failed"),
+            Ok(Err(e)) => {
+                tracing::error!(topic = %meta.name, partition = p, error = %e, "removing partition data failed")
+            }
+            Err(e) => {
+                tracing::error!(topic = %meta.name, partition = p, error = %e, "removing partition data failed")
+            }
         }
     }
     tracing::info!(topic = %meta.name, "topic deleted");
@@ -181,7 +356,12 @@ async fn open_partitions(shard: &Rc<Shard>, meta: &TopicMeta, range: std::ops::R
     let opens = parts.iter().map(|&p| {
         let owner = owner_shard(&meta.id, p, n);
         let m = meta.clone();
-        shard.run_on(owner, move |s| async move { s.open_log(&m, p).await.map(|_| ()).map_err(|e| e.to_string()) })
+        shard.run_on(owner, move |s| async move {
+            s.open_log(&m, p)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
     });
     for (p, r) in parts.iter().zip(futures::future::join_all(opens).await) {
         let err = match r {

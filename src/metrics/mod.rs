@@ -129,6 +129,7 @@ struct Local {
     topics: RefCell<HashMap<String, TopicIo>>,
     fsync: RefCell<Hist>,
     inbox_full_total: Cell<u64>,
+    raft_dropped_total: Cell<u64>,
     connections_accepted_total: Cell<u64>,
     stalls_total: Cell<u64>,
     stall_lateness: RefCell<Hist>,
@@ -207,6 +208,11 @@ pub fn fsync_done(elapsed: Duration) {
 /// A cross-shard send found the target's inbox full and had to wait (back-pressure).
 pub fn inbox_full() {
     LOCAL.with(|l| l.inbox_full_total.set(l.inbox_full_total.get() + 1));
+}
+
+/// Cluster mode: a Raft message to a peer was dropped (its queue was full; Raft resends).
+pub fn raft_message_dropped() {
+    LOCAL.with(|l| l.raft_dropped_total.set(l.raft_dropped_total.get() + 1));
 }
 
 pub fn connection_accepted() {
@@ -327,6 +333,7 @@ pub struct ShardSnapshot {
     pub partitions: Vec<PartitionSnapshot>,
     pub fsync: Hist,
     pub inbox_full_total: u64,
+    pub raft_dropped_total: u64,
     pub connections_accepted_total: u64,
     pub stalls_total: u64,
     pub stall_lateness: Hist,
@@ -391,6 +398,7 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
         partitions,
         fsync: l.fsync.borrow().clone(),
         inbox_full_total: l.inbox_full_total.get(),
+        raft_dropped_total: l.raft_dropped_total.get(),
         connections_accepted_total: l.connections_accepted_total.get(),
         stalls_total: l.stalls_total.get(),
         stall_lateness: l.stall_lateness.borrow().clone(),
@@ -765,6 +773,11 @@ pub fn render(view: &BrokerView, shards: &[ShardSnapshot], openmetrics: bool) ->
         "sluice_cross_shard_inbox_full",
         "Cross-shard sends that found the target shard's inbox full and waited (back-pressure), by sending shard.",
         shards.iter().map(|s| (shard(s), Value::Counter(s.inbox_full_total))).collect(),
+    );
+    x.add(
+        "sluice_raft_messages_dropped",
+        "Cluster mode: Raft messages to peers dropped because the peer's queue was full (Raft resends), by shard.",
+        shards.iter().map(|s| (shard(s), Value::Counter(s.raft_dropped_total))).collect(),
     );
     x.add(
         "sluice_connections_open",

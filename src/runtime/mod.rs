@@ -44,13 +44,21 @@ pub struct Shared {
     /// Producer ids handed out: [next, limit) reserved durably in the catalog.
     producer_ids: Mutex<(i64, i64)>,
     pub started_at: std::time::Instant,
+    /// Cluster mode (replication); None on a one-node broker.
+    pub cluster: Option<Arc<crate::cluster::ClusterState>>,
+    /// The Kafka listener's bound port (known once listening).
+    pub listen_port: AtomicUsize,
 }
 
 /// Producer ids reserved in the catalog at a time.
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
 impl Shared {
-    pub fn new(config: BrokerConfig, catalog: Arc<Catalog>, inboxes: Vec<async_channel::Sender<Job>>) -> Self {
+    pub fn new(
+        config: BrokerConfig,
+        catalog: Arc<Catalog>,
+        inboxes: Vec<async_channel::Sender<Job>>,
+    ) -> Self {
         Shared {
             config,
             catalog,
@@ -61,7 +69,13 @@ impl Shared {
             connections_rejected_total: AtomicU64::new(0),
             producer_ids: Mutex::new((0, 0)),
             started_at: std::time::Instant::now(),
+            cluster: None,
+            listen_port: AtomicUsize::new(0),
         }
+    }
+
+    pub fn listen_port(&self) -> u16 {
+        self.listen_port.load(Ordering::Acquire) as u16
     }
 
     pub fn shard_count(&self) -> usize {
@@ -74,12 +88,14 @@ impl Shared {
 
     /// A producer id never handed out before, across restarts: ids are reserved in blocks,
     /// durably in the catalog, before any of the block is used.
-    pub async fn allocate_producer_id(self: &Arc<Self>) -> Result<i64, crate::catalog::CatalogError> {
+    pub async fn allocate_producer_id(
+        self: &Arc<Self>,
+    ) -> Result<i64, crate::catalog::CatalogError> {
         {
             let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
             if ids.0 < ids.1 {
                 ids.0 += 1;
-                return Ok(ids.0 - 1);
+                return Ok(self.node_producer_id(ids.0 - 1));
             }
         }
         let block: Result<i64, ()> = self
@@ -94,7 +110,16 @@ impl Shared {
         let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
         // Another task may have reserved a block meanwhile; take ours.
         *ids = (start + 1, start + PRODUCER_ID_BLOCK);
-        Ok(start)
+        Ok(self.node_producer_id(start))
+    }
+
+    /// In a cluster every node hands out ids from its own range (node id in the high bits),
+    /// so two nodes never give the same id to different producers.
+    fn node_producer_id(&self, local: i64) -> i64 {
+        match &self.cluster {
+            Some(c) => ((c.node_id as i64) << 40) | (local & ((1 << 40) - 1)),
+            None => local,
+        }
     }
 }
 
@@ -118,13 +143,33 @@ pub struct Shard {
     pub budget: Rc<crate::server::budget::Budget>,
     /// The consumer groups this shard coordinates (see [`crate::group`]).
     pub groups: crate::group::Coordinator,
+    /// Cluster mode: the Raft groups this shard drives (its partitions' replicas; on shard 0
+    /// also the metadata group).
+    pub replicas: RefCell<HashMap<crate::cluster::GroupKey, Rc<crate::cluster::replica::Replica>>>,
+    /// Cluster mode: this shard's outgoing queue to each peer node.
+    pub peers: RefCell<HashMap<u64, async_channel::Sender<bytes::Bytes>>>,
+    /// Cluster mode, shard 0: proposers of metadata operations waiting for them to apply.
+    #[allow(clippy::type_complexity)]
+    pub meta_waiters:
+        RefCell<HashMap<u64, oneshot::Sender<Result<(), crate::kafka::topics::TopicError>>>>,
 }
 
 impl Shard {
     pub fn new(id: usize, shared: Arc<Shared>, fs: Fs) -> Self {
         let budget = crate::server::budget::Budget::new(shared.config.queued_max_request_bytes);
         let groups = crate::group::Coordinator::new(&shared.config);
-        Shard { id, shared, fs, logs: RefCell::new(HashMap::new()), opening: futures::lock::Mutex::new(()), budget, groups }
+        Shard {
+            id,
+            shared,
+            fs,
+            logs: RefCell::new(HashMap::new()),
+            opening: futures::lock::Mutex::new(()),
+            budget,
+            groups,
+            replicas: RefCell::new(HashMap::new()),
+            peers: RefCell::new(HashMap::new()),
+            meta_waiters: RefCell::new(HashMap::new()),
+        }
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -158,21 +203,124 @@ impl Shard {
         rx.await.map_err(|_| ShardGone(target))
     }
 
+    /// Runs `f` on shard `target` without waiting for it; dropped if that shard's inbox is
+    /// full (for messages that may be lost, such as Raft's).
+    pub fn post<F>(self: &Rc<Self>, target: usize, f: F)
+    where
+        F: FnOnce(Rc<Shard>) + Send + 'static,
+    {
+        if target == self.id {
+            f(self.clone());
+            return;
+        }
+        let job: Job = Box::new(f);
+        if let Some(inbox) = self.shared.inboxes.get(target) {
+            if inbox.try_send(job).is_err() {
+                crate::metrics::inbox_full();
+            }
+        }
+    }
+
+    /// Cluster mode: the replica of a Raft group on this shard.
+    pub fn replica(
+        &self,
+        g: &crate::cluster::GroupKey,
+    ) -> Option<Rc<crate::cluster::replica::Replica>> {
+        self.replicas.borrow().get(g).cloned()
+    }
+
+    /// Cluster mode: the replica of a partition by topic name.
+    pub fn replica_of(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Option<Rc<crate::cluster::replica::Replica>> {
+        let id = self
+            .logs
+            .borrow()
+            .get(&(topic.to_string(), partition))
+            .map(|(id, _)| *id)?;
+        self.replica(&(id, partition))
+    }
+
+    /// Cluster mode: a replica truncated its log, which replaced the log handle.
+    pub fn replace_log(&self, topic: &str, g: crate::cluster::GroupKey, log: PartitionLog) {
+        let mut logs = self.logs.borrow_mut();
+        if let Some(entry) = logs.get_mut(&(topic.to_string(), g.1)) {
+            if entry.0 == g.0 {
+                entry.1 = log;
+            }
+        }
+    }
+
+    /// Cluster mode: opens a partition this node holds and starts its replica. Idempotent.
+    pub async fn open_replica(
+        self: &Rc<Self>,
+        topic: &TopicMeta,
+        partition: i32,
+        new: bool,
+    ) -> Result<(), StorageError> {
+        let g = (topic.id, partition);
+        if self.replica(&g).is_some() {
+            return Ok(());
+        }
+        let log = self.open_log(topic, partition).await?;
+        let voters = topic
+            .replicas
+            .get(partition as usize)
+            .cloned()
+            .unwrap_or_default();
+        let node = self.shared.cluster.as_ref().map_or(0, |c| c.node_id);
+        // The preferred leader of a new partition stands at once: the partition is writable
+        // without waiting for an election timeout.
+        let campaign = new && voters.first() == Some(&node) && log.log_end_offset() == 0;
+        let r = crate::cluster::replica::start(
+            self,
+            g,
+            topic.name.clone(),
+            crate::cluster::replica::Kind::Data,
+            log,
+            voters,
+            campaign,
+        )
+        .await?;
+        if self.replica(&g).is_none() {
+            self.replicas.borrow_mut().insert(g, r);
+        } else {
+            r.stop();
+        }
+        Ok(())
+    }
+
     /// The open log of a partition this shard owns, if the partition exists.
     pub fn log(&self, topic: &str, partition: i32) -> Option<PartitionLog> {
-        self.logs.borrow().get(&(topic.to_string(), partition)).map(|(_, l)| l.clone())
+        self.logs
+            .borrow()
+            .get(&(topic.to_string(), partition))
+            .map(|(_, l)| l.clone())
     }
 
     pub fn logs(&self) -> Vec<(PartitionKey, PartitionLog)> {
-        self.logs.borrow().iter().map(|(k, (_, l))| (k.clone(), l.clone())).collect()
+        self.logs
+            .borrow()
+            .iter()
+            .map(|(k, (_, l))| (k.clone(), l.clone()))
+            .collect()
     }
 
     pub fn partition_dir(&self, topic: &str, partition: i32) -> std::path::PathBuf {
-        self.shared.config.data_dir.join(format!("{topic}-{partition}"))
+        self.shared
+            .config
+            .data_dir
+            .join(format!("{topic}-{partition}"))
     }
 
     /// Opens (recovering if needed) the log of a partition this shard owns. Idempotent.
-    pub async fn open_log(&self, topic: &TopicMeta, partition: i32) -> Result<PartitionLog, StorageError> {
+    pub async fn open_log(
+        &self,
+        topic: &TopicMeta,
+        partition: i32,
+    ) -> Result<PartitionLog, StorageError> {
         let key = (topic.name.clone(), partition);
         let _guard = self.opening.lock().await;
         if let Some((id, log)) = self.logs.borrow().get(&key) {
@@ -182,27 +330,51 @@ impl Shard {
         }
         let dir = self.partition_dir(&topic.name, partition);
         claim_partition_dir(&dir, &topic.id).await?;
-        let log = PartitionLog::open(self.fs.clone(), dir, log_config(&self.shared.config, topic)).await?;
+        let log = PartitionLog::open(self.fs.clone(), dir, log_config(&self.shared.config, topic))
+            .await?;
         self.logs.borrow_mut().insert(key, (topic.id, log.clone()));
         Ok(log)
     }
 
     /// Closes and deletes the log of a partition (topic deletion).
     pub async fn remove_log(&self, topic: &str, partition: i32) -> Result<(), StorageError> {
-        let removed = self.logs.borrow_mut().remove(&(topic.to_string(), partition));
-        if let Some((_, log)) = removed {
+        let removed = self
+            .logs
+            .borrow_mut()
+            .remove(&(topic.to_string(), partition));
+        if let Some((id, log)) = removed {
+            if let Some(r) = self.replicas.borrow_mut().remove(&(id, partition)) {
+                r.stop();
+            }
             log.remove().await?;
         }
         Ok(())
     }
 
-    /// Opens every partition of the catalog that this shard owns.
-    pub async fn open_owned_logs(&self) {
+    /// Opens every partition of the catalog that this shard owns (in a cluster: that this
+    /// node holds, with their replicas).
+    pub async fn open_owned_logs(self: &Rc<Self>) {
         let snap = self.shared.catalog.snapshot();
         let n = self.shared.shard_count();
         for topic in snap.topics() {
             for p in 0..topic.partitions {
-                if owner_shard(&topic.id, p, n) == self.id {
+                if owner_shard(&topic.id, p, n) != self.id {
+                    continue;
+                }
+                if let Some(c) = &self.shared.cluster {
+                    if !topic
+                        .replicas
+                        .get(p as usize)
+                        .is_some_and(|r| r.contains(&c.node_id))
+                    {
+                        continue;
+                    }
+                    if let Err(e) = self.open_replica(topic, p, false).await {
+                        tracing::error!(topic = %topic.name, partition = p, error = %e, "replica failed to open; it stays offline");
+                    }
+                    continue;
+                }
+                {
                     if let Err(e) = self.open_log(topic, p).await {
                         tracing::error!(topic = %topic.name, partition = p, error = %e, "partition failed to open; it stays offline");
                     }
@@ -223,6 +395,13 @@ impl Shard {
 
     /// Flushes and closes every owned log (clean shutdown).
     pub async fn close_logs(&self) {
+        let replicas: Vec<_> = self.replicas.borrow_mut().drain().collect();
+        for (g, r) in replicas {
+            r.stop();
+            if g == crate::cluster::METADATA_GROUP {
+                let _ = r.log().close().await;
+            }
+        }
         for ((topic, p), log) in self.logs() {
             if let Err(e) = log.close().await {
                 tracing::error!(topic = %topic, partition = p, error = %e, "close failed; next start recovers this log");
@@ -270,7 +449,10 @@ async fn claim_partition_dir(dir: &std::path::Path, topic_id: &Uuid) -> Result<(
     .await;
     match r {
         Ok(r) => r,
-        Err(_) => Err(StorageError::Io { path: std::path::PathBuf::new(), source: std::io::Error::other("blocking task panicked") }),
+        Err(_) => Err(StorageError::Io {
+            path: std::path::PathBuf::new(),
+            source: std::io::Error::other("blocking task panicked"),
+        }),
     }
 }
 
@@ -283,6 +465,7 @@ pub fn log_config(broker: &BrokerConfig, topic: &TopicMeta) -> LogConfig {
         flush_messages: broker.log_flush_interval_messages,
         flush_ms: broker.log_flush_interval_ms,
         message_max_bytes: broker.message_max_bytes,
+        replicated: broker.clustered(),
         ..LogConfig::default()
     };
     for (k, v) in &topic.configs {
@@ -290,7 +473,9 @@ pub fn log_config(broker: &BrokerConfig, topic: &TopicMeta) -> LogConfig {
         match k.as_str() {
             "segment.bytes" => c.segment_bytes = v.parse().unwrap_or(c.segment_bytes),
             "segment.ms" => c.segment_ms = v.parse().unwrap_or(c.segment_ms),
-            "index.interval.bytes" => c.index_interval_bytes = v.parse().unwrap_or(c.index_interval_bytes),
+            "index.interval.bytes" => {
+                c.index_interval_bytes = v.parse().unwrap_or(c.index_interval_bytes)
+            }
             "retention.ms" => c.retention_ms = v.parse().unwrap_or(c.retention_ms),
             "retention.bytes" => c.retention_bytes = v.parse().unwrap_or(c.retention_bytes),
             "flush.messages" => c.flush_messages = v.parse().ok(),

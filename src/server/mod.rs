@@ -19,8 +19,8 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::FutureExt;
 
-pub use crate::config::BrokerConfig;
 use crate::catalog::Catalog;
+pub use crate::config::BrokerConfig;
 use crate::limits;
 use crate::runtime::{inbox_pair, Job, Shard, Shared};
 use crate::storage::Fs;
@@ -53,7 +53,10 @@ fn bind_exclusive(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let deadline = std::time::Instant::now() + Duration::from_millis(PORT_WAIT_MS);
     loop {
         match std::net::TcpListener::bind(addr) {
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
                 std::thread::sleep(Duration::from_millis(50));
             }
             r => return r,
@@ -84,57 +87,109 @@ impl Broker {
     /// Starts the broker; returns once every shard listens and has recovered its partitions.
     pub fn start(config: BrokerConfig) -> anyhow::Result<Broker> {
         probe_io_uring()?;
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
         let catalog = Arc::new(Catalog::open(&config.data_dir)?);
         let n = config.shard_count();
         let mut listeners = Vec::with_capacity(n);
         // SO_REUSEPORT would let a second broker share the port unnoticed: first make sure
         // nobody else holds it.
         if config.listen.port() != 0 {
-            drop(bind_exclusive(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?);
+            drop(
+                bind_exclusive(config.listen)
+                    .with_context(|| format!("cannot listen on {}", config.listen))?,
+            );
         }
-        let first = listener(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+        let first = listener(config.listen)
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = first.local_addr()?;
         listeners.push(first);
         for _ in 1..n {
-            listeners.push(listener(addr).with_context(|| format!("cannot listen on {addr} (SO_REUSEPORT)"))?);
+            listeners.push(
+                listener(addr)
+                    .with_context(|| format!("cannot listen on {addr} (SO_REUSEPORT)"))?,
+            );
         }
         let admin = match config.admin_listen {
             Some(a) => {
-                let l = bind_exclusive(a).with_context(|| format!("cannot listen on admin address {a}"))?;
+                let l = bind_exclusive(a)
+                    .with_context(|| format!("cannot listen on admin address {a}"))?;
                 l.set_nonblocking(true)?;
                 Some(l)
             }
             None => None,
         };
         let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
+        // Cluster mode: this node's replication listener (one SO_REUSEPORT socket per shard).
+        let mut repl_listeners: Vec<Option<std::net::TcpListener>> = (0..n).map(|_| None).collect();
+        let cluster = if config.clustered() {
+            let node = u64::try_from(config.node_id).unwrap_or(0);
+            let Some(&(_, raddr)) = config.cluster_voters.iter().find(|(id, _)| *id == node) else {
+                anyhow::bail!(
+                    "node.id {} is not one of the cluster voters ({}): give each node --node-id matching its entry in --cluster",
+                    config.node_id,
+                    config.cluster_voters.iter().map(|(id, a)| format!("{id}@{a}")).collect::<Vec<_>>().join(",")
+                );
+            };
+            drop(
+                bind_exclusive(raddr)
+                    .with_context(|| format!("cannot listen on the replication address {raddr}"))?,
+            );
+            for slot in repl_listeners.iter_mut() {
+                *slot = Some(listener(raddr).with_context(|| {
+                    format!("cannot listen on the replication address {raddr}")
+                })?);
+            }
+            Some(Arc::new(crate::cluster::ClusterState::new(
+                node,
+                config.cluster_voters.clone(),
+            )))
+        } else {
+            None
+        };
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| inbox_pair()).unzip();
-        let shared = Arc::new(Shared::new(config, catalog, senders));
+        let mut shared = Shared::new(config, catalog, senders);
+        shared.cluster = cluster;
+        shared
+            .listen_port
+            .store(usize::from(addr.port()), Ordering::Release);
+        let shared = Arc::new(shared);
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let mut threads = Vec::with_capacity(n);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let mut admin = admin;
-        for (id, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
+        for (id, ((listener, inbox), repl)) in listeners
+            .into_iter()
+            .zip(receivers)
+            .zip(repl_listeners)
+            .enumerate()
+        {
             let shared = shared.clone();
-            let core = if cores.is_empty() { None } else { Some(cores[id % cores.len()]) };
+            let core = if cores.is_empty() {
+                None
+            } else {
+                Some(cores[id % cores.len()])
+            };
             let ready = ready_tx.clone();
             let admin = if id == 0 { admin.take() } else { None };
-            let t = std::thread::Builder::new().name(format!("sluice-shard-{id}")).spawn(move || {
-                if let Some(core) = core {
-                    if !core_affinity::set_for_current(core) {
-                        tracing::warn!(shard = id, "could not pin thread to core {}", core.id);
+            let t = std::thread::Builder::new()
+                .name(format!("sluice-shard-{id}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        if !core_affinity::set_for_current(core) {
+                            tracing::warn!(shard = id, "could not pin thread to core {}", core.id);
+                        }
                     }
-                }
-                let rt = match compio::runtime::Runtime::new() {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready.send(Err(format!("shard {id}: io_uring runtime: {e}")));
-                        return;
-                    }
-                };
-                rt.block_on(shard_main(id, shared, listener, inbox, admin, ready));
-            })?;
+                    let rt = match compio::runtime::Runtime::new() {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = ready.send(Err(format!("shard {id}: io_uring runtime: {e}")));
+                            return;
+                        }
+                    };
+                    rt.block_on(shard_main(id, shared, listener, inbox, admin, repl, ready));
+                })?;
             threads.push(t);
         }
         drop(ready_tx);
@@ -146,7 +201,12 @@ impl Broker {
             }
         }
         tracing::info!(%addr, shards = n, "sluice broker listening");
-        Ok(Broker { shared, threads, addr, admin_addr })
+        Ok(Broker {
+            shared,
+            threads,
+            addr,
+            admin_addr,
+        })
     }
 
     /// The address clients connect to (the bound one, so port 0 resolves).
@@ -167,7 +227,8 @@ impl Broker {
             let _ = inbox.send_blocking(job);
         }
         for t in self.threads {
-            t.join().map_err(|_| anyhow::anyhow!("a shard thread panicked"))?;
+            t.join()
+                .map_err(|_| anyhow::anyhow!("a shard thread panicked"))?;
         }
         tracing::info!("sluice broker stopped");
         Ok(())
@@ -180,6 +241,7 @@ async fn shard_main(
     listener: std::net::TcpListener,
     inbox: async_channel::Receiver<Job>,
     admin: Option<std::net::TcpListener>,
+    repl: Option<std::net::TcpListener>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let shard = Rc::new(Shard::new(id, shared.clone(), Fs::real()));
@@ -203,7 +265,39 @@ async fn shard_main(
         })
     };
     shard.open_owned_logs().await;
-    if let Err(e) = shard.groups.open(&shared.config.data_dir, id, shared.shard_count()).await {
+    let mut cluster_tasks = Vec::new();
+    if let Some(repl) = repl {
+        match compio::net::TcpListener::from_std(repl) {
+            Ok(l) => cluster_tasks.push(compio::runtime::spawn(crate::cluster::transport::serve(
+                shard.clone(),
+                l,
+            ))),
+            Err(e) => {
+                let _ = ready.send(Err(format!("shard {id}: replication listener: {e}")));
+                return;
+            }
+        }
+        if id == 0 {
+            if let Err(e) = crate::cluster::metadata::start(&shard).await {
+                let _ = ready.send(Err(format!("cluster metadata log: {e}")));
+                return;
+            }
+            cluster_tasks.push(compio::runtime::spawn(
+                crate::cluster::metadata::register_loop(shard.clone()),
+            ));
+            cluster_tasks.push(compio::runtime::spawn(
+                crate::cluster::transport::report_leaders(
+                    shard.clone(),
+                    Duration::from_millis(limits::CLUSTER_LEADER_REPORT_MS),
+                ),
+            ));
+        }
+    }
+    if let Err(e) = shard
+        .groups
+        .open(&shared.config.data_dir, id, shared.shard_count())
+        .await
+    {
         let _ = ready.send(Err(format!("shard {id}: consumer offsets: {e}")));
         return;
     }
@@ -223,7 +317,10 @@ async fn shard_main(
         compio::runtime::spawn(async move {
             loop {
                 compio::time::sleep(Duration::from_millis(limits::GROUP_TICK_INTERVAL_MS)).await;
-                shard.groups.tick(crate::runtime::now_ms(), shard.shared.is_ready()).await;
+                shard
+                    .groups
+                    .tick(crate::runtime::now_ms(), shard.shared.is_ready())
+                    .await;
             }
         })
     };
@@ -262,6 +359,7 @@ async fn shard_main(
     }
     drop(housekeeping);
     drop(group_timer);
+    drop(cluster_tasks);
     shard.close_logs().await;
     tracing::debug!(shard = id, "shard stopped");
 }

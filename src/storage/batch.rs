@@ -243,6 +243,7 @@ pub struct BatchBuilder {
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
+    attributes: i16,
     records: Vec<Record>,
 }
 
@@ -253,8 +254,14 @@ impl BatchBuilder {
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
+            attributes: 0,
             records: Vec::new(),
         }
+    }
+    /// Marks the batch a control batch (attribute bit 5): consumers skip it.
+    pub fn control(mut self) -> Self {
+        self.attributes |= ATTR_CONTROL;
+        self
     }
     /// Marks the batch idempotent.
     pub fn producer(mut self, producer_id: i64, epoch: i16, base_sequence: i32) -> Self {
@@ -308,7 +315,7 @@ impl BatchBuilder {
         b.extend_from_slice(&(-1i32).to_be_bytes());
         b.push(2);
         b.extend_from_slice(&0u32.to_be_bytes());
-        b.extend_from_slice(&0i16.to_be_bytes());
+        b.extend_from_slice(&self.attributes.to_be_bytes());
         b.extend_from_slice(&(count - 1).to_be_bytes());
         b.extend_from_slice(&self.base_timestamp.to_be_bytes());
         b.extend_from_slice(&max_ts.to_be_bytes());
@@ -321,6 +328,25 @@ impl BatchBuilder {
         b[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
         Bytes::from(b)
     }
+}
+
+/// Attribute bit of a control batch (transaction markers, leader changes).
+pub const ATTR_CONTROL: i16 = 0x20;
+
+/// Control record type of KRaft's LEADER_CHANGE record; Sluice writes it for Raft entries
+/// that carry no producer data (a new leader's no-op, a refused batch). Clients skip control
+/// batches (and ignore control types they do not know).
+pub const CONTROL_TYPE_LEADER_CHANGE: i16 = 2;
+
+/// A one-record control batch of `control_type` (key: version 0 + type, value: version 0).
+pub fn control_batch(timestamp: i64, control_type: i16) -> Bytes {
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&control_type.to_be_bytes());
+    BatchBuilder::new(timestamp)
+        .control()
+        .record(Some(&key), Some(&0i16.to_be_bytes()))
+        .build()
 }
 
 /// A batch of `count` records with `value_bytes`-byte values, all at `timestamp`.

@@ -10,7 +10,7 @@
 //! when the log closes, goes offline, or is dropped.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -26,8 +26,8 @@ use futures::lock::Mutex;
 use super::batch::{self, BatchError, BatchHeader, HEADER_BYTES};
 use super::fs::Fs;
 use super::index::{OffsetIndex, TimeIndex, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
-use super::producer::{Check, ProducerTable, SeqError};
-use super::{AppendInfo, LogConfig, ReadSlice, StorageError};
+use super::producer::{Check, ProducerEntry, ProducerTable, SeqError};
+use super::{AppendInfo, EntryAppend, EntryPos, LogConfig, ReadSlice, StorageError};
 use crate::limits::{
     APPEND_BYTES_MAX, BATCH_BYTES_MAX, HEADER_SCAN_READ_BYTES, HWM_WAITERS_PRUNE_COUNT,
     PRODUCER_SNAPSHOT_BYTES_MAX, RECOVERY_READ_BYTES,
@@ -158,6 +158,8 @@ struct State {
     hwm_waiters: Vec<oneshot::Sender<()>>,
     flusher_wake: Option<oneshot::Sender<()>>,
     corruption: Vec<CorruptionReport>,
+    /// Replicated logs: the end of each entry above the high watermark, oldest first.
+    entry_ends: VecDeque<Mark>,
 }
 
 enum FlushDue {
@@ -681,7 +683,9 @@ impl PartitionLog {
                 tracing::info!(path = %path.display(), "removing an empty segment left by a roll before the crash");
                 for ext in ["log", "index", "timeindex"] {
                     let p = dir.join(segment_name(base, ext));
-                    fs.remove_file_if_exists(&p).await.map_err(|e| io_err(&p, e))?;
+                    fs.remove_file_if_exists(&p)
+                        .await
+                        .map_err(|e| io_err(&p, e))?;
                 }
                 bases.pop();
                 removed = true;
@@ -843,6 +847,7 @@ impl PartitionLog {
             hwm_waiters: Vec::new(),
             flusher_wake: None,
             corruption,
+            entry_ends: VecDeque::new(),
         };
         let inner = Rc::new(Inner {
             fs,
@@ -894,66 +899,144 @@ impl PartitionLog {
         }
         let _guard = self.inner.append_lock.lock().await;
         self.check_open()?;
+        let headers = self.validate(&records)?;
+        let staged = match self.check_producers(&headers) {
+            Ok(staged) => staged,
+            Err(Ok(duplicate)) => return Ok(duplicate),
+            Err(Err(e)) => return Err(e),
+        };
+        self.write_locked(records, headers, staged, leader_epoch)
+            .await
+    }
+
+    /// Appends one Raft entry (cluster mode) with the Raft term as its leader epoch, at the
+    /// log end. `data` is one producer batch, or empty for an entry without data. Every replica
+    /// makes the same decision from the same log prefix: a batch the producer table refuses
+    /// (duplicate, sequence or epoch error) or that fails validation is replaced by a control
+    /// batch, so the entry still occupies exactly one batch. Err only when nothing was written.
+    pub async fn append_entry(&self, data: Bytes, term: i32) -> Result<EntryAppend, StorageError> {
+        let _guard = self.inner.append_lock.lock().await;
+        self.check_open()?;
+        let mut outcome = None;
+        let mut accepted = None;
+        if !data.is_empty() {
+            match self.validate(&data) {
+                Ok(h) if h.len() == 1 => match self.check_producers(&h) {
+                    Ok(staged) => accepted = Some((data.clone(), h, staged)),
+                    Err(r) => outcome = Some(r),
+                },
+                Ok(_) => {
+                    outcome = Some(Err(StorageError::CorruptRecord(
+                        "a replicated entry holds one batch".into(),
+                    )))
+                }
+                Err(e) => outcome = Some(Err(e)),
+            }
+        }
+        let (records, headers, staged) = match accepted {
+            Some(a) => a,
+            None => {
+                let b = batch::control_batch(now_ms(), batch::CONTROL_TYPE_LEADER_CHANGE);
+                let h = self.validate(&b)?;
+                (b, h, HashMap::new())
+            }
+        };
+        let info = self.write_locked(records, headers, staged, term).await?;
+        let next_offset = info.last_offset + 1;
+        let outcome = match outcome {
+            None if data.is_empty() => {
+                Err(StorageError::CorruptRecord("entry without data".into()))
+            }
+            None => Ok(info),
+            Some(Ok(dup)) => Ok(dup),
+            Some(Err(e)) => Err(e),
+        };
+        Ok(EntryAppend {
+            base_offset: info.base_offset,
+            next_offset,
+            outcome,
+        })
+    }
+
+    fn validate(&self, records: &Bytes) -> Result<Vec<(usize, BatchHeader)>, StorageError> {
         let max = self.inner.state.borrow().config.message_max_bytes;
-        let headers = batch::validate_all(&records, max).map_err(|e| match e {
+        batch::validate_all(records, max).map_err(|e| match e {
             BatchError::Corrupt(m) => StorageError::CorruptRecord(m),
             BatchError::TooLarge { size, max } => StorageError::RecordTooLarge { size, max },
-        })?;
-        let records_count: i64 = headers.iter().map(|(_, h)| i64::from(h.record_count)).sum();
-        let total = records.len() as u64;
-        let now = now_ms();
-        let (staged, roll_at) = {
-            let st = self.inner.state.borrow();
-            let mut staged = HashMap::new();
-            let mut next = st.leo;
-            for (_, h) in &headers {
-                match st.producers.check(&staged, h) {
-                    Ok(Check::Accept) => {}
-                    Ok(Check::Duplicate(d)) => {
-                        return Ok(AppendInfo {
-                            base_offset: d.base_offset,
-                            last_offset: d.last_offset,
-                            max_timestamp: d.max_timestamp,
-                            log_start_offset: st.log_start,
-                            duplicate: true,
-                        });
-                    }
-                    Err(SeqError::OutOfOrder {
+        })
+    }
+
+    /// The producer table's verdict on `headers`: the staged changes to commit with the write,
+    /// or Err(Ok(original offsets)) for an idempotent duplicate, or Err(Err(refusal)).
+    #[allow(clippy::type_complexity)]
+    fn check_producers(
+        &self,
+        headers: &[(usize, BatchHeader)],
+    ) -> Result<HashMap<i64, ProducerEntry>, Result<AppendInfo, StorageError>> {
+        let st = self.inner.state.borrow();
+        let mut staged = HashMap::new();
+        let mut next = st.leo;
+        for (_, h) in headers {
+            match st.producers.check(&staged, h) {
+                Ok(Check::Accept) => {}
+                Ok(Check::Duplicate(d)) => {
+                    return Err(Ok(AppendInfo {
+                        base_offset: d.base_offset,
+                        last_offset: d.last_offset,
+                        max_timestamp: d.max_timestamp,
+                        log_start_offset: st.log_start,
+                        duplicate: true,
+                    }));
+                }
+                Err(SeqError::OutOfOrder {
+                    producer_id,
+                    expected,
+                    got,
+                }) => {
+                    return Err(Err(StorageError::OutOfOrderSequence {
                         producer_id,
                         expected,
                         got,
-                    }) => {
-                        return Err(StorageError::OutOfOrderSequence {
-                            producer_id,
-                            expected,
-                            got,
-                        });
-                    }
-                    Err(SeqError::Fenced {
+                    }));
+                }
+                Err(SeqError::Fenced {
+                    producer_id,
+                    current_epoch,
+                    got,
+                }) => {
+                    return Err(Err(StorageError::ProducerFenced {
                         producer_id,
                         current_epoch,
                         got,
-                    }) => {
-                        return Err(StorageError::ProducerFenced {
-                            producer_id,
-                            current_epoch,
-                            got,
-                        });
-                    }
+                    }));
                 }
-                st.producers.stage(&mut staged, h, next);
-                next += i64::from(h.last_offset_delta) + 1;
             }
+            st.producers.stage(&mut staged, h, next);
+            next += i64::from(h.last_offset_delta) + 1;
+        }
+        Ok(staged)
+    }
+
+    /// Writes validated batches at the log end (append lock held, producer checks done).
+    async fn write_locked(
+        &self,
+        records: Bytes,
+        headers: Vec<(usize, BatchHeader)>,
+        staged: HashMap<i64, ProducerEntry>,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, StorageError> {
+        let records_count: i64 = headers.iter().map(|(_, h)| i64::from(h.record_count)).sum();
+        let total = records.len() as u64;
+        let now = now_ms();
+        let roll_at = {
+            let st = self.inner.state.borrow();
             let a = st.active();
             let full = a.size + total > st.config.segment_bytes_clamped();
             let old = a
                 .first_append_ms
                 .is_some_and(|t| now - t >= st.config.segment_ms);
             let rel_overflow = st.leo + records_count - 1 - a.base > i64::from(i32::MAX);
-            (
-                staged,
-                (a.size > 0 && (full || old || rel_overflow)).then_some(st.leo),
-            )
+            (a.size > 0 && (full || old || rel_overflow)).then_some(st.leo)
         };
         if let Some(base) = roll_at {
             self.roll(base).await?;
@@ -1022,7 +1105,10 @@ impl PartitionLog {
         };
         st.active_unsynced = true;
         st.msgs_unflushed += records_count as u64;
-        if st.config.relaxed() {
+        if st.config.replicated {
+            let w = st.written;
+            st.entry_ends.push_back(w);
+        } else if st.config.relaxed() {
             let w = st.written;
             st.set_hwm(next, w);
             fire_durable(&mut st);
@@ -1124,7 +1210,7 @@ impl PartitionLog {
         st.durable = st.durable.max(target);
         st.msgs_unflushed = st.msgs_unflushed.saturating_sub(msgs);
         st.last_flush = Instant::now();
-        if !st.config.relaxed() {
+        if !st.config.relaxed() && !st.config.replicated {
             st.set_hwm(target, mark);
         }
         fire_durable(&mut st);
@@ -1492,6 +1578,11 @@ impl PartitionLog {
         let n = {
             let st = self.inner.state.borrow();
             let cfg = &st.config;
+            if cfg.replicated {
+                // A Raft log keeps its prefix: Sluice has no Raft snapshots yet, so a follower
+                // that fell behind could not catch up past deleted entries.
+                return Ok(());
+            }
             let mut total: u64 = st.segs.iter().map(|s| s.size).sum();
             let mut n = 0;
             for s in &st.segs[..st.segs.len() - 1] {
@@ -1620,6 +1711,193 @@ impl PartitionLog {
         }
         st.wake_flusher();
         Ok(())
+    }
+
+    /// Replicated logs: makes every offset below `offset` (an entry boundary at or below the
+    /// log end) readable. Never lowers the high watermark.
+    pub fn set_committed(&self, offset: i64) {
+        let mut st = self.inner.state.borrow_mut();
+        let mut mark = None;
+        while let Some(m) = st.entry_ends.front().copied() {
+            if m.offset > offset {
+                break;
+            }
+            mark = Some(m);
+            st.entry_ends.pop_front();
+        }
+        if let Some(m) = mark {
+            st.set_hwm(m.offset, m);
+        }
+    }
+
+    /// Replicated logs, once after open: scans every batch header (each batch is one Raft
+    /// entry) and lowers the high watermark to `committed` (the last entry boundary at or
+    /// below it), keeping the boundaries above for [`PartitionLog::set_committed`].
+    pub async fn start_replication(&self, committed: i64) -> Result<Vec<EntryPos>, StorageError> {
+        let _guard = self.inner.append_lock.lock().await;
+        self.check_open()?;
+        let fs = self.inner.fs.clone();
+        let segs: Vec<(i64, File, PathBuf, u64)> = {
+            let st = self.inner.state.borrow();
+            st.segs
+                .iter()
+                .map(|s| (s.base, s.read.clone(), s.path.clone(), s.size))
+                .collect()
+        };
+        let mut entries = Vec::new();
+        let mut ends = Vec::new();
+        for (base, file, path, size) in &segs {
+            let mut sc = HeaderScanner::new(&fs, file);
+            let mut pos = 0u64;
+            while pos + HEADER_BYTES as u64 <= *size {
+                let h = sc.header_at(pos, path).await?;
+                pos += h.total_bytes();
+                entries.push(EntryPos {
+                    base_offset: h.base_offset,
+                    next_offset: h.last_offset() + 1,
+                    epoch: h.partition_leader_epoch,
+                });
+                ends.push(Mark {
+                    offset: h.last_offset() + 1,
+                    seg_base: *base,
+                    pos,
+                });
+            }
+        }
+        let mut st = self.inner.state.borrow_mut();
+        let first = st.segs[0].base;
+        let mut mark = Mark {
+            offset: first,
+            seg_base: first,
+            pos: 0,
+        };
+        let mut rest = VecDeque::new();
+        for m in ends {
+            if m.offset <= committed {
+                mark = m;
+            } else {
+                rest.push_back(m);
+            }
+        }
+        st.hwm = mark.offset.max(st.log_start);
+        st.hwm_mark = mark;
+        st.entry_ends = rest;
+        Ok(entries)
+    }
+
+    /// Replicated logs: the bytes of the one batch starting at `base_offset`, read
+    /// synchronously (pread on the shard thread; Raft's storage interface is synchronous, and
+    /// only a follower that fell behind needs entries back from the files).
+    pub fn read_entry_sync(&self, base_offset: i64) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let (file, mut pos, size) = {
+            let st = self.inner.state.borrow();
+            let i = st
+                .segs
+                .partition_point(|s| s.base <= base_offset)
+                .saturating_sub(1);
+            let s = &st.segs[i];
+            if base_offset < s.base || base_offset >= s.next_offset {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no batch at offset {base_offset}"),
+                ));
+            }
+            (
+                s.read_std.clone(),
+                u64::from(s.index.lookup(s.rel(base_offset))),
+                s.size,
+            )
+        };
+        let mut hb = [0u8; HEADER_BYTES];
+        while pos + HEADER_BYTES as u64 <= size {
+            file.read_exact_at(&mut hb, pos)?;
+            let h = BatchHeader::parse(&hb).ok_or_else(|| io::Error::other("bad batch header"))?;
+            if h.base_offset == base_offset {
+                let mut v = vec![0u8; h.total_bytes() as usize];
+                file.read_exact_at(&mut v, pos)?;
+                return Ok(v);
+            }
+            if h.base_offset > base_offset {
+                break;
+            }
+            pos += h.total_bytes();
+        }
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no batch starts at offset {base_offset}"),
+        ))
+    }
+
+    /// Replicated logs: removes every batch from `offset` (a batch boundary above the high
+    /// watermark) on: a follower dropping a conflicting uncommitted suffix. The log is closed,
+    /// cut on disk, and opened again through full recovery (which rebuilds indexes and the
+    /// producer table); the returned handle replaces this one.
+    pub async fn truncate_from(self, offset: i64) -> Result<PartitionLog, StorageError> {
+        let (fs, dir, config) = (self.inner.fs.clone(), self.inner.dir.clone(), self.config());
+        let (cut, later) = {
+            let st = self.inner.state.borrow();
+            assert!(offset >= st.hwm, "truncating below the high watermark");
+            let i = st
+                .segs
+                .partition_point(|s| s.base <= offset)
+                .saturating_sub(1);
+            let s = &st.segs[i];
+            let later: Vec<i64> = st.segs[i + 1..].iter().map(|s| s.base).collect();
+            (
+                (
+                    s.base,
+                    s.read.clone(),
+                    s.path.clone(),
+                    s.size,
+                    u64::from(s.index.lookup(s.rel(offset.max(s.base)))),
+                ),
+                later,
+            )
+        };
+        let (seg_base, file, path, size, mut pos) = cut;
+        {
+            let mut sc = HeaderScanner::new(&fs, &file);
+            while pos + HEADER_BYTES as u64 <= size {
+                let h = sc.header_at(pos, &path).await?;
+                if h.base_offset >= offset {
+                    break;
+                }
+                pos += h.total_bytes();
+            }
+        }
+        drop(file);
+        self.close().await?;
+        drop(self);
+        for base in later {
+            for ext in ["log", "index", "timeindex"] {
+                let p = dir.join(segment_name(base, ext));
+                fs.remove_file_if_exists(&p)
+                    .await
+                    .map_err(|e| io_err(&p, e))?;
+            }
+        }
+        for ext in ["index", "timeindex"] {
+            let p = dir.join(segment_name(seg_base, ext));
+            fs.remove_file_if_exists(&p)
+                .await
+                .map_err(|e| io_err(&p, e))?;
+        }
+        let w = fs
+            .open_write(&path, false)
+            .await
+            .map_err(|e| io_err(&path, e))?;
+        fs.set_len(&w, pos).await.map_err(|e| io_err(&path, e))?;
+        fs.sync_data(&w).await.map_err(|e| io_err(&path, e))?;
+        drop(w);
+        // Without the marker the next open validates every batch and rebuilds producer state.
+        let marker = dir.join(CLEAN_MARKER);
+        fs.remove_file_if_exists(&marker)
+            .await
+            .map_err(|e| io_err(&marker, e))?;
+        fs.sync_dir(&dir).await.map_err(|e| io_err(&dir, e))?;
+        tracing::info!(dir = %dir.display(), offset, "replicated log truncated to drop a conflicting suffix");
+        PartitionLog::open(fs, dir, config).await
     }
 
     /// Close and remove the whole directory (topic deletion).

@@ -37,6 +37,9 @@ pub struct LogConfig {
     pub flush_ms: Option<u64>,
     /// max.message.bytes (max size of one batch), default 1 MiB + 12.
     pub message_max_bytes: u32,
+    /// The log is a Raft log (cluster mode): the high watermark is set by the replication
+    /// layer ([`PartitionLog::set_committed`]), never by the flusher or an append.
+    pub replicated: bool,
 }
 
 impl Default for LogConfig {
@@ -50,6 +53,7 @@ impl Default for LogConfig {
             flush_messages: None,
             flush_ms: None,
             message_max_bytes: 1024 * 1024 + 12,
+            replicated: false,
         }
     }
 }
@@ -141,4 +145,25 @@ pub enum StorageError {
     /// The log is offline (after a failed write/fsync) or closed -> KAFKA_STORAGE_ERROR.
     #[error("log {path} is offline")]
     Offline { path: PathBuf },
+}
+
+/// What one replicated (Raft) entry became in the log: the offsets it occupies, and for the
+/// producer the outcome of its batch. A refused batch (idempotent duplicate, sequence or epoch
+/// error) still occupies its Raft index: it is stored as a one-record control batch, so every
+/// replica's log stays batch-for-entry identical.
+#[derive(Debug)]
+pub struct EntryAppend {
+    pub base_offset: i64,
+    /// Offset after the entry.
+    pub next_offset: i64,
+    pub outcome: Result<AppendInfo, StorageError>,
+}
+
+/// One batch found by [`PartitionLog::start_replication`]: its base offset and leader epoch
+/// (the Raft term in cluster mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryPos {
+    pub base_offset: i64,
+    pub next_offset: i64,
+    pub epoch: i32,
 }

@@ -1,7 +1,9 @@
 //! DeleteRecords: move a partition's log start offset forward.
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use kafka_protocol::protocol::VersionRange;
 
@@ -11,7 +13,10 @@ use crate::runtime::owner_shard;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
 
-pub async fn handle(ctx: RequestContext, req: DeleteRecordsRequest) -> Option<DeleteRecordsResponse> {
+pub async fn handle(
+    ctx: RequestContext,
+    req: DeleteRecordsRequest,
+) -> Option<DeleteRecordsResponse> {
     let snap = ctx.shard.shared.catalog.snapshot();
     let n = ctx.shard.shared.shard_count();
     let mut topics = Vec::new();
@@ -19,21 +24,43 @@ pub async fn handle(ctx: RequestContext, req: DeleteRecordsRequest) -> Option<De
         let meta = snap.topic(t.name.0.as_str());
         let mut partitions = Vec::new();
         for p in t.partitions {
-            let mut pr = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_low_watermark(-1);
-            let Some(m) = meta.filter(|m| p.partition_index >= 0 && p.partition_index < m.partitions) else {
+            let mut pr = DeleteRecordsPartitionResult::default()
+                .with_partition_index(p.partition_index)
+                .with_low_watermark(-1);
+            let Some(m) =
+                meta.filter(|m| p.partition_index >= 0 && p.partition_index < m.partitions)
+            else {
                 pr.error_code = ResponseError::UnknownTopicOrPartition.code();
                 partitions.push(pr);
                 continue;
             };
+            if ctx.shard.shared.cluster.is_some() {
+                // The prefix of a Raft log must stay (no Raft snapshots yet): refused clearly.
+                pr.error_code = ResponseError::PolicyViolation.code();
+                partitions.push(pr);
+                continue;
+            }
             let (part, offset) = (p.partition_index, p.offset);
-            let r = on_partition(&ctx.shard, owner_shard(&m.id, part, n), m.name.clone(), part, move |log| async move {
-                // -1 means "up to the high watermark".
-                let target = if offset == -1 { log.high_watermark() } else { offset };
-                if target < 0 || target > log.high_watermark() {
-                    return Err((ResponseError::OffsetOutOfRange.code(), String::new()));
-                }
-                log.delete_records(target).await.map_err(|e| (error::storage(&e), e.to_string()))
-            })
+            let r = on_partition(
+                &ctx.shard,
+                owner_shard(&m.id, part, n),
+                m.name.clone(),
+                part,
+                move |log| async move {
+                    // -1 means "up to the high watermark".
+                    let target = if offset == -1 {
+                        log.high_watermark()
+                    } else {
+                        offset
+                    };
+                    if target < 0 || target > log.high_watermark() {
+                        return Err((ResponseError::OffsetOutOfRange.code(), String::new()));
+                    }
+                    log.delete_records(target)
+                        .await
+                        .map_err(|e| (error::storage(&e), e.to_string()))
+                },
+            )
             .await
             .map_err(|e| e.0);
             match r {
@@ -42,7 +69,11 @@ pub async fn handle(ctx: RequestContext, req: DeleteRecordsRequest) -> Option<De
             }
             partitions.push(pr);
         }
-        topics.push(DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(partitions));
+        topics.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
     }
     Some(DeleteRecordsResponse::default().with_topics(topics))
 }

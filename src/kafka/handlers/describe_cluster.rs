@@ -1,4 +1,5 @@
-//! DescribeCluster: this broker, the cluster id and the controller (this broker).
+//! DescribeCluster: the brokers, the cluster id and the controller (this broker, or in cluster
+//! mode the registered nodes and the metadata leader).
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
@@ -8,19 +9,27 @@ use crate::kafka::RequestContext;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
 
-pub async fn handle(ctx: RequestContext, req: DescribeClusterRequest) -> Option<DescribeClusterResponse> {
-    let node = ctx.shard.config().node_id;
-    let (host, port) = super::metadata::advertised(&ctx);
-    let cluster_id = ctx.shard.shared.catalog.snapshot().data.cluster_id.clone();
+pub async fn handle(
+    ctx: RequestContext,
+    req: DescribeClusterRequest,
+) -> Option<DescribeClusterResponse> {
+    let view = super::metadata::cluster_view(&ctx);
     Some(
         DescribeClusterResponse::default()
             .with_endpoint_type(req.endpoint_type)
-            .with_cluster_id(StrBytes::from_string(cluster_id))
-            .with_controller_id(BrokerId(node))
-            .with_brokers(vec![DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(node))
-                .with_host(StrBytes::from_string(host))
-                .with_port(port)])
+            .with_cluster_id(StrBytes::from_string(view.cluster_id))
+            .with_controller_id(BrokerId(view.controller))
+            .with_brokers(
+                view.brokers
+                    .into_iter()
+                    .map(|(id, host, port)| {
+                        DescribeClusterBroker::default()
+                            .with_broker_id(BrokerId(id))
+                            .with_host(StrBytes::from_string(host))
+                            .with_port(port)
+                    })
+                    .collect(),
+            )
             .with_cluster_authorized_operations(i32::MIN),
     )
 }

@@ -32,6 +32,30 @@ fn answer(ctx: &RequestContext, key: &StrBytes, key_type: i8) -> Coordinator {
             .with_error_code(e.code())
             .with_error_message(Some(StrBytes::from_static_str("invalid group id")));
     }
+    if let Some(cluster) = &ctx.shard.shared.cluster {
+        // Cluster mode: groups are coordinated by the controller (the metadata leader).
+        let id = cluster.controller();
+        let broker = ctx
+            .shard
+            .shared
+            .catalog
+            .snapshot()
+            .data
+            .brokers
+            .get(&id)
+            .cloned();
+        return match broker {
+            Some(b) => c
+                .with_node_id(BrokerId(id as i32))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(i32::from(b.port)),
+            None => c
+                .with_node_id(BrokerId(-1))
+                .with_port(-1)
+                .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+                .with_error_message(Some(StrBytes::from_static_str("no controller elected yet"))),
+        };
+    }
     c.with_node_id(BrokerId(ctx.shard.config().node_id))
         .with_host(StrBytes::from_string(host))
         .with_port(port)

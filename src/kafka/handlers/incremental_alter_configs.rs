@@ -16,11 +16,23 @@ pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 
-pub async fn handle(ctx: RequestContext, req: IncrementalAlterConfigsRequest) -> Option<IncrementalAlterConfigsResponse> {
+pub async fn handle(
+    ctx: RequestContext,
+    req: IncrementalAlterConfigsRequest,
+) -> Option<IncrementalAlterConfigsResponse> {
     let mut responses = Vec::new();
     for r in req.resources {
-        let mut out = AlterConfigsResourceResponse::default().with_resource_type(r.resource_type).with_resource_name(r.resource_name.clone());
-        let res = alter_topic(&ctx, r.resource_type, r.resource_name.to_string(), r.configs, req.validate_only).await;
+        let mut out = AlterConfigsResourceResponse::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name.clone());
+        let res = alter_topic(
+            &ctx,
+            r.resource_type,
+            r.resource_name.to_string(),
+            r.configs,
+            req.validate_only,
+        )
+        .await;
         if let Err(e) = res {
             out.error_code = e.code;
             out.error_message = Some(StrBytes::from_string(e.message));
@@ -38,32 +50,78 @@ async fn alter_topic(
     validate_only: bool,
 ) -> Result<(), TopicError> {
     if resource_type != RESOURCE_TOPIC {
-        return Err(TopicError::new(ResponseError::InvalidRequest, "only topic configs can be altered; broker configs are static"));
+        return Err(TopicError::new(
+            ResponseError::InvalidRequest,
+            "only topic configs can be altered; broker configs are static",
+        ));
     }
     let mut ops = Vec::new();
     for c in changes {
         let name = c.name.to_string();
         match (c.config_operation, c.value) {
             (OP_SET, Some(v)) => {
-                configs::validate(&name, v.as_str()).map_err(|m| TopicError::new(ResponseError::InvalidConfig, m))?;
+                configs::validate(&name, v.as_str())
+                    .map_err(|m| TopicError::new(ResponseError::InvalidConfig, m))?;
                 ops.push((name, Some(v.to_string())));
             }
-            (OP_SET, None) => return Err(TopicError::new(ResponseError::InvalidConfig, format!("null value for {name}"))),
+            (OP_SET, None) => {
+                return Err(TopicError::new(
+                    ResponseError::InvalidConfig,
+                    format!("null value for {name}"),
+                ))
+            }
             (OP_DELETE, _) => {
-                configs::validate(&name, "0").or_else(|m| if m.starts_with("Unknown") { Err(m) } else { Ok(()) })
+                configs::validate(&name, "0")
+                    .or_else(|m| {
+                        if m.starts_with("Unknown") {
+                            Err(m)
+                        } else {
+                            Ok(())
+                        }
+                    })
                     .map_err(|m| TopicError::new(ResponseError::InvalidConfig, m))?;
                 ops.push((name, None));
             }
             (op, _) => {
-                return Err(TopicError::new(ResponseError::InvalidConfig, format!("operation {op} is not supported for {name} (no list-valued topic configs)")))
+                return Err(TopicError::new(
+                    ResponseError::InvalidConfig,
+                    format!(
+                        "operation {op} is not supported for {name} (no list-valued topic configs)"
+                    ),
+                ))
             }
         }
     }
     if ctx.shard.shared.catalog.snapshot().topic(&topic).is_none() {
-        return Err(TopicError::new(ResponseError::UnknownTopicOrPartition, format!("Topic '{topic}' does not exist.")));
+        return Err(TopicError::new(
+            ResponseError::UnknownTopicOrPartition,
+            format!("Topic '{topic}' does not exist."),
+        ));
     }
     if validate_only {
         return Ok(());
+    }
+    if ctx.shard.shared.cluster.is_some() {
+        // Cluster mode: the new config set goes through the metadata log (applied everywhere).
+        let Some(meta) = ctx.shard.shared.catalog.snapshot().topic(&topic).cloned() else {
+            return Err(TopicError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("Topic '{topic}' does not exist."),
+            ));
+        };
+        let mut configs = meta.configs.clone();
+        for (k, v) in ops {
+            match v {
+                Some(v) => configs.insert(k, v),
+                None => configs.remove(&k),
+            };
+        }
+        let op = crate::cluster::metadata::MetaOp::SetConfigs {
+            name: topic.clone(),
+            id: meta.id,
+            configs,
+        };
+        return crate::cluster::metadata::propose(&ctx.shard, op).await;
     }
     let t = topic.clone();
     let meta = ctx
@@ -71,7 +129,12 @@ async fn alter_topic(
         .shared
         .catalog
         .update(move |d| {
-            let meta = d.topics.get_mut(&t).ok_or_else(|| TopicError::new(ResponseError::UnknownTopicOrPartition, "topic deleted meanwhile"))?;
+            let meta = d.topics.get_mut(&t).ok_or_else(|| {
+                TopicError::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    "topic deleted meanwhile",
+                )
+            })?;
             for (k, v) in ops {
                 match v {
                     Some(v) => meta.configs.insert(k, v),

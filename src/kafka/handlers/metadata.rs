@@ -2,7 +2,9 @@
 //! Auto-creates requested topics when `auto.create.topics.enable` and the client allows it.
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 use uuid::Uuid;
@@ -19,19 +21,77 @@ pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 12 };
 pub fn advertised(ctx: &RequestContext) -> (String, i32) {
     match &ctx.shard.config().advertised_listener {
         Some((h, p)) => (h.clone(), *p as i32),
-        None => (ctx.local_addr.ip().to_string(), ctx.local_addr.port() as i32),
+        None => (
+            ctx.local_addr.ip().to_string(),
+            ctx.local_addr.port() as i32,
+        ),
     }
 }
 
-pub fn topic_response(t: &TopicMeta, node: i32) -> MetadataResponseTopic {
+/// The brokers, controller and cluster id clients are told about: this broker alone, or in
+/// cluster mode every registered node, the metadata leader and the cluster's shared id.
+pub struct ClusterView {
+    pub brokers: Vec<(i32, String, i32)>,
+    pub controller: i32,
+    pub cluster_id: String,
+}
+
+pub fn cluster_view(ctx: &RequestContext) -> ClusterView {
+    let snap = ctx.shard.shared.catalog.snapshot();
+    match &ctx.shard.shared.cluster {
+        Some(c) => ClusterView {
+            brokers: snap
+                .data
+                .brokers
+                .iter()
+                .map(|(id, b)| (*id as i32, b.host.clone(), i32::from(b.port)))
+                .collect(),
+            controller: match c.controller() {
+                0 => -1,
+                id => id as i32,
+            },
+            cluster_id: c.cluster_id.clone(),
+        },
+        None => {
+            let (host, port) = advertised(ctx);
+            let node = ctx.shard.config().node_id;
+            ClusterView {
+                brokers: vec![(node, host, port)],
+                controller: node,
+                cluster_id: snap.data.cluster_id.clone(),
+            }
+        }
+    }
+}
+
+pub fn topic_response(ctx: &RequestContext, t: &TopicMeta) -> MetadataResponseTopic {
+    let node = ctx.shard.config().node_id;
+    let cluster = ctx.shard.shared.cluster.as_ref();
     let partitions = (0..t.partitions)
         .map(|p| {
-            MetadataResponsePartition::default()
-                .with_partition_index(p)
-                .with_leader_id(BrokerId(node))
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![BrokerId(node)])
-                .with_isr_nodes(vec![BrokerId(node)])
+            let r = MetadataResponsePartition::default().with_partition_index(p);
+            let Some(c) = cluster else {
+                return r
+                    .with_leader_id(BrokerId(node))
+                    .with_leader_epoch(0)
+                    .with_replica_nodes(vec![BrokerId(node)])
+                    .with_isr_nodes(vec![BrokerId(node)]);
+            };
+            let ids = |v: &[u64]| v.iter().map(|id| BrokerId(*id as i32)).collect::<Vec<_>>();
+            let replicas = t.replicas.get(p as usize).cloned().unwrap_or_default();
+            match c.leader(&(t.id, p)) {
+                Some(l) if l.leader != 0 => r
+                    .with_leader_id(BrokerId(l.leader as i32))
+                    .with_leader_epoch(l.term as i32)
+                    .with_replica_nodes(ids(&replicas))
+                    .with_isr_nodes(ids(&l.isr)),
+                _ => r
+                    .with_error_code(ResponseError::LeaderNotAvailable.code())
+                    .with_leader_id(BrokerId(-1))
+                    .with_leader_epoch(-1)
+                    .with_replica_nodes(ids(&replicas))
+                    .with_isr_nodes(vec![]),
+            }
         })
         .collect();
     MetadataResponseTopic::default()
@@ -50,18 +110,17 @@ fn error_topic(name: Option<String>, id: Uuid, e: ResponseError) -> MetadataResp
 }
 
 pub async fn handle(ctx: RequestContext, req: MetadataRequest) -> Option<MetadataResponse> {
-    let node = ctx.shard.config().node_id;
-    let (host, port) = advertised(&ctx);
     let all = match &req.topics {
         None => true,
         Some(t) => t.is_empty() && ctx.version() == 0,
     };
     // v0..v3 always auto-create; v4+ say whether the client allows it.
-    let allow_create = ctx.shard.config().auto_create_topics && (ctx.version() < 4 || req.allow_auto_topic_creation);
+    let allow_create = ctx.shard.config().auto_create_topics
+        && (ctx.version() < 4 || req.allow_auto_topic_creation);
     let mut topics = Vec::new();
     if all {
         let snap = ctx.shard.shared.catalog.snapshot();
-        topics.extend(snap.topics().map(|t| topic_response(t, node)));
+        topics.extend(snap.topics().map(|t| topic_response(&ctx, t)));
     } else {
         let requested = req.topics.unwrap_or_default();
         for rt in requested.into_iter().take(limits::TOPICS_PER_REQUEST_MAX) {
@@ -72,47 +131,81 @@ pub async fn handle(ctx: RequestContext, req: MetadataRequest) -> Option<Metadat
                 None => snap.topic_by_id(&rt.topic_id).cloned(),
             };
             match (found, name) {
-                (Some(t), _) => topics.push(topic_response(&t, node)),
-                (None, None) => topics.push(error_topic(None, rt.topic_id, ResponseError::UnknownTopicId)),
+                (Some(t), _) => topics.push(topic_response(&ctx, &t)),
+                (None, None) => topics.push(error_topic(
+                    None,
+                    rt.topic_id,
+                    ResponseError::UnknownTopicId,
+                )),
                 (None, Some(n)) => {
                     if let Err(e) = topics::validate_topic_name(&n) {
-                        topics.push(error_topic(Some(n), Uuid::nil(), ResponseError::try_from_code(e.code).unwrap_or(ResponseError::InvalidTopicException)));
+                        topics.push(error_topic(
+                            Some(n),
+                            Uuid::nil(),
+                            ResponseError::try_from_code(e.code)
+                                .unwrap_or(ResponseError::InvalidTopicException),
+                        ));
                         continue;
                     }
                     if !allow_create {
-                        topics.push(error_topic(Some(n), Uuid::nil(), ResponseError::UnknownTopicOrPartition));
+                        topics.push(error_topic(
+                            Some(n),
+                            Uuid::nil(),
+                            ResponseError::UnknownTopicOrPartition,
+                        ));
                         continue;
                     }
-                    let new = NewTopic { name: n.clone(), partitions: -1, replication_factor: -1, configs: Default::default() };
+                    let new = NewTopic {
+                        name: n.clone(),
+                        partitions: -1,
+                        replication_factor: -1,
+                        configs: Default::default(),
+                    };
                     match topics::create_topic(&ctx.shard, new, false).await {
-                        Ok(t) => topics.push(topic_response(&t, node)),
+                        Ok(t) => topics.push(topic_response(&ctx, &t)),
                         Err(e) if e.code == ResponseError::TopicAlreadyExists.code() => {
                             // Created concurrently by another request: answer with it.
                             match ctx.shard.shared.catalog.snapshot().topic(&n) {
-                                Some(t) => topics.push(topic_response(t, node)),
-                                None => topics.push(error_topic(Some(n), Uuid::nil(), ResponseError::LeaderNotAvailable)),
+                                Some(t) => topics.push(topic_response(&ctx, t)),
+                                None => topics.push(error_topic(
+                                    Some(n),
+                                    Uuid::nil(),
+                                    ResponseError::LeaderNotAvailable,
+                                )),
                             }
                         }
                         Err(e) => {
                             if crate::metrics::log_allowed("metadata.auto_create_failed") {
                                 tracing::warn!(topic = %n, error = %e.message, "auto-creation failed");
                             }
-                            topics.push(error_topic(Some(n), Uuid::nil(), ResponseError::try_from_code(e.code).unwrap_or(ResponseError::UnknownServerError)));
+                            topics.push(error_topic(
+                                Some(n),
+                                Uuid::nil(),
+                                ResponseError::try_from_code(e.code)
+                                    .unwrap_or(ResponseError::UnknownServerError),
+                            ));
                         }
                     }
                 }
             }
         }
     }
-    let snap = ctx.shard.shared.catalog.snapshot();
+    let view = cluster_view(&ctx);
     Some(
         MetadataResponse::default()
-            .with_brokers(vec![MetadataResponseBroker::default()
-                .with_node_id(BrokerId(node))
-                .with_host(StrBytes::from_string(host))
-                .with_port(port)])
-            .with_cluster_id(Some(StrBytes::from_string(snap.data.cluster_id.clone())))
-            .with_controller_id(BrokerId(node))
+            .with_brokers(
+                view.brokers
+                    .into_iter()
+                    .map(|(id, host, port)| {
+                        MetadataResponseBroker::default()
+                            .with_node_id(BrokerId(id))
+                            .with_host(StrBytes::from_string(host))
+                            .with_port(port)
+                    })
+                    .collect(),
+            )
+            .with_cluster_id(Some(StrBytes::from_string(view.cluster_id)))
+            .with_controller_id(BrokerId(view.controller))
             .with_topics(topics)
             .with_cluster_authorized_operations(i32::MIN),
     )

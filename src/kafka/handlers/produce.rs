@@ -61,11 +61,23 @@ pub async fn submit(ctx: RequestContext, mut body: Bytes) -> LocalBoxFuture<'sta
         let meta = snap.topic(td.name.0.as_str());
         for pd in td.partition_data {
             let p = pd.index;
-            let mut job = PartitionJob { topic_index: ti, partition: p, owner: 0, topic: td.name.0.to_string(), outcome: fail(ResponseError::UnknownServerError, "") };
+            let mut job = PartitionJob {
+                topic_index: ti,
+                partition: p,
+                owner: 0,
+                topic: td.name.0.to_string(),
+                outcome: fail(ResponseError::UnknownServerError, ""),
+            };
             let pre = if !(-1..=1).contains(&acks) {
-                Some(fail(ResponseError::InvalidRequiredAcks, format!("acks must be 0, 1 or -1, got {acks}")))
+                Some(fail(
+                    ResponseError::InvalidRequiredAcks,
+                    format!("acks must be 0, 1 or -1, got {acks}"),
+                ))
             } else if req.transactional_id.is_some() {
-                Some(fail(ResponseError::TransactionalIdAuthorizationFailed, "transactions are not supported yet"))
+                Some(fail(
+                    ResponseError::TransactionalIdAuthorizationFailed,
+                    "transactions are not supported yet",
+                ))
             } else {
                 match meta {
                     Some(m) if p >= 0 && p < m.partitions => match &pd.records {
@@ -73,9 +85,15 @@ pub async fn submit(ctx: RequestContext, mut body: Bytes) -> LocalBoxFuture<'sta
                             job.owner = owner_shard(&m.id, p, n);
                             None
                         }
-                        _ => Some(fail(ResponseError::CorruptMessage, "no record batch in the request")),
+                        _ => Some(fail(
+                            ResponseError::CorruptMessage,
+                            "no record batch in the request",
+                        )),
                     },
-                    _ => Some(fail(ResponseError::UnknownTopicOrPartition, "This server does not host this topic-partition.")),
+                    _ => Some(fail(
+                        ResponseError::UnknownTopicOrPartition,
+                        "This server does not host this topic-partition.",
+                    )),
                 }
             };
             match pre {
@@ -83,7 +101,10 @@ pub async fn submit(ctx: RequestContext, mut body: Bytes) -> LocalBoxFuture<'sta
                 None => {
                     let records = pd.records.unwrap_or_default();
                     let topic = job.topic.clone();
-                    appends.push((jobs.len(), append_on_owner(&ctx.shard, job.owner, topic, p, records)));
+                    appends.push((
+                        jobs.len(),
+                        append_on_owner(&ctx.shard, job.owner, topic, p, records),
+                    ));
                 }
             }
             jobs.push(job);
@@ -126,16 +147,23 @@ pub async fn submit(ctx: RequestContext, mut body: Bytes) -> LocalBoxFuture<'sta
                 Err(_) => {
                     for j in jobs.iter_mut() {
                         if j.outcome.is_ok() {
-                            j.outcome = fail(ResponseError::RequestTimedOut, "not durable within the request timeout");
+                            j.outcome = fail(
+                                ResponseError::RequestTimedOut,
+                                "not durable within the request timeout",
+                            );
                         }
                     }
                 }
             }
         }
-        let mut topics: Vec<TopicProduceResponse> =
-            topic_names.into_iter().map(|name| TopicProduceResponse::default().with_name(name)).collect();
+        let mut topics: Vec<TopicProduceResponse> = topic_names
+            .into_iter()
+            .map(|name| TopicProduceResponse::default().with_name(name))
+            .collect();
         for j in jobs {
-            let mut pr = PartitionProduceResponse::default().with_index(j.partition).with_log_append_time_ms(-1);
+            let mut pr = PartitionProduceResponse::default()
+                .with_index(j.partition)
+                .with_log_append_time_ms(-1);
             match j.outcome {
                 Ok(info) => {
                     pr.base_offset = info.base_offset;
@@ -161,25 +189,139 @@ pub async fn submit(ctx: RequestContext, mut body: Bytes) -> LocalBoxFuture<'sta
     .boxed_local()
 }
 
-async fn append_on_owner(shard: &Rc<Shard>, owner: usize, topic: String, p: i32, records: Bytes) -> Outcome {
+async fn append_on_owner(
+    shard: &Rc<Shard>,
+    owner: usize,
+    topic: String,
+    p: i32,
+    records: Bytes,
+) -> Outcome {
+    if shard.shared.cluster.is_some() {
+        return propose_on_owner(shard, owner, topic, p, records).await;
+    }
     on_partition(shard, owner, topic.clone(), p, move |log| async move {
         let bytes = records.len() as u64;
         let r = log.append(records, 0).await.map_err(|e| {
-            if !matches!(e, crate::storage::StorageError::CorruptRecord(_) | crate::storage::StorageError::RecordTooLarge { .. })
-                && crate::metrics::log_allowed("produce.append_failed")
+            if !matches!(
+                e,
+                crate::storage::StorageError::CorruptRecord(_)
+                    | crate::storage::StorageError::RecordTooLarge { .. }
+            ) && crate::metrics::log_allowed("produce.append_failed")
             {
                 tracing::warn!(topic = %topic, partition = p, error = %e, "append failed");
             }
             (error::storage(&e), e.to_string())
         });
         if let Some(info) = r.as_ref().ok().filter(|i| !i.duplicate) {
-            crate::metrics::topic_in(&topic, bytes, (info.last_offset - info.base_offset + 1).max(0) as u64);
+            crate::metrics::topic_in(
+                &topic,
+                bytes,
+                (info.last_offset - info.base_offset + 1).max(0) as u64,
+            );
         }
         r
     })
     .await
 }
 
-async fn wait_durable_on_owner(shard: &Rc<Shard>, owner: usize, topic: String, p: i32, last: i64) -> Result<(), KafkaError> {
-    on_partition(shard, owner, topic, p, move |log| async move { log.wait_durable(last).await.map_err(|e| (error::storage(&e), e.to_string())) }).await
+/// Cluster mode: each batch becomes one Raft entry, proposed on the leader; resolves once it is
+/// written and fdatasynced on the leader (the acks=1 point) with its offsets.
+async fn propose_on_owner(
+    shard: &Rc<Shard>,
+    owner: usize,
+    topic: String,
+    p: i32,
+    records: Bytes,
+) -> Outcome {
+    let t = topic.clone();
+    let bytes = records.len() as u64;
+    let r = shard
+        .run_on(owner, move |s| async move {
+            let Some(replica) = s.replica_of(&t, p) else {
+                return Err((
+                    ResponseError::NotLeaderOrFollower.code(),
+                    format!("this broker holds no replica of {t}-{p}"),
+                ));
+            };
+            let max = replica.log().config().message_max_bytes;
+            let batches = match crate::storage::batch::validate_all(&records, max) {
+                Ok(b) => b,
+                Err(e) => {
+                    let e = match e {
+                        crate::storage::batch::BatchError::Corrupt(m) => {
+                            crate::storage::StorageError::CorruptRecord(m)
+                        }
+                        crate::storage::batch::BatchError::TooLarge { size, max } => {
+                            crate::storage::StorageError::RecordTooLarge { size, max }
+                        }
+                    };
+                    return Err((error::storage(&e), e.to_string()));
+                }
+            };
+            // One entry per batch (a Raft entry is exactly one batch of the log); proposed
+            // together, so they stay in order.
+            let mut props = Vec::with_capacity(batches.len());
+            for (i, (pos, h)) in batches.iter().enumerate() {
+                let end = batches.get(i + 1).map_or(records.len(), |(next, _)| *next);
+                debug_assert_eq!(end - pos, h.total_bytes() as usize);
+                props.push(replica.propose(records.slice(*pos..end)));
+            }
+            let mut first: Option<AppendInfo> = None;
+            let mut last = None;
+            for r in futures::future::join_all(props).await {
+                let info = r?;
+                first.get_or_insert(info);
+                last = Some(info);
+            }
+            match (first, last) {
+                (Some(f), Some(l)) => Ok(AppendInfo {
+                    last_offset: l.last_offset,
+                    ..f
+                }),
+                _ => Err((
+                    ResponseError::CorruptMessage.code(),
+                    "no record batch".to_string(),
+                )),
+            }
+        })
+        .await;
+    let r = r.unwrap_or_else(|e| Err((error::shard_gone(&e), e.to_string())));
+    if let Some(info) = r.as_ref().ok().filter(|i| !i.duplicate) {
+        crate::metrics::topic_in(
+            &topic,
+            bytes,
+            (info.last_offset - info.base_offset + 1).max(0) as u64,
+        );
+    }
+    r
+}
+
+async fn wait_durable_on_owner(
+    shard: &Rc<Shard>,
+    owner: usize,
+    topic: String,
+    p: i32,
+    last: i64,
+) -> Result<(), KafkaError> {
+    if shard.shared.cluster.is_some() {
+        // acks=all in a cluster: committed (a majority has it fdatasynced).
+        let r = shard
+            .run_on(owner, move |s| async move {
+                match s.replica_of(&topic, p) {
+                    Some(r) => r.wait_committed(last).await,
+                    None => Err((
+                        ResponseError::NotLeaderOrFollower.code(),
+                        format!("this broker holds no replica of {topic}-{p}"),
+                    )),
+                }
+            })
+            .await;
+        return r.unwrap_or_else(|e| Err((error::shard_gone(&e), e.to_string())));
+    }
+    on_partition(shard, owner, topic, p, move |log| async move {
+        log.wait_durable(last)
+            .await
+            .map_err(|e| (error::storage(&e), e.to_string()))
+    })
+    .await
 }

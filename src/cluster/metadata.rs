@@ -1,0 +1,443 @@
+//! The replicated cluster metadata: one Raft group (every node a voter) whose log
+//! (`__cluster_metadata-0`, like KRaft's) holds metadata operations, one JSON record per entry.
+//! Every node applies every committed operation, in order, to its own catalog and opens or
+//! removes the partitions it holds; so every node answers Metadata from the same state.
+//!
+//! Any node may propose: a follower forwards the proposal to the leader (raft-rs does), and
+//! the proposer waits until the operation is applied locally, by request id. Operations are
+//! idempotent (a proposal retried after a lost reply applies as a no-op).
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+use kafka_protocol::error::ResponseError;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::replica::{self, Kind};
+use super::{METADATA_DIR, METADATA_GROUP};
+use crate::catalog::{BrokerMeta, TopicMeta};
+use crate::kafka::topics::TopicError;
+use crate::runtime::{owner_shard, Shard};
+use crate::storage::{batch, LogConfig, PartitionLog, StorageError};
+
+/// How long a proposer waits for its operation to be applied.
+const PROPOSE_TIMEOUT_MS: u64 = 15_000;
+const PROPOSE_RETRY_MS: u64 = 1_000;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum MetaOp {
+    RegisterBroker {
+        id: u64,
+        host: String,
+        port: u16,
+    },
+    CreateTopic {
+        topic: TopicMeta,
+    },
+    DeleteTopic {
+        name: String,
+        id: Uuid,
+    },
+    /// Grows a topic to `replicas.len()` partitions.
+    AddPartitions {
+        name: String,
+        id: Uuid,
+        replicas: Vec<Vec<u64>>,
+    },
+    SetConfigs {
+        name: String,
+        id: Uuid,
+        configs: BTreeMap<String, String>,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    req: u64,
+    node: u64,
+    op: MetaOp,
+}
+
+/// Opens the metadata log and starts its replica on shard 0.
+pub async fn start(shard: &Rc<Shard>) -> Result<(), StorageError> {
+    let Some(cluster) = shard.shared.cluster.clone() else {
+        return Ok(());
+    };
+    let dir = shard.shared.config.data_dir.join(METADATA_DIR);
+    let config = LogConfig {
+        replicated: true,
+        segment_bytes: 64 << 20,
+        ..LogConfig::default()
+    };
+    let log = PartitionLog::open(shard.fs.clone(), dir, config).await?;
+    let r = replica::start(
+        shard,
+        METADATA_GROUP,
+        METADATA_DIR.to_string(),
+        Kind::Metadata,
+        log,
+        cluster.voter_ids(),
+        false,
+    )
+    .await?;
+    shard.replicas.borrow_mut().insert(METADATA_GROUP, r);
+    Ok(())
+}
+
+/// Proposes `op` and waits until it is applied on this node (from any shard).
+pub async fn propose(shard: &Rc<Shard>, op: MetaOp) -> Result<(), TopicError> {
+    let r = shard
+        .run_on(0, move |s| async move {
+            let Some(cluster) = s.shared.cluster.clone() else {
+                return Err(TopicError::new(
+                    ResponseError::InvalidRequest,
+                    "not a cluster",
+                ));
+            };
+            let Some(meta) = s.replica(&METADATA_GROUP) else {
+                return Err(TopicError::new(
+                    ResponseError::NotController,
+                    "the metadata log is not open",
+                ));
+            };
+            let req = rand::random::<u64>();
+            let env = Envelope {
+                req,
+                node: cluster.node_id,
+                op,
+            };
+            let value = serde_json::to_vec(&env)
+                .map_err(|e| TopicError::new(ResponseError::UnknownServerError, e.to_string()))?;
+            let data = batch::BatchBuilder::new(crate::runtime::now_ms())
+                .record(None, Some(&value))
+                .build();
+            let (tx, mut rx) = oneshot::channel();
+            s.meta_waiters.borrow_mut().insert(req, tx);
+            let deadline = Instant::now() + Duration::from_millis(PROPOSE_TIMEOUT_MS);
+            loop {
+                // The reply of propose only says whether this node could append it; the
+                // operation's own result comes from applying it.
+                let m = meta.clone();
+                let d = data.clone();
+                compio::runtime::spawn(async move {
+                    let _ = m.propose(d).await;
+                })
+                .detach();
+                let wait =
+                    compio::time::timeout(Duration::from_millis(PROPOSE_RETRY_MS), &mut rx).await;
+                match wait {
+                    Ok(Ok(res)) => return res,
+                    Ok(Err(_)) => break,
+                    Err(_) if Instant::now() < deadline => continue,
+                    Err(_) => break,
+                }
+            }
+            s.meta_waiters.borrow_mut().remove(&req);
+            Err(TopicError::new(
+                ResponseError::RequestTimedOut,
+                "the cluster metadata change was not committed in time (no quorum?)",
+            ))
+        })
+        .await;
+    r.unwrap_or_else(|e| {
+        Err(TopicError::new(
+            ResponseError::UnknownServerError,
+            e.to_string(),
+        ))
+    })
+}
+
+/// Applies one committed metadata entry (on shard 0, in log order).
+pub async fn apply_entry(shard: &Rc<Shard>, data: &[u8]) {
+    let Some((h, records)) = batch::decode_records(data) else {
+        tracing::error!("undecodable metadata entry skipped");
+        return;
+    };
+    if h.attributes & batch::ATTR_CONTROL != 0 {
+        return;
+    }
+    for rec in records {
+        let Some(v) = rec.value else { continue };
+        let env: Envelope = match serde_json::from_slice(&v) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "undecodable metadata operation skipped");
+                continue;
+            }
+        };
+        let res = apply_op(shard, env.op).await;
+        if let Some(tx) = shard.meta_waiters.borrow_mut().remove(&env.req) {
+            let _ = tx.send(res);
+        }
+    }
+}
+
+async fn apply_op(shard: &Rc<Shard>, op: MetaOp) -> Result<(), TopicError> {
+    let catalog = shard.shared.catalog.clone();
+    let storage = |e: crate::catalog::CatalogError| {
+        TopicError::new(ResponseError::KafkaStorageError, e.to_string())
+    };
+    match op {
+        MetaOp::RegisterBroker { id, host, port } => {
+            catalog
+                .update(move |d| {
+                    d.brokers.insert(id, BrokerMeta { host, port });
+                    Ok::<(), TopicError>(())
+                })
+                .await
+                .map_err(storage)??;
+            Ok(())
+        }
+        MetaOp::CreateTopic { topic } => {
+            let t = topic.clone();
+            let created = catalog
+                .update(move |d| match d.topics.get(&t.name) {
+                    Some(old) if old.id == t.id => Ok(false),
+                    Some(_) => Err(TopicError::new(
+                        ResponseError::TopicAlreadyExists,
+                        format!("Topic '{}' already exists.", t.name),
+                    )),
+                    None => {
+                        d.topics.insert(t.name.clone(), t);
+                        Ok(true)
+                    }
+                })
+                .await
+                .map_err(storage)??;
+            if created {
+                tracing::info!(topic = %topic.name, partitions = topic.partitions, id = %topic.id, "topic created (replicated)");
+            }
+            open_held(shard, &topic, 0..topic.partitions).await;
+            Ok(())
+        }
+        MetaOp::DeleteTopic { name, id } => {
+            let n = name.clone();
+            let removed = catalog
+                .update(move |d| match d.topics.get(&n) {
+                    Some(t) if t.id == id => Ok(d.topics.remove(&n)),
+                    _ => Ok::<_, TopicError>(None),
+                })
+                .await
+                .map_err(storage)??;
+            if let Some(meta) = removed {
+                let n = shard.shared.shard_count();
+                for p in 0..meta.partitions {
+                    let topic = meta.name.clone();
+                    let _ = shard
+                        .run_on(owner_shard(&meta.id, p, n), move |s| async move {
+                            s.remove_log(&topic, p).await
+                        })
+                        .await;
+                }
+                tracing::info!(topic = %name, "topic deleted (replicated)");
+            }
+            Ok(())
+        }
+        MetaOp::AddPartitions { name, id, replicas } => {
+            let n = name.clone();
+            let meta = catalog
+                .update(move |d| match d.topics.get_mut(&n) {
+                    Some(t) if t.id == id => {
+                        if (t.partitions as usize) < replicas.len() {
+                            let old = t.partitions as usize;
+                            t.replicas.extend(replicas[old..].iter().cloned());
+                            t.partitions = replicas.len() as i32;
+                        }
+                        Ok(t.clone())
+                    }
+                    _ => Err(TopicError::new(
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("Topic '{n}' does not exist."),
+                    )),
+                })
+                .await
+                .map_err(storage)??;
+            open_held(shard, &meta, 0..meta.partitions).await;
+            Ok(())
+        }
+        MetaOp::SetConfigs { name, id, configs } => {
+            let n = name.clone();
+            let meta = catalog
+                .update(move |d| match d.topics.get_mut(&n) {
+                    Some(t) if t.id == id => {
+                        t.configs = configs;
+                        Ok(t.clone())
+                    }
+                    _ => Err(TopicError::new(
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("Topic '{n}' does not exist."),
+                    )),
+                })
+                .await
+                .map_err(storage)??;
+            let n = shard.shared.shard_count();
+            for p in 0..meta.partitions {
+                let m = meta.clone();
+                let _ = shard
+                    .run_on(owner_shard(&meta.id, p, n), move |s| async move {
+                        if let Some(log) = s.log(&m.name, p) {
+                            log.set_config(crate::runtime::log_config(&s.shared.config, &m));
+                        }
+                    })
+                    .await;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Opens (and starts the replicas of) the partitions in `range` that this node holds.
+async fn open_held(shard: &Rc<Shard>, meta: &TopicMeta, range: std::ops::Range<i32>) {
+    let Some(cluster) = shard.shared.cluster.clone() else {
+        return;
+    };
+    let n = shard.shared.shard_count();
+    for p in range {
+        let held = meta
+            .replicas
+            .get(p as usize)
+            .is_some_and(|r| r.contains(&cluster.node_id));
+        if !held {
+            continue;
+        }
+        let m = meta.clone();
+        let r = shard
+            .run_on(owner_shard(&meta.id, p, n), move |s| async move {
+                s.open_replica(&m, p, true).await
+            })
+            .await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(topic = %meta.name, partition = p, error = %e, "replica failed to open")
+            }
+            Err(e) => {
+                tracing::error!(topic = %meta.name, partition = p, error = %e, "replica failed to open")
+            }
+        }
+    }
+}
+
+/// Replica placement for `count` new partitions with `rf` replicas each: every partition
+/// takes the `rf` registered brokers holding the fewest replicas so far (ties by id, rotated
+/// per partition), so new partitions go to the least-loaded brokers. The first is the
+/// preferred leader.
+pub fn place(
+    brokers: &[u64],
+    load: &BTreeMap<u64, usize>,
+    count: usize,
+    rf: usize,
+) -> Vec<Vec<u64>> {
+    let mut load: BTreeMap<u64, usize> = brokers
+        .iter()
+        .map(|b| (*b, load.get(b).copied().unwrap_or(0)))
+        .collect();
+    let mut out = Vec::with_capacity(count);
+    for p in 0..count {
+        let mut order: Vec<u64> = brokers.to_vec();
+        let rot = p % order.len().max(1);
+        order.rotate_left(rot);
+        order.sort_by_key(|b| load[b]);
+        let chosen: Vec<u64> = order.into_iter().take(rf).collect();
+        for b in &chosen {
+            *load.entry(*b).or_default() += 1;
+        }
+        out.push(chosen);
+    }
+    out
+}
+
+/// Replicas per broker over every topic of the catalog.
+pub fn replica_load(snap: &crate::catalog::CatalogSnapshot) -> BTreeMap<u64, usize> {
+    let mut load = BTreeMap::new();
+    for t in snap.topics() {
+        for r in &t.replicas {
+            for b in r {
+                *load.entry(*b).or_default() += 1;
+            }
+        }
+    }
+    load
+}
+
+/// Keeps this node's registration (the address clients use) in the metadata log current.
+pub async fn register_loop(shard: Rc<Shard>) {
+    let Some(cluster) = shard.shared.cluster.clone() else {
+        return;
+    };
+    let (host, port) = match &shard.shared.config.advertised_listener {
+        Some((h, p)) => (h.clone(), *p),
+        None => {
+            let l = shard.shared.config.listen;
+            let host = if l.ip().is_unspecified() {
+                cluster.own_addr().map_or(l.ip(), |a| a.ip()).to_string()
+            } else {
+                l.ip().to_string()
+            };
+            (host, shard.shared.listen_port())
+        }
+    };
+    let want = BrokerMeta { host, port };
+    loop {
+        let have = shard
+            .shared
+            .catalog
+            .snapshot()
+            .data
+            .brokers
+            .get(&cluster.node_id)
+            .cloned();
+        if have.as_ref() != Some(&want) {
+            let op = MetaOp::RegisterBroker {
+                id: cluster.node_id,
+                host: want.host.clone(),
+                port: want.port,
+            };
+            match propose(&shard, op).await {
+                Ok(()) => {
+                    tracing::info!(node = cluster.node_id, host = %want.host, port = want.port, "registered in the cluster")
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e.message, "registration not committed yet; retrying")
+                }
+            }
+        }
+        compio::time::sleep(Duration::from_millis(1_000)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_spreads_and_prefers_least_loaded() {
+        let brokers = [1, 2, 3];
+        let p = place(&brokers, &BTreeMap::new(), 3, 3);
+        let leaders: Vec<u64> = p.iter().map(|r| r[0]).collect();
+        let mut sorted = leaders.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            vec![1, 2, 3],
+            "each broker prefers one leader: {p:?}"
+        );
+        let mut load = BTreeMap::new();
+        load.insert(1, 10);
+        load.insert(2, 10);
+        let p = place(&brokers, &load, 1, 1);
+        assert_eq!(
+            p,
+            vec![vec![3]],
+            "the least-loaded broker gets the new partition"
+        );
+        for r in place(&brokers, &BTreeMap::new(), 10, 2) {
+            assert_eq!(r.len(), 2);
+            assert_ne!(r[0], r[1]);
+        }
+    }
+}

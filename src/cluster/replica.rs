@@ -1,0 +1,690 @@
+//! One Raft group on the shard that owns it: a partition replica (or the metadata group).
+//!
+//! The group's [`PartitionLog`] is its Raft log. Entry i (1-based) is the log's i-th batch; its
+//! term is the batch's partitionLeaderEpoch. An entry without producer data (a new leader's
+//! no-op) or whose batch the producer table refuses (an idempotent duplicate, a sequence or
+//! epoch error) is written as a one-record control batch, which consumers skip. Every replica
+//! decides from the same log prefix, so every replica's log is batch-for-batch the same, and
+//! offsets are the same everywhere.
+//!
+//! The driver task owns the `RawNode`: messages and proposals are queued on the replica and
+//! stepped in by the driver between `Ready`s (never while one is being persisted). A `Ready`
+//! is handled in order: send the leader's messages, apply committed entries (high watermark,
+//! acks=all waiters, metadata operations), append the new entries (truncating a conflicting
+//! uncommitted suffix first) and fdatasync them, persist the hard state (term, vote) durably,
+//! then send the messages that required persistence.
+//!
+//! Invariants: an entry is acknowledged to a producer with acks=all only when committed (a
+//! majority has it fdatasynced); the high watermark is the end of the last committed entry, so
+//! consumers never see an entry that could be truncated; only a leader accepts produce and
+//! fetch (others answer NOT_LEADER_OR_FOLLOWER), and a leader that cannot hear a majority steps
+//! down (check_quorum), so a fenced old leader commits nothing.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use futures::FutureExt;
+use kafka_protocol::error::ResponseError;
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, Snapshot};
+use raft::{GetEntriesContext, RaftState, RawNode, StateRole, Storage};
+use serde::{Deserialize, Serialize};
+
+use super::{transport, GroupKey, LeaderInfo};
+use crate::kafka::KafkaError;
+use crate::runtime::Shard;
+use crate::storage::{AppendInfo, EntryPos, PartitionLog, StorageError};
+
+/// One Raft tick.
+pub const TICK_MS: u64 = 100;
+/// Largest payload of entries in one append message.
+const MAX_SIZE_PER_MSG: u64 = 1 << 20;
+const MAX_INFLIGHT_MSGS: usize = 256;
+const HARD_STATE_FILE: &str = "raft.state";
+
+fn not_leader(msg: impl Into<String>) -> KafkaError {
+    (ResponseError::NotLeaderOrFollower.code(), msg.into())
+}
+
+// ------------------------------------------------------------------------------------------
+// Raft storage over the partition log
+
+/// The `raft::Storage` of a group: entry positions in memory, bytes read back from the log.
+pub struct LogStore {
+    log: PartitionLog,
+    hard: HardState,
+    conf: ConfState,
+    /// entries[i] is Raft index i + 1.
+    entries: Vec<EntryPos>,
+}
+
+impl LogStore {
+    fn offset_after(&self, index: u64) -> i64 {
+        match index {
+            0 => self.entries.first().map_or(0, |e| e.base_offset),
+            i => self.entries[(i - 1) as usize].next_offset,
+        }
+    }
+}
+
+impl Storage for LogStore {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(self.hard.clone(), self.conf.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _ctx: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let max = max_size.into().unwrap_or(u64::MAX);
+        if low < 1 {
+            return Err(raft::Error::Store(raft::StorageError::Compacted));
+        }
+        if high > self.entries.len() as u64 + 1 {
+            return Err(raft::Error::Store(raft::StorageError::Unavailable));
+        }
+        let mut out = Vec::new();
+        let mut size = 0u64;
+        for idx in low..high {
+            let pos = self.entries[(idx - 1) as usize];
+            let data = self.log.read_entry_sync(pos.base_offset).map_err(|e| {
+                tracing::error!(dir = %self.log.dir().display(), offset = pos.base_offset, error = %e, "reading a Raft entry back failed");
+                raft::Error::Store(raft::StorageError::Unavailable)
+            })?;
+            size += data.len() as u64;
+            if !out.is_empty() && size > max {
+                break;
+            }
+            out.push(Entry {
+                index: idx,
+                term: pos.epoch as u64,
+                entry_type: EntryType::EntryNormal,
+                data: Bytes::from(data),
+                ..Default::default()
+            });
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == 0 {
+            return Ok(0);
+        }
+        match self.entries.get((idx - 1) as usize) {
+            Some(e) => Ok(e.epoch as u64),
+            None => Err(raft::Error::Store(raft::StorageError::Unavailable)),
+        }
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.entries.len() as u64)
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // The log is never compacted (retention is off on replicated partitions), so Raft never
+        // needs a snapshot.
+        Err(raft::Error::Store(
+            raft::StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
+
+/// Term, vote and commit, in `raft.state` (written durably: temp file, fsync, rename).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct SavedHardState {
+    term: u64,
+    vote: u64,
+    commit: u64,
+}
+
+// ------------------------------------------------------------------------------------------
+// The replica
+
+/// What committed entries mean to the group's owner.
+pub enum Kind {
+    /// A partition: commit moves the high watermark.
+    Data,
+    /// The metadata group: committed entries are applied as metadata operations.
+    Metadata,
+}
+
+struct Proposal {
+    data: Bytes,
+    tx: oneshot::Sender<Result<AppendInfo, KafkaError>>,
+}
+
+struct Pending {
+    term: u64,
+    tx: oneshot::Sender<Result<AppendInfo, KafkaError>>,
+}
+
+/// An acks=all waiter: (last offset, term it was proposed in, reply).
+type CommitWaiter = (i64, u64, oneshot::Sender<Result<(), KafkaError>>);
+
+pub struct Replica {
+    pub group: GroupKey,
+    /// Topic name (the metadata log's directory name for the metadata group).
+    pub topic: String,
+    pub kind: Kind,
+    log: RefCell<PartitionLog>,
+    inbox: RefCell<Vec<Message>>,
+    proposals: RefCell<Vec<Proposal>>,
+    wake_tx: async_channel::Sender<()>,
+    wake_rx: async_channel::Receiver<()>,
+    leader: Cell<u64>,
+    term: Cell<u64>,
+    is_leader: Cell<bool>,
+    /// acks=all waiters: (last offset, term proposed in, reply).
+    commit_waiters: RefCell<Vec<CommitWaiter>>,
+    stopped: Cell<bool>,
+    voters: Vec<u64>,
+    campaign_now: Cell<bool>,
+}
+
+impl Replica {
+    pub fn log(&self) -> PartitionLog {
+        self.log.borrow().clone()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.is_leader.get()
+    }
+
+    pub fn leader_id(&self) -> u64 {
+        self.leader.get()
+    }
+
+    pub fn term(&self) -> u64 {
+        self.term.get()
+    }
+
+    fn wake(&self) {
+        let _ = self.wake_tx.try_send(());
+    }
+
+    /// A Raft message from a peer.
+    pub fn deliver(&self, m: Message) {
+        let mut inbox = self.inbox.borrow_mut();
+        if inbox.len() < 16 * 1024 {
+            inbox.push(m);
+        }
+        drop(inbox);
+        self.wake();
+    }
+
+    /// Proposes one producer batch (or a metadata record); resolves once written and
+    /// fdatasynced on this leader, with the offsets it got (or the producer table's verdict).
+    pub async fn propose(&self, data: Bytes) -> Result<AppendInfo, KafkaError> {
+        if !self.is_leader() && matches!(self.kind, Kind::Data) {
+            return Err(not_leader(format!(
+                "this broker is not the leader of {}-{}",
+                self.topic, self.group.1
+            )));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.proposals.borrow_mut().push(Proposal { data, tx });
+        self.wake();
+        rx.await
+            .unwrap_or_else(|_| Err(not_leader("the replica stopped")))
+    }
+
+    /// Resolves once every offset <= `last_offset` is committed (acks=all), or fails if this
+    /// node stops leading first.
+    pub async fn wait_committed(&self, last_offset: i64) -> Result<(), KafkaError> {
+        if self.log().high_watermark() > last_offset {
+            return Ok(());
+        }
+        if !self.is_leader() {
+            return Err(not_leader(
+                "leadership moved before the write was committed",
+            ));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.commit_waiters
+            .borrow_mut()
+            .push((last_offset, self.term.get(), tx));
+        rx.await
+            .unwrap_or_else(|_| Err(not_leader("the replica stopped")))
+    }
+
+    /// Stops the driver (topic deleted, or shutdown).
+    pub fn stop(&self) {
+        self.stopped.set(true);
+        self.wake();
+    }
+
+    fn fail_waiters(&self, why: &str) {
+        for (_, _, tx) in self.commit_waiters.borrow_mut().drain(..) {
+            let _ = tx.send(Err(not_leader(why.to_string())));
+        }
+        for p in self.proposals.borrow_mut().drain(..) {
+            let _ = p.tx.send(Err(not_leader(why.to_string())));
+        }
+    }
+
+    fn on_committed(&self) {
+        let hwm = self.log().high_watermark();
+        let mut w = self.commit_waiters.borrow_mut();
+        let mut i = 0;
+        while i < w.len() {
+            if w[i].0 < hwm {
+                let (_, _, tx) = w.swap_remove(i);
+                let _ = tx.send(Ok(()));
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+/// Opens the Raft state of `log` and starts its driver on this shard. `voters` are the
+/// group's members; `campaign` makes this node stand for election at once (the preferred
+/// leader of a new partition), instead of after an election timeout.
+pub async fn start(
+    shard: &Rc<Shard>,
+    group: GroupKey,
+    topic: String,
+    kind: Kind,
+    log: PartitionLog,
+    voters: Vec<u64>,
+    campaign: bool,
+) -> Result<Rc<Replica>, StorageError> {
+    let Some(cluster) = shard.shared.cluster.clone() else {
+        return Err(StorageError::Io {
+            path: log.dir().to_path_buf(),
+            source: std::io::Error::other("replicas exist only in cluster mode"),
+        });
+    };
+    let saved = load_hard_state(shard, &log).await;
+    let mut hard = HardState {
+        term: saved.term,
+        vote: saved.vote,
+        ..Default::default()
+    };
+    let committed_hint = saved.commit;
+    // Entries and the high watermark: everything up to the saved commit index is committed.
+    let entries = log.start_replication(i64::MAX).await?;
+    let commit = committed_hint.min(entries.len() as u64);
+    hard.commit = commit;
+    let store = LogStore {
+        log: log.clone(),
+        hard,
+        conf: ConfState::from((voters.clone(), vec![])),
+        entries,
+    };
+    let committed_offset = store.offset_after(commit);
+    // start_replication(i64::MAX) exposed the whole log; lower it to the commit point.
+    let _ = log.start_replication(committed_offset).await?;
+    let election_tick = (shard.config().raft_election_timeout_ms / TICK_MS).max(3) as usize;
+    let cfg = raft::Config {
+        id: cluster.node_id,
+        election_tick,
+        heartbeat_tick: (election_tick / 5).max(1),
+        max_size_per_msg: MAX_SIZE_PER_MSG,
+        max_inflight_msgs: MAX_INFLIGHT_MSGS,
+        check_quorum: true,
+        pre_vote: true,
+        // Data: applying only moves the high watermark, already set from the saved commit.
+        // Metadata: replay every committed operation (they are idempotent).
+        applied: if matches!(kind, Kind::Metadata) {
+            0
+        } else {
+            commit
+        },
+        ..Default::default()
+    };
+    let logger = slog::Logger::root(SlogToTracing, slog::o!());
+    let node = RawNode::new(&cfg, store, &logger).map_err(|e| StorageError::Io {
+        path: log.dir().to_path_buf(),
+        source: std::io::Error::other(format!("raft: {e}")),
+    })?;
+    let (wake_tx, wake_rx) = async_channel::bounded(1);
+    let r = Rc::new(Replica {
+        group,
+        topic,
+        kind,
+        log: RefCell::new(log),
+        inbox: RefCell::new(Vec::new()),
+        proposals: RefCell::new(Vec::new()),
+        wake_tx,
+        wake_rx,
+        leader: Cell::new(0),
+        term: Cell::new(0),
+        is_leader: Cell::new(false),
+        commit_waiters: RefCell::new(Vec::new()),
+        stopped: Cell::new(false),
+        voters,
+        campaign_now: Cell::new(campaign),
+    });
+    compio::runtime::spawn(drive(shard.clone(), r.clone(), node, saved)).detach();
+    Ok(r)
+}
+
+async fn load_hard_state(shard: &Rc<Shard>, log: &PartitionLog) -> SavedHardState {
+    let path = log.dir().join(HARD_STATE_FILE);
+    match shard.fs.read_small(&path, 4096).await {
+        Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+            tracing::error!(path = %path.display(), error = %e, "unreadable Raft state; starting from term 0 without a vote");
+            SavedHardState::default()
+        }),
+        _ => SavedHardState::default(),
+    }
+}
+
+async fn save_hard_state(
+    shard: &Rc<Shard>,
+    log: &PartitionLog,
+    hs: SavedHardState,
+) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(&hs).map_err(std::io::Error::other)?;
+    shard
+        .fs
+        .write_small_durably(log.dir(), HARD_STATE_FILE, bytes)
+        .await
+}
+
+async fn drive(
+    shard: Rc<Shard>,
+    r: Rc<Replica>,
+    mut node: RawNode<LogStore>,
+    mut saved: SavedHardState,
+) {
+    let tick = Duration::from_millis(TICK_MS);
+    let mut next_tick = Instant::now() + tick;
+    let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
+    let mut role = (StateRole::Follower, 0u64, 0u64);
+    if r.campaign_now.get() {
+        let _ = node.campaign();
+    }
+    loop {
+        if r.stopped.get() {
+            r.fail_waiters("the partition is closing");
+            for (_, p) in std::mem::take(&mut pending) {
+                let _ = p.tx.send(Err(not_leader("the partition is closing")));
+            }
+            if let Some(c) = shard.shared.cluster.as_ref() {
+                c.forget(&r.group);
+            }
+            return;
+        }
+        let now = Instant::now();
+        if now >= next_tick {
+            node.tick();
+            next_tick = now + tick;
+        }
+        let msgs = std::mem::take(&mut *r.inbox.borrow_mut());
+        for m in msgs {
+            let _ = node.step(m);
+        }
+        let props = std::mem::take(&mut *r.proposals.borrow_mut());
+        for p in props {
+            let before = node.raft.raft_log.last_index();
+            let leader = node.raft.state == StateRole::Leader;
+            let res = node.propose(vec![], p.data.to_vec());
+            let after = node.raft.raft_log.last_index();
+            match res {
+                Ok(()) if leader && after > before => {
+                    pending.insert(
+                        after,
+                        Pending {
+                            term: node.raft.term,
+                            tx: p.tx,
+                        },
+                    );
+                }
+                // A follower forwards the proposal to the leader (metadata operations); the
+                // caller waits for it to be applied, not for this reply.
+                Ok(()) => {
+                    let _ = p.tx.send(Err(not_leader("forwarded to the leader")));
+                }
+                Err(e) => {
+                    let _ = p.tx.send(Err(not_leader(format!("proposal dropped: {e}"))));
+                }
+            }
+        }
+        if node.has_ready() {
+            if let Err(e) = handle_ready(&shard, &r, &mut node, &mut pending, &mut saved).await {
+                tracing::error!(topic = %r.topic, partition = r.group.1, error = %e, "replica storage failed; this replica stops");
+                r.stop();
+                continue;
+            }
+        }
+        let now_role = (node.raft.state, node.raft.leader_id, node.raft.term);
+        if now_role != role {
+            let was_leader = role.0 == StateRole::Leader;
+            role = now_role;
+            r.is_leader.set(role.0 == StateRole::Leader);
+            r.leader.set(role.1);
+            r.term.set(role.2);
+            if was_leader && role.0 != StateRole::Leader {
+                r.fail_waiters("this broker lost leadership");
+                for (_, p) in std::mem::take(&mut pending) {
+                    let _ = p.tx.send(Err(not_leader("this broker lost leadership")));
+                }
+            }
+            if role.0 == StateRole::Leader {
+                tracing::info!(topic = %r.topic, partition = r.group.1, term = role.2, "became leader");
+            }
+            publish_leader(&shard, &r, &node);
+        } else if role.0 == StateRole::Leader && now >= next_tick - tick {
+            publish_leader(&shard, &r, &node);
+        }
+        let wait = next_tick.saturating_duration_since(Instant::now());
+        let wake = r.wake_rx.recv().fuse();
+        let sleep = compio::time::sleep(wait).fuse();
+        futures::pin_mut!(wake, sleep);
+        futures::select! {
+            _ = wake => {},
+            _ = sleep => {},
+        }
+    }
+}
+
+/// Updates the node's leadership table (and the controller id for the metadata group).
+fn publish_leader(shard: &Rc<Shard>, r: &Rc<Replica>, node: &RawNode<LogStore>) {
+    let Some(cluster) = shard.shared.cluster.as_ref() else {
+        return;
+    };
+    let leader = node.raft.leader_id;
+    let isr = if node.raft.state == StateRole::Leader {
+        let last = node.raft.raft_log.last_index();
+        let mut isr: Vec<u64> = node
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, pr)| {
+                **id == cluster.node_id || (pr.recent_active && pr.matched + 1000 >= last)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        isr.sort_unstable();
+        isr
+    } else {
+        r.voters.clone()
+    };
+    if r.group == super::METADATA_GROUP {
+        cluster.set_controller(leader);
+    }
+    cluster.set_leader(
+        r.group,
+        LeaderInfo {
+            leader,
+            term: node.raft.term,
+            isr,
+        },
+    );
+}
+
+async fn handle_ready(
+    shard: &Rc<Shard>,
+    r: &Rc<Replica>,
+    node: &mut RawNode<LogStore>,
+    pending: &mut BTreeMap<u64, Pending>,
+    saved: &mut SavedHardState,
+) -> Result<(), StorageError> {
+    let mut rd = node.ready();
+    send_messages(shard, r, rd.take_messages());
+    if !rd.snapshot().is_empty() {
+        tracing::error!(topic = %r.topic, "a Raft snapshot arrived; snapshots are not supported, ignored");
+    }
+    apply(shard, r, node, rd.take_committed_entries()).await;
+    let entries = rd.take_entries();
+    if !entries.is_empty() {
+        append_entries(shard, r, node, pending, entries).await?;
+    }
+    if let Some(hs) = rd.hs() {
+        node.mut_store().hard = hs.clone();
+        let new = SavedHardState {
+            term: hs.term,
+            vote: hs.vote,
+            commit: hs.commit,
+        };
+        // Term and vote must be durable before any message that depends on them leaves; the
+        // commit index is only a restart hint, saved along with them.
+        if new.term != saved.term || new.vote != saved.vote {
+            let log = r.log();
+            save_hard_state(shard, &log, new)
+                .await
+                .map_err(|e| StorageError::Io {
+                    path: log.dir().join(HARD_STATE_FILE),
+                    source: e,
+                })?;
+            *saved = new;
+        }
+    }
+    send_messages(shard, r, rd.take_persisted_messages());
+    let mut light = node.advance(rd);
+    if let Some(c) = light.commit_index() {
+        node.mut_store().hard.commit = c;
+    }
+    send_messages(shard, r, light.take_messages());
+    apply(shard, r, node, light.take_committed_entries()).await;
+    node.advance_apply();
+    Ok(())
+}
+
+fn send_messages(shard: &Rc<Shard>, r: &Rc<Replica>, msgs: Vec<Message>) {
+    for m in msgs {
+        let to = m.to;
+        if let Some(frame) = transport::encode_raft(&r.group, &m) {
+            transport::send(shard, to, frame);
+        }
+    }
+}
+
+async fn append_entries(
+    shard: &Rc<Shard>,
+    r: &Rc<Replica>,
+    node: &mut RawNode<LogStore>,
+    pending: &mut BTreeMap<u64, Pending>,
+    entries: Vec<Entry>,
+) -> Result<(), StorageError> {
+    let mut acks = Vec::new();
+    let mut last_next = None;
+    for e in entries {
+        let idx = e.index;
+        let have = node.store().entries.len() as u64;
+        if idx <= have {
+            // A new leader's log disagrees with our uncommitted suffix: drop it.
+            let off = node.store().entries[(idx - 1) as usize].base_offset;
+            let old = r.log();
+            let new = old.truncate_from(off).await?;
+            node.mut_store().entries.truncate((idx - 1) as usize);
+            node.mut_store().log = new.clone();
+            *r.log.borrow_mut() = new.clone();
+            shard.replace_log(&r.topic, r.group, new.clone());
+            let _ = new
+                .start_replication(node.store().offset_after(node.store().hard.commit))
+                .await?;
+        } else if idx != have + 1 {
+            return Err(StorageError::Corrupt {
+                path: r.log().dir().to_path_buf(),
+                offset: 0,
+                reason: format!("Raft entry {idx} after {have}"),
+            });
+        }
+        let data = if e.entry_type == EntryType::EntryNormal {
+            e.data.clone()
+        } else {
+            Bytes::new()
+        };
+        let log = r.log();
+        let ea = log.append_entry(data, e.term as i32).await?;
+        node.mut_store().entries.push(EntryPos {
+            base_offset: ea.base_offset,
+            next_offset: ea.next_offset,
+            epoch: e.term as i32,
+        });
+        last_next = Some(ea.next_offset);
+        if let Some(p) = pending.remove(&idx) {
+            if p.term == e.term {
+                acks.push((p.tx, ea.outcome));
+            } else {
+                let _ =
+                    p.tx.send(Err(not_leader("the entry was replaced by a new leader")));
+            }
+        }
+    }
+    if let Some(next) = last_next {
+        r.log().wait_durable(next - 1).await?;
+    }
+    for (tx, outcome) in acks {
+        let _ = tx.send(outcome.map_err(|e| (crate::kafka::error::storage(&e), e.to_string())));
+    }
+    Ok(())
+}
+
+async fn apply(
+    shard: &Rc<Shard>,
+    r: &Rc<Replica>,
+    node: &mut RawNode<LogStore>,
+    committed: Vec<Entry>,
+) {
+    let Some(last) = committed.last().map(|e| e.index) else {
+        return;
+    };
+    if let Kind::Metadata = r.kind {
+        for e in &committed {
+            if e.entry_type == EntryType::EntryNormal && !e.data.is_empty() {
+                super::metadata::apply_entry(shard, &e.data).await;
+            }
+        }
+    }
+    let next = node
+        .store()
+        .offset_after(last.min(node.store().entries.len() as u64));
+    r.log().set_committed(next);
+    r.on_committed();
+}
+
+/// raft-rs logs through slog; this drain forwards its records to `tracing` (Raft's info is
+/// our debug: elections are logged by the replica itself).
+struct SlogToTracing;
+
+impl slog::Drain for SlogToTracing {
+    type Ok = ();
+    type Err = slog::Never;
+    fn log(&self, record: &slog::Record, _values: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        match record.level() {
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::error!(target: "raft", "{}", record.msg())
+            }
+            slog::Level::Warning => tracing::warn!(target: "raft", "{}", record.msg()),
+            slog::Level::Info | slog::Level::Debug => {
+                tracing::debug!(target: "raft", "{}", record.msg())
+            }
+            slog::Level::Trace => tracing::trace!(target: "raft", "{}", record.msg()),
+        }
+        Ok(())
+    }
+}
