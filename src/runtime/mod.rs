@@ -74,6 +74,15 @@ impl Shared {
         }
     }
 
+    /// Cluster mode: this node's registration is committed and applied (it is in the
+    /// replicated broker list). Always true on a one-node broker.
+    pub fn joined(&self) -> bool {
+        match &self.cluster {
+            Some(c) => self.catalog.snapshot().data.brokers.contains_key(&c.node_id),
+            None => true,
+        }
+    }
+
     pub fn listen_port(&self) -> u16 {
         self.listen_port.load(Ordering::Acquire) as u16
     }

@@ -1,5 +1,5 @@
 //! The admin HTTP endpoint: `/healthz` (process alive), `/readyz` (every shard recovered its
-//! partitions and listens) and `/metrics` (Prometheus; see [`crate::metrics`]). Plain HTTP/1.1,
+//! partitions and listens; in a cluster also: this node's registration is in the metadata log) and `/metrics` (Prometheus; see [`crate::metrics`]). Plain HTTP/1.1,
 //! one request per connection, the request head bounded in bytes and time.
 
 use std::rc::Rc;
@@ -59,7 +59,8 @@ async fn answer(mut stream: TcpStream, shard: Rc<Shard>) {
     let shared = shard.shared.clone();
     let (status, content_type, body) = match path {
         "/healthz" => ("200 OK", metrics::TEXT_CONTENT_TYPE, "ok\n".to_string()),
-        "/readyz" if shared.is_ready() => ("200 OK", metrics::TEXT_CONTENT_TYPE, "ready\n".to_string()),
+        "/readyz" if shared.is_ready() && shared.joined() => ("200 OK", metrics::TEXT_CONTENT_TYPE, "ready\n".to_string()),
+        "/readyz" if shared.is_ready() => ("503 Service Unavailable", metrics::TEXT_CONTENT_TYPE, "joining the cluster\n".to_string()),
         "/readyz" => ("503 Service Unavailable", metrics::TEXT_CONTENT_TYPE, "recovering\n".to_string()),
         "/metrics" => {
             let om = header(&head, "accept").is_some_and(metrics::wants_openmetrics);

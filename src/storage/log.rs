@@ -936,7 +936,8 @@ impl PartitionLog {
         let (records, headers, staged) = match accepted {
             Some(a) => a,
             None => {
-                let b = batch::control_batch(now_ms(), batch::CONTROL_TYPE_LEADER_CHANGE);
+                // Timestamp 0, so the control batch is byte-identical on every replica.
+                let b = batch::control_batch(0, batch::CONTROL_TYPE_LEADER_CHANGE);
                 let h = self.validate(&b)?;
                 (b, h, HashMap::new())
             }

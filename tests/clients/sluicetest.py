@@ -115,6 +115,12 @@ class Broker:
         ] + list(self.extra_args)
 
     def start(self):
+        self.spawn()
+        self._wait_ready()
+        return self
+
+    def spawn(self):
+        """Starts the process without waiting for it to be ready."""
         assert self.proc is None, "broker already running"
         if not self.binary.is_file():
             raise BrokerError(f"sluice binary not found at {self.binary}: run `cargo build` "
@@ -129,8 +135,6 @@ class Broker:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
                                          preexec_fn=_die_with_parent)
-        self._wait_ready()
-        return self
 
     def _wait_ready(self):
         """Bounded wait until the Kafka port accepts TCP and the admin endpoint's /readyz answers

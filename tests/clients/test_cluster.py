@@ -1,0 +1,276 @@
+"""A three-node Sluice cluster (Raft replication) with real clients, in network namespaces.
+
+What each test proves:
+- the Kafka tutorial (kafka-python) works unchanged against the cluster: Metadata lists three
+  brokers, every partition has three replicas and a leader, a group consumes everything;
+- kill -9 of a partition leader under acks=all idempotent load: a new leader is elected, the
+  producer carries on, every acknowledged message is present exactly once in per-partition
+  order, and once the killed node is back every replica's log is byte-identical;
+- a leader cut off from the other nodes (its replication link down, clients still reach it)
+  acknowledges nothing, the majority elects a new leader that does, and after healing the old
+  leader's unacknowledged writes are gone and the replicas agree;
+- random faults (kill -9 and restart, partitions, and tc netem delay where the kernel has
+  netem) for a bounded time under load, then
+  a Jepsen-style check of the history: no acknowledged write lost, duplicated or reordered,
+  and every value at its acknowledged offset.
+"""
+
+import json
+import random
+import threading
+import time
+
+import pytest
+
+from sluicecluster import Cluster, netem_available, netns_available, wait_for_leaders, wait_replicas_identical
+from sluicetest import LIBRDKAFKA_LOGGER, admin_client
+
+pytestmark = pytest.mark.skipif(not netns_available(), reason="needs root to create network namespaces")
+
+ELECTION_MS = 1000
+
+
+@pytest.fixture
+def cluster(request, tmp_path):
+    c = Cluster(tmp_path, size=3, extra_args=["--set", f"raft.election.timeout.ms={ELECTION_MS}"])
+    request.node.sluice_brokers = c.nodes
+    try:
+        c.start()
+        yield c
+        c.stop()
+    finally:
+        c.close()
+    if c.problems():
+        pytest.fail("cluster misbehaved: " + "; ".join(c.problems()), pytrace=False)
+
+
+def create(bootstrap, name, partitions, rf=3):
+    from confluent_kafka.admin import NewTopic
+    admin = admin_client(bootstrap)
+    fs = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=rf)], operation_timeout=20, request_timeout=20)
+    fs[name].result(timeout=30)
+    wait_for_leaders(admin, name, partitions)
+    return admin
+
+
+def producer(bootstrap, **extra):
+    from confluent_kafka import Producer
+    conf = {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+            "linger.ms": 2, "message.timeout.ms": 60000, "logger": LIBRDKAFKA_LOGGER}
+    conf.update(extra)
+    return Producer(conf)
+
+
+def read_partition(bootstrap, topic, partition, timeout_s=30.0):
+    """Every record of one partition from offset 0 to its end: [(offset, value)]."""
+    from confluent_kafka import Consumer, TopicPartition, KafkaError
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False,
+                  "enable.partition.eof": True, "logger": LIBRDKAFKA_LOGGER})
+    c.assign([TopicPartition(topic, partition, 0)])
+    out = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    return out
+                continue
+            out.append((m.offset(), m.value()))
+    finally:
+        c.close()
+    raise AssertionError(f"{topic}-{partition} not read to its end within {timeout_s} s ({len(out)} records)")
+
+
+def check_history(bootstrap, topic, partitions, acked):
+    """Jepsen-style check. `acked`: [(partition, offset, value)] acknowledged to the producer.
+    Values are JSON {"seq": n} from one idempotent producer, so within a partition the
+    acknowledged values must appear in seq order."""
+    logs = {p: read_partition(bootstrap, topic, p) for p in range(partitions)}
+    at = {(p, o): v for p in logs for (o, v) in logs[p]}
+    seen = {}
+    for p, records in logs.items():
+        for o, v in records:
+            seen.setdefault(v, []).append((p, o))
+    lost = [a for a in acked if a[2] not in seen]
+    dups = [v for v, where in seen.items() if len(where) > 1]
+    moved = [a for a in acked if at.get((a[0], a[1])) != a[2]]
+    assert not lost, f"{len(lost)} acknowledged writes lost, e.g. {lost[:5]}"
+    assert not dups, f"{len(dups)} values stored twice, e.g. {dups[:5]}"
+    assert not moved, f"{len(moved)} acknowledged writes not at their acknowledged offset, e.g. {moved[:5]}"
+    for p, records in logs.items():
+        seqs = [json.loads(v)["seq"] for _, v in records]
+        assert seqs == sorted(seqs), f"partition {p}: values out of producer order"
+    return logs
+
+
+class Load:
+    """A background idempotent acks=all producer of {"seq": n} values; records what was acked."""
+
+    def __init__(self, bootstrap, topic, rate_per_s=400):
+        self.p = producer(bootstrap)
+        self.topic = topic
+        self.acked = []
+        self.errors = []
+        self.rate = rate_per_s
+        self.stop_flag = threading.Event()
+        self.sent = 0
+        self.t = threading.Thread(target=self.run, daemon=True)
+
+    def cb(self, err, msg):
+        if err is None:
+            self.acked.append((msg.partition(), msg.offset(), msg.value()))
+        else:
+            self.errors.append(str(err))
+
+    def run(self):
+        while not self.stop_flag.is_set():
+            v = json.dumps({"seq": self.sent}).encode()
+            try:
+                self.p.produce(self.topic, v, key=str(self.sent).encode(), on_delivery=self.cb)
+                self.sent += 1
+            except BufferError:
+                pass
+            self.p.poll(0)
+            time.sleep(1.0 / self.rate)
+
+    def start(self):
+        self.t.start()
+        return self
+
+    def finish(self, timeout_s=60):
+        self.stop_flag.set()
+        self.t.join(timeout=10)
+        left = self.p.flush(timeout_s)
+        assert left == 0, f"{left} messages neither acknowledged nor failed after {timeout_s} s"
+
+
+def test_kafka_python_tutorial_against_cluster(cluster):
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+    from kafka.admin import NewTopic
+    bootstrap = [n.bootstrap for n in cluster.nodes]
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic("orders", num_partitions=3, replication_factor=3)])
+    wait_for_leaders(admin_client(cluster.bootstrap), "orders", 3)
+    md = admin_client(cluster.bootstrap).list_topics(timeout=10)
+    assert sorted(md.brokers) == [1, 2, 3]
+    for p in md.topics["orders"].partitions.values():
+        assert sorted(p.replicas) == [1, 2, 3], p
+    leaders = {p.leader for p in md.topics["orders"].partitions.values()}
+    assert len(leaders) == 3, f"leadership is spread over the brokers: {leaders}"
+    prod = KafkaProducer(bootstrap_servers=bootstrap, value_serializer=lambda v: json.dumps(v).encode("utf-8"), acks="all")
+    for i in range(300):
+        prod.send("orders", {"order_id": i, "item": "book"})
+    prod.flush()
+    cons = KafkaConsumer("orders", bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id="tutorial",
+                         value_deserializer=lambda b: json.loads(b.decode("utf-8")), consumer_timeout_ms=15000)
+    got = sorted(m.value["order_id"] for m in cons)
+    cons.close()
+    prod.close()
+    admin.close()
+    assert got == list(range(300))
+
+
+def test_leader_kill9_under_acks_all_load(cluster):
+    topic = "failover"
+    admin = create(cluster.bootstrap, topic, 3)
+    leaders = wait_for_leaders(admin, topic, 3)
+    load = Load(cluster.bootstrap, topic).start()
+    time.sleep(3)
+    victim = cluster.node(leaders[0])
+    killed_at = time.monotonic()
+    victim.kill9()
+    # A new leader for partition 0 within a few election timeouts.
+    new = None
+    while time.monotonic() - killed_at < 15:
+        md = admin.list_topics(topic=topic, timeout=5)
+        p0 = md.topics[topic].partitions[0]
+        if p0.leader > 0 and p0.leader != victim.node_id:
+            new = p0.leader
+            break
+        time.sleep(0.1)
+    took = time.monotonic() - killed_at
+    assert new is not None, "no new leader for partition 0 within 15 s"
+    print(f"new leader {new} for partition 0 {took:.2f} s after kill -9 of node {victim.node_id}")
+    acked_before = len(load.acked)
+    time.sleep(3)
+    assert len(load.acked) > acked_before, "the producer made no progress on the surviving nodes"
+    victim.start()
+    time.sleep(2)
+    load.finish()
+    assert not load.errors, f"producer errors: {load.errors[:5]}"
+    check_history(cluster.bootstrap, topic, 3, load.acked)
+    wait_replicas_identical(cluster, topic, 3)
+
+
+def test_partitioned_leader_acknowledges_nothing(cluster):
+    topic = "split"
+    admin = create(cluster.bootstrap, topic, 1)
+    old = cluster.node(wait_for_leaders(admin, topic, 1)[0])
+    warm = producer(cluster.bootstrap)
+    for i in range(100):
+        warm.produce(topic, json.dumps({"seq": i}).encode())
+    assert warm.flush(30) == 0
+    cluster.partition(old.node_id)
+    try:
+        # A client that only knows the old leader: nothing it sends may be acknowledged.
+        isolated = producer(old.bootstrap, **{"message.timeout.ms": 6000, "enable.idempotence": False, "retries": 0})
+        minority_acked, minority_failed = [], []
+        for i in range(50):
+            isolated.produce(topic, json.dumps({"seq": 1000 + i, "minority": True}).encode(),
+                             on_delivery=lambda err, msg: (minority_failed if err else minority_acked).append(msg.value()))
+        isolated.flush(20)
+        assert minority_acked == [], f"the isolated old leader acknowledged {len(minority_acked)} writes"
+        assert len(minority_failed) == 50
+        # The majority elects a new leader that takes writes.
+        others = ",".join(n.bootstrap for n in cluster.nodes if n is not old)
+        majority = producer(others)
+        acked = []
+        for i in range(100):
+            majority.produce(topic, json.dumps({"seq": 2000 + i}).encode(), on_delivery=lambda err, msg: err is None and acked.append(msg.value()))
+        assert majority.flush(40) == 0
+        assert len(acked) == 100
+    finally:
+        cluster.heal(old.node_id)
+    wait_replicas_identical(cluster, topic, 1)
+    records = read_partition(cluster.bootstrap, topic, 0)
+    values = [json.loads(v) for _, v in records]
+    assert not any(v.get("minority") for v in values), "an unacknowledged write of the isolated leader survived"
+    assert [v["seq"] for v in values] == list(range(100)) + list(range(2000, 2100))
+
+
+def test_random_faults_history_is_linear(cluster):
+    topic = "jepsen"
+    partitions = 3
+    admin = create(cluster.bootstrap, topic, partitions)
+    load = Load(cluster.bootstrap, topic, rate_per_s=300).start()
+    seed = int(time.time())
+    rng = random.Random(seed)
+    kinds = ["kill9", "partition"] + (["delay"] if netem_available() else [])
+    faults = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        victim = rng.choice(cluster.nodes)
+        kind = rng.choice(kinds)
+        faults.append((kind, victim.node_id))
+        if kind == "kill9":
+            victim.kill9()
+            time.sleep(rng.uniform(1, 3))
+            victim.start()
+        elif kind == "partition":
+            cluster.partition(victim.node_id)
+            time.sleep(rng.uniform(2, 4))
+            cluster.heal(victim.node_id)
+        else:
+            cluster.delay(victim.node_id, rng.choice([20, 50, 100]))
+            time.sleep(rng.uniform(1, 3))
+            cluster.undelay(victim.node_id)
+        time.sleep(rng.uniform(0.5, 2))
+    wait_for_leaders(admin, topic, partitions, timeout_s=30)
+    load.finish(timeout_s=90)
+    print(f"seed {seed}, faults: {faults}; sent {load.sent}, acked {len(load.acked)}, failed {len(load.errors)}")
+    assert len(load.acked) > 0
+    check_history(cluster.bootstrap, topic, partitions, load.acked)
+    wait_replicas_identical(cluster, topic, partitions)
