@@ -23,6 +23,8 @@ enum Command {
     Topic(cli::topic::TopicArgs),
     /// List, describe (lag), delete consumer groups; reset their offsets.
     Group(cli::group::GroupArgs),
+    /// Cluster status: brokers, controller, partitions without leader or under-replicated.
+    Cluster(cli::cluster::ClusterArgs),
     /// Send messages (stdin lines or --value) to a topic.
     Produce(cli::produce::ProduceArgs),
     /// Print messages of a topic, one value per line.
@@ -106,6 +108,7 @@ fn main() -> ExitCode {
             match command {
                 Command::Topic(a) => cli::topic::run(a),
                 Command::Group(a) => cli::group::run(a),
+                Command::Cluster(a) => cli::cluster::run(a),
                 Command::Produce(a) => cli::produce::run(a),
                 Command::Consume(a) => cli::consume::run(a),
                 Command::Bench(a) => cli::bench::run(*a),

@@ -1,11 +1,12 @@
 //! Command-line tools speaking the Kafka protocol through [`crate::client`]:
-//! `sluice topic`, `sluice group`, `sluice produce`, `sluice consume`, `sluice bench`.
+//! `sluice topic`, `sluice group`, `sluice cluster`, `sluice produce`, `sluice consume`, `sluice bench`.
 //!
 //! Each submodule exposes a clap `Args` struct and a blocking `run(args)` that
 //! starts its own compio runtime; errors come back as `anyhow::Error` and the
 //! binary prints them as one line.
 
 pub mod bench;
+pub mod cluster;
 pub mod consume;
 pub mod group;
 pub mod produce;

@@ -5,7 +5,8 @@ What each test proves:
   brokers, every partition has three replicas and a leader, a group consumes everything;
 - kill -9 of a partition leader under acks=all idempotent load: a new leader is elected, the
   producer carries on, every acknowledged message is present exactly once in per-partition
-  order, and once the killed node is back every replica's log is byte-identical;
+  order, `sluice cluster status` shows the partitions under-replicated while the node is down,
+  and once the killed node is back every replica's log is byte-identical;
 - a leader cut off from the other nodes (its replication link down, clients still reach it)
   acknowledges nothing, the majority elects a new leader that does, and after healing the old
   leader's unacknowledged writes are gone and the replicas agree;
@@ -17,13 +18,14 @@ What each test proves:
 
 import json
 import random
+import subprocess
 import threading
 import time
 
 import pytest
 
 from sluicecluster import Cluster, netem_available, netns_available, wait_for_leaders, wait_replicas_identical
-from sluicetest import LIBRDKAFKA_LOGGER, admin_client
+from sluicetest import LIBRDKAFKA_LOGGER, admin_client, sluice_binary, wait_until
 
 pytestmark = pytest.mark.skipif(not netns_available(), reason="needs root to create network namespaces")
 
@@ -195,7 +197,16 @@ def test_leader_kill9_under_acks_all_load(cluster):
     assert new is not None, "no new leader for partition 0 within 15 s"
     print(f"new leader {new} for partition 0 {took:.2f} s after kill -9 of node {victim.node_id}")
     acked_before = len(load.acked)
-    time.sleep(3)
+    # The dead node drops out of the in-sync replicas: `sluice cluster status` (Metadata) shows
+    # the partitions under-replicated, while every partition still has a leader.
+    def status():
+        r = subprocess.run([str(sluice_binary()), "cluster", "status", "--bootstrap", cluster.node(new).bootstrap],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+    wait_until(lambda: "under-replicated: 3" in status(), 15, "three under-replicated partitions in cluster status")
+    out = status()
+    assert "without leader: 0" in out, out
     assert len(load.acked) > acked_before, "the producer made no progress on the surviving nodes"
     victim.start()
     time.sleep(2)
