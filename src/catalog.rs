@@ -40,6 +40,9 @@ pub struct TopicMeta {
     /// a one-node broker (this node holds every partition).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<Vec<u64>>,
+    /// Cluster mode: reassignments in progress, partition -> target replicas.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub targets: BTreeMap<i32, Vec<u64>>,
 }
 
 /// A cluster node as registered in the metadata log: where clients reach it.
@@ -255,6 +258,7 @@ mod tests {
                         partitions: 3,
                         configs: BTreeMap::new(),
                         replicas: Vec::new(),
+                        targets: BTreeMap::new(),
                     },
                 );
                 Ok(())

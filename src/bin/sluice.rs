@@ -25,6 +25,8 @@ enum Command {
     Group(cli::group::GroupArgs),
     /// Cluster status: brokers, controller, partitions without leader or under-replicated.
     Cluster(cli::cluster::ClusterArgs),
+    /// Move partition replicas between brokers (reassign); list reassignments in progress.
+    Partition(cli::partition::PartitionArgs),
     /// Send messages (stdin lines or --value) to a topic.
     Produce(cli::produce::ProduceArgs),
     /// Print messages of a topic, one value per line.
@@ -109,6 +111,7 @@ fn main() -> ExitCode {
                 Command::Topic(a) => cli::topic::run(a),
                 Command::Group(a) => cli::group::run(a),
                 Command::Cluster(a) => cli::cluster::run(a),
+                Command::Partition(a) => cli::partition::run(a),
                 Command::Produce(a) => cli::produce::run(a),
                 Command::Consume(a) => cli::consume::run(a),
                 Command::Bench(a) => cli::bench::run(*a),

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod cluster;
 pub mod consume;
 pub mod group;
+pub mod partition;
 pub mod produce;
 pub mod topic;
 

@@ -28,6 +28,8 @@ pub fn client_window(key: i16) -> (i16, i16) {
         Ok(ApiKey::SyncGroup) => (3, 5),
         Ok(ApiKey::Heartbeat) => (3, 4),
         Ok(ApiKey::LeaveGroup) => (3, 4),
+        Ok(ApiKey::AlterPartitionReassignments) => (0, 0),
+        Ok(ApiKey::ListPartitionReassignments) => (0, 0),
         _ => (0, -1),
     }
 }
@@ -54,6 +56,8 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::SyncGroup) => "SyncGroup",
         Ok(ApiKey::Heartbeat) => "Heartbeat",
         Ok(ApiKey::LeaveGroup) => "LeaveGroup",
+        Ok(ApiKey::AlterPartitionReassignments) => "AlterPartitionReassignments",
+        Ok(ApiKey::ListPartitionReassignments) => "ListPartitionReassignments",
         _ => "request",
     }
 }

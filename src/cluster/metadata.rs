@@ -53,6 +53,14 @@ pub enum MetaOp {
         id: Uuid,
         configs: BTreeMap<String, String>,
     },
+    /// Starts moving a partition to `target` replicas (None cancels a reassignment not yet
+    /// completed). The partition's Raft leader changes the group's voters (joint consensus:
+    /// new replicas are added and catch up from the log first, then old ones are removed) and
+    /// proposes [`MetaOp::ReassignDone`].
+    Reassign { name: String, id: Uuid, partition: i32, target: Option<Vec<u64>> },
+    /// The partition's voters are now `replicas`: the assignment changes, removed replicas
+    /// delete their copy.
+    ReassignDone { name: String, id: Uuid, partition: i32, replicas: Vec<u64> },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -259,6 +267,56 @@ async fn apply_op(shard: &Rc<Shard>, op: MetaOp) -> Result<(), TopicError> {
             open_held(shard, &meta, 0..meta.partitions).await;
             Ok(())
         }
+        MetaOp::Reassign { name, id, partition, target } => {
+            let n = name.clone();
+            let meta = catalog
+                .update(move |d| match d.topics.get_mut(&n) {
+                    Some(t) if t.id == id && partition >= 0 && partition < t.partitions => {
+                        match target {
+                            Some(target) if t.replicas.get(partition as usize) != Some(&target) => {
+                                t.targets.insert(partition, target);
+                            }
+                            _ => {
+                                t.targets.remove(&partition);
+                            }
+                        }
+                        Ok(t.clone())
+                    }
+                    _ => Err(TopicError::new(ResponseError::UnknownTopicOrPartition, format!("{n}-{partition} does not exist."))),
+                })
+                .await
+                .map_err(storage)??;
+            if let Some(target) = meta.targets.get(&partition) {
+                tracing::info!(topic = %name, partition, ?target, "reassignment started");
+                // New replicas start with the current voters; the log tells them the rest.
+                open_partition_if(shard, &meta, partition, target).await;
+            }
+            Ok(())
+        }
+        MetaOp::ReassignDone { name, id, partition, replicas } => {
+            let n = name.clone();
+            let r = replicas.clone();
+            let meta = catalog
+                .update(move |d| match d.topics.get_mut(&n) {
+                    Some(t) if t.id == id && partition >= 0 && (partition as usize) < t.replicas.len() => {
+                        t.replicas[partition as usize] = r;
+                        t.targets.remove(&partition);
+                        Ok(t.clone())
+                    }
+                    _ => Err(TopicError::new(ResponseError::UnknownTopicOrPartition, format!("{n}-{partition} does not exist."))),
+                })
+                .await
+                .map_err(storage)??;
+            tracing::info!(topic = %name, partition, ?replicas, "reassignment done");
+            if let Some(cluster) = shard.shared.cluster.clone() {
+                if !replicas.contains(&cluster.node_id) {
+                    let topic = meta.name.clone();
+                    let owner = owner_shard(&meta.id, partition, shard.shared.shard_count());
+                    let _ = shard.run_on(owner, move |s| async move { s.remove_log(&topic, partition).await }).await;
+                }
+            }
+            Ok(())
+        }
         MetaOp::SetConfigs { name, id, configs } => {
             let n = name.clone();
             let meta = catalog
@@ -287,6 +345,21 @@ async fn apply_op(shard: &Rc<Shard>, op: MetaOp) -> Result<(), TopicError> {
             }
             Ok(())
         }
+    }
+}
+
+/// Opens partition `p` of `meta` on this node if `members` includes it.
+async fn open_partition_if(shard: &Rc<Shard>, meta: &TopicMeta, p: i32, members: &[u64]) {
+    let Some(cluster) = shard.shared.cluster.clone() else { return };
+    if !members.contains(&cluster.node_id) {
+        return;
+    }
+    let m = meta.clone();
+    let owner = owner_shard(&meta.id, p, shard.shared.shard_count());
+    match shard.run_on(owner, move |s| async move { s.open_replica(&m, p, false).await }).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(topic = %meta.name, partition = p, error = %e, "replica failed to open"),
+        Err(e) => tracing::error!(topic = %meta.name, partition = p, error = %e, "replica failed to open"),
     }
 }
 

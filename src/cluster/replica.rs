@@ -29,6 +29,7 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::FutureExt;
 use kafka_protocol::error::ResponseError;
+use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, Snapshot};
 use raft::{GetEntriesContext, RaftState, RawNode, StateRole, Storage};
 use serde::{Deserialize, Serialize};
@@ -101,11 +102,12 @@ impl Storage for LogStore {
             if !out.is_empty() && size > max {
                 break;
             }
+            let (entry_type, data) = entry_of_batch(data);
             out.push(Entry {
                 index: idx,
                 term: pos.epoch as u64,
-                entry_type: EntryType::EntryNormal,
-                data: Bytes::from(data),
+                entry_type,
+                data,
                 ..Default::default()
             });
         }
@@ -139,12 +141,87 @@ impl Storage for LogStore {
     }
 }
 
-/// Term, vote and commit, in `raft.state` (written durably: temp file, fsync, rename).
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+/// Term, vote, commit and the group's configuration once it changed, in `raft.state`
+/// (written durably: temp file, fsync, rename).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 struct SavedHardState {
     term: u64,
     vote: u64,
     commit: u64,
+    /// The configuration after the last applied change (None: the assignment's replicas).
+    #[serde(default)]
+    conf: Option<SavedConf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct SavedConf {
+    voters: Vec<u64>,
+    learners: Vec<u64>,
+    voters_outgoing: Vec<u64>,
+    learners_next: Vec<u64>,
+    auto_leave: bool,
+}
+
+impl SavedConf {
+    fn of(cs: &ConfState) -> SavedConf {
+        SavedConf {
+            voters: cs.voters.clone(),
+            learners: cs.learners.clone(),
+            voters_outgoing: cs.voters_outgoing.clone(),
+            learners_next: cs.learners_next.clone(),
+            auto_leave: cs.auto_leave,
+        }
+    }
+    fn to_conf_state(&self) -> ConfState {
+        ConfState {
+            voters: self.voters.clone(),
+            learners: self.learners.clone(),
+            voters_outgoing: self.voters_outgoing.clone(),
+            learners_next: self.learners_next.clone(),
+            auto_leave: self.auto_leave,
+            ..Default::default()
+        }
+    }
+}
+
+/// A single-node (v1) configuration change as a v2 change (Sluice proposes only v2).
+fn conf_change_v2(c: raft::eraftpb::ConfChange) -> raft::eraftpb::ConfChangeV2 {
+    raft::eraftpb::ConfChangeV2 {
+        changes: vec![raft::eraftpb::ConfChangeSingle { change_type: c.change_type, node_id: c.node_id, ..Default::default() }].into(),
+        context: c.context,
+        ..Default::default()
+    }
+}
+
+/// Control record type of a Raft configuration change stored in the log (value: the
+/// protobuf `ConfChangeV2`). Kafka's own control types are small numbers; clients skip
+/// control batches.
+const CONTROL_TYPE_CONF_CHANGE: i16 = 100;
+
+fn conf_change_batch(cc: &[u8]) -> Bytes {
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&CONTROL_TYPE_CONF_CHANGE.to_be_bytes());
+    crate::storage::batch::BatchBuilder::new(0).control().record(Some(&key), Some(cc)).build()
+}
+
+/// The Raft entry a stored batch is: a configuration change (from its control batch), or a
+/// normal entry carrying the batch.
+fn entry_of_batch(batch: Vec<u8>) -> (EntryType, Bytes) {
+    use crate::storage::batch;
+    if let Some(h) = batch::BatchHeader::parse(&batch) {
+        if h.attributes & batch::ATTR_CONTROL != 0 {
+            if let Some((_, recs)) = batch::decode_records(&batch) {
+                if let Some(r) = recs.first() {
+                    let conf = r.key.as_deref().is_some_and(|k| k.len() >= 4 && i16::from_be_bytes([k[2], k[3]]) == CONTROL_TYPE_CONF_CHANGE);
+                    if conf {
+                        return (EntryType::EntryConfChangeV2, Bytes::from(r.value.clone().unwrap_or_default()));
+                    }
+                }
+            }
+        }
+    }
+    (EntryType::EntryNormal, Bytes::from(batch))
 }
 
 // ------------------------------------------------------------------------------------------
@@ -319,7 +396,11 @@ pub async fn start(
     let store = LogStore {
         log: log.clone(),
         hard,
-        conf: ConfState::from((voters.clone(), vec![])),
+        conf: saved
+            .conf
+            .as_ref()
+            .map(SavedConf::to_conf_state)
+            .unwrap_or_else(|| ConfState::from((voters.clone(), vec![]))),
         entries,
     };
     let committed_offset = store.offset_after(commit);
@@ -403,6 +484,8 @@ async fn drive(
     let mut next_tick = Instant::now() + tick;
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     let mut role = (StateRole::Follower, 0u64, 0u64);
+    let mut ticks = 0u64;
+    let mut done_sent: Option<Instant> = None;
     if r.campaign_now.get() {
         let _ = node.campaign();
     }
@@ -421,6 +504,10 @@ async fn drive(
         if now >= next_tick {
             node.tick();
             next_tick = now + tick;
+            ticks += 1;
+            if ticks % RECONCILE_TICKS == 0 && node.raft.state == StateRole::Leader {
+                reconcile(&shard, &r, &mut node, &mut done_sent);
+            }
         }
         let msgs = std::mem::take(&mut *r.inbox.borrow_mut());
         for m in msgs {
@@ -490,6 +577,95 @@ async fn drive(
     }
 }
 
+/// How often (in ticks) a leader compares its voters with the assignment.
+const RECONCILE_TICKS: u64 = 5;
+
+/// Leader only: moves the group's voters toward a reassignment's target, one safe step at a
+/// time: add the new replicas (they catch up from the log); once they are in sync, hand
+/// leadership away if this node is leaving, then remove the old replicas; once the voters are
+/// the target, commit [`super::metadata::MetaOp::ReassignDone`].
+fn reconcile(shard: &Rc<Shard>, r: &Rc<Replica>, node: &mut RawNode<LogStore>, done_sent: &mut Option<Instant>) {
+    use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
+    if r.group == super::METADATA_GROUP {
+        return;
+    }
+    let snap = shard.shared.catalog.snapshot();
+    let Some(meta) = snap.topic_by_id(&r.group.0) else { return };
+    let Some(target) = meta.targets.get(&r.group.1) else {
+        prefer_leader(r, node, meta.replicas.get(r.group.1 as usize).and_then(|v| v.first().copied()));
+        return;
+    };
+    let conf = node.store().conf.clone();
+    if node.raft.has_pending_conf() || !conf.voters_outgoing.is_empty() {
+        return;
+    }
+    let mut want = target.clone();
+    want.sort_unstable();
+    want.dedup();
+    let me = node.raft.id;
+    let change = |ids: Vec<u64>, t: ConfChangeType| ConfChangeV2 {
+        transition: ConfChangeTransition::Auto,
+        changes: ids.into_iter().map(|id| ConfChangeSingle { change_type: t, node_id: id, ..Default::default() }).collect(),
+        ..Default::default()
+    };
+    let adds: Vec<u64> = want.iter().copied().filter(|id| !conf.voters.contains(id)).collect();
+    if !adds.is_empty() {
+        tracing::info!(topic = %r.topic, partition = r.group.1, ?adds, "adding replicas");
+        if let Err(e) = node.propose_conf_change(vec![], change(adds, ConfChangeType::AddNode)) {
+            tracing::warn!(topic = %r.topic, error = %e, "configuration change not proposed");
+        }
+        return;
+    }
+    let removes: Vec<u64> = conf.voters.iter().copied().filter(|id| !want.contains(id)).collect();
+    if !removes.is_empty() {
+        let committed = node.raft.raft_log.committed;
+        let in_sync = |id: &u64| *id == me || node.raft.prs().get(*id).is_some_and(|p| p.matched >= committed);
+        if !want.iter().all(in_sync) {
+            return; // new replicas still catching up
+        }
+        if removes.contains(&me) {
+            let last = node.raft.raft_log.last_index();
+            if let Some(to) = want.iter().copied().find(|id| node.raft.prs().get(*id).is_some_and(|p| p.matched == last)) {
+                tracing::info!(topic = %r.topic, partition = r.group.1, to, "handing leadership to a remaining replica");
+                node.transfer_leader(to);
+            }
+            return;
+        }
+        tracing::info!(topic = %r.topic, partition = r.group.1, ?removes, "removing replicas");
+        if let Err(e) = node.propose_conf_change(vec![], change(removes, ConfChangeType::RemoveNode)) {
+            tracing::warn!(topic = %r.topic, error = %e, "configuration change not proposed");
+        }
+        return;
+    }
+    if done_sent.is_none_or(|t| t.elapsed() > Duration::from_secs(2)) {
+        *done_sent = Some(Instant::now());
+        let op = super::metadata::MetaOp::ReassignDone { name: meta.name.clone(), id: meta.id, partition: r.group.1, replicas: target.clone() };
+        let s = shard.clone();
+        compio::runtime::spawn(async move {
+            if let Err(e) = super::metadata::propose(&s, op).await {
+                tracing::warn!(error = %e.message, "reassignment completion not committed yet; retrying");
+            }
+        })
+        .detach();
+    }
+}
+
+/// Leadership rebalancing (Kafka's auto.leader.rebalance): hands leadership to the partition's
+/// preferred replica (the first of its assignment) once that replica has the whole log, so
+/// leaders spread over the brokers as placement intended after elections moved them.
+fn prefer_leader(r: &Rc<Replica>, node: &mut RawNode<LogStore>, preferred: Option<u64>) {
+    let Some(p) = preferred else { return };
+    if p == node.raft.id || node.raft.lead_transferee.is_some() {
+        return;
+    }
+    let last = node.raft.raft_log.last_index();
+    let caught_up = node.raft.prs().get(p).is_some_and(|pr| pr.matched == last && pr.recent_active);
+    if caught_up && node.store().conf.voters.contains(&p) {
+        tracing::info!(topic = %r.topic, partition = r.group.1, to = p, "handing leadership to the preferred replica");
+        node.transfer_leader(p);
+    }
+}
+
 /// Updates the node's leadership table (and the controller id for the metadata group).
 fn publish_leader(shard: &Rc<Shard>, r: &Rc<Replica>, node: &RawNode<LogStore>) {
     let Some(cluster) = shard.shared.cluster.as_ref() else {
@@ -537,7 +713,7 @@ async fn handle_ready(
     if !rd.snapshot().is_empty() {
         tracing::error!(topic = %r.topic, "a Raft snapshot arrived; snapshots are not supported, ignored");
     }
-    apply(shard, r, node, rd.take_committed_entries()).await;
+    apply(shard, r, node, saved, rd.take_committed_entries()).await?;
     let entries = rd.take_entries();
     if !entries.is_empty() {
         append_entries(shard, r, node, pending, entries).await?;
@@ -548,12 +724,13 @@ async fn handle_ready(
             term: hs.term,
             vote: hs.vote,
             commit: hs.commit,
+            conf: saved.conf.clone(),
         };
         // Term and vote must be durable before any message that depends on them leaves; the
         // commit index is only a restart hint, saved along with them.
         if new.term != saved.term || new.vote != saved.vote {
             let log = r.log();
-            save_hard_state(shard, &log, new)
+            save_hard_state(shard, &log, new.clone())
                 .await
                 .map_err(|e| StorageError::Io {
                     path: log.dir().join(HARD_STATE_FILE),
@@ -568,7 +745,7 @@ async fn handle_ready(
         node.mut_store().hard.commit = c;
     }
     send_messages(shard, r, light.take_messages());
-    apply(shard, r, node, light.take_committed_entries()).await;
+    apply(shard, r, node, saved, light.take_committed_entries()).await?;
     node.advance_apply();
     Ok(())
 }
@@ -613,10 +790,15 @@ async fn append_entries(
                 reason: format!("Raft entry {idx} after {have}"),
             });
         }
-        let data = if e.entry_type == EntryType::EntryNormal {
-            e.data.clone()
-        } else {
-            Bytes::new()
+        let data = match e.entry_type {
+            EntryType::EntryNormal => e.data.clone(),
+            // Stored as a control batch, so that the entry reads back as what it is.
+            EntryType::EntryConfChangeV2 => conf_change_batch(&e.data),
+            EntryType::EntryConfChange => {
+                let cc = raft::eraftpb::ConfChange::parse_from_bytes(&e.data).ok().map(conf_change_v2);
+                let v2 = cc.and_then(|c| protobuf::Message::write_to_bytes(&c).ok()).unwrap_or_default();
+                conf_change_batch(&v2)
+            }
         };
         let log = r.log();
         let ea = log.append_entry(data, e.term as i32).await?;
@@ -648,11 +830,35 @@ async fn apply(
     shard: &Rc<Shard>,
     r: &Rc<Replica>,
     node: &mut RawNode<LogStore>,
+    saved: &mut SavedHardState,
     committed: Vec<Entry>,
-) {
+) -> Result<(), StorageError> {
     let Some(last) = committed.last().map(|e| e.index) else {
-        return;
+        return Ok(());
     };
+    for e in &committed {
+        if e.entry_type == EntryType::EntryNormal {
+            continue;
+        }
+        let cc = match e.entry_type {
+            EntryType::EntryConfChangeV2 => raft::eraftpb::ConfChangeV2::parse_from_bytes(&e.data).ok(),
+            _ => raft::eraftpb::ConfChange::parse_from_bytes(&e.data).ok().map(conf_change_v2),
+        };
+        let Some(cc) = cc else {
+            tracing::error!(topic = %r.topic, index = e.index, "undecodable configuration change skipped");
+            continue;
+        };
+        match node.apply_conf_change(&cc) {
+            Ok(cs) => {
+                tracing::info!(topic = %r.topic, partition = r.group.1, voters = ?cs.voters, outgoing = ?cs.voters_outgoing, "replica set changed");
+                node.mut_store().conf = cs.clone();
+                saved.conf = Some(SavedConf::of(&cs));
+                let log = r.log();
+                save_hard_state(shard, &log, saved.clone()).await.map_err(|e| StorageError::Io { path: log.dir().join(HARD_STATE_FILE), source: e })?;
+            }
+            Err(err) => tracing::error!(topic = %r.topic, error = %err, "configuration change refused"),
+        }
+    }
     if let Kind::Metadata = r.kind {
         for e in &committed {
             if e.entry_type == EntryType::EntryNormal && !e.data.is_empty() {
@@ -665,6 +871,7 @@ async fn apply(
         .offset_after(last.min(node.store().entries.len() as u64));
     r.log().set_committed(next);
     r.on_committed();
+    Ok(())
 }
 
 /// raft-rs logs through slog; this drain forwards its records to `tracing` (Raft's info is

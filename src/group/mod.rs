@@ -958,6 +958,7 @@ mod tests {
                     partitions: 4,
                     configs: Default::default(),
                     replicas: Vec::new(),
+                    targets: Default::default(),
                 },
             );
             Ok::<(), ()>(())

@@ -122,6 +122,7 @@ pub async fn create_topic(
         partitions,
         configs: t.configs,
         replicas: Vec::new(),
+        targets: Default::default(),
     };
     if validate_only {
         return Ok(meta);
@@ -197,6 +198,7 @@ async fn create_replicated(
         partitions,
         configs: t.configs,
         replicas,
+        targets: Default::default(),
     };
     if validate_only {
         return Ok(meta);

@@ -131,13 +131,15 @@ class Cluster:
     def node(self, node_id):
         return self.nodes[node_id - 1]
 
-    def start(self):
+    def start(self, count=None):
+        """Starts the first `count` nodes (all by default); the others can join later."""
         # From this thread (a node is killed when the thread that started it ends:
         # PR_SET_PDEATHSIG); all processes first, since a node is ready only once a quorum has
         # committed its registration.
-        for n in self.nodes:
+        nodes = self.nodes[:count]
+        for n in nodes:
             n.spawn()
-        for n in self.nodes:
+        for n in nodes:
             n._wait_ready()
         return self
 

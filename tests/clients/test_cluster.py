@@ -160,8 +160,11 @@ def test_kafka_python_tutorial_against_cluster(cluster):
     assert sorted(md.brokers) == [1, 2, 3]
     for p in md.topics["orders"].partitions.values():
         assert sorted(p.replicas) == [1, 2, 3], p
-    leaders = {p.leader for p in md.topics["orders"].partitions.values()}
-    assert len(leaders) == 3, f"leadership is spread over the brokers: {leaders}"
+    # Leadership moves to each partition's preferred replica: one leader per broker.
+    def spread():
+        m = admin_client(cluster.bootstrap).list_topics(topic="orders", timeout=10)
+        return len({p.leader for p in m.topics["orders"].partitions.values()}) == 3
+    wait_until(spread, 20, "leadership spread over the three brokers")
     prod = KafkaProducer(bootstrap_servers=bootstrap, value_serializer=lambda v: json.dumps(v).encode("utf-8"), acks="all")
     for i in range(300):
         prod.send("orders", {"order_id": i, "item": "book"})
@@ -285,3 +288,54 @@ def test_random_faults_history_is_linear(cluster):
     assert len(load.acked) > 0
     check_history(cluster.bootstrap, topic, partitions, load.acked)
     wait_replicas_identical(cluster, topic, partitions)
+
+
+def test_broker_joins_and_takes_partitions_by_reassignment_under_load(tmp_path, request):
+    """A four-voter cluster runs on three nodes; node 4 starts later, registers, and takes
+    replicas: a partition is moved onto it (and off node 1) with `sluice partition reassign`
+    while a producer writes with acks=all; CreatePartitions places new partitions on the
+    least-loaded broker (the new one)."""
+    c = Cluster(tmp_path, size=4, extra_args=["--set", f"raft.election.timeout.ms={ELECTION_MS}"])
+    request.node.sluice_brokers = c.nodes
+    try:
+        c.start(count=3)
+        bootstrap = ",".join(n.bootstrap for n in c.nodes[:3])
+        topic = "moving"
+        admin = create(bootstrap, topic, 2)
+        md = admin.list_topics(topic=topic, timeout=10)
+        assert all(4 not in p.replicas for p in md.topics[topic].partitions.values()), "node 4 is not registered yet"
+        load = Load(bootstrap, topic, rate_per_s=300).start()
+        time.sleep(2)
+        c.node(4).start()
+        current = sorted(md.topics[topic].partitions[0].replicas)
+        target = [b for b in current if b != 1][:2] + [4] if 1 in current else current[:2] + [4]
+        r = subprocess.run([str(sluice_binary()), "partition", "reassign", topic, "--partition", "0",
+                            "--replicas", ",".join(map(str, target)), "--timeout-s", "60", "--bootstrap", c.node(2).bootstrap],
+                           capture_output=True, text=True, timeout=90)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "complete" in r.stdout
+        md = admin.list_topics(topic=topic, timeout=10)
+        assert sorted(md.topics[topic].partitions[0].replicas) == sorted(target)
+        # New partitions go to the least-loaded broker: node 4 holds only one replica so far.
+        fs = admin.create_partitions([__import__("confluent_kafka").admin.NewPartitions(topic, 3)])
+        fs[topic].result(timeout=30)
+        leaders = wait_for_leaders(admin, topic, 3)
+        md = admin.list_topics(topic=topic, timeout=10)
+        assert 4 in md.topics[topic].partitions[2].replicas, md.topics[topic].partitions[2].replicas
+        time.sleep(2)
+        load.finish()
+        assert not load.errors, load.errors[:5]
+        check_history(c.bootstrap, topic, 3, load.acked)
+        # The new replica holds the same log; the removed one deleted its copy.
+        holders = [n for n in c.nodes if n.node_id in target]
+        wait_until(lambda: len({n.log_bytes(topic, 0) for n in holders}) == 1 and holders[0].log_bytes(topic, 0), 30,
+                   "identical copies of the moved partition on its new replicas")
+        removed = [n for n in c.nodes if n.node_id in current and n.node_id not in target]
+        for n in removed:
+            wait_until(lambda: not n.partition_dir(topic, 0).exists(), 15, f"node {n.node_id} to delete its copy")
+        print(f"moved {topic}-0 from {current} to {target}; leaders now {leaders}")
+        c.stop()
+    finally:
+        c.close()
+    if c.problems():
+        pytest.fail("cluster misbehaved: " + "; ".join(c.problems()), pytrace=False)

@@ -148,5 +148,14 @@ fn every_supported_version_answers() {
         .with_timeout_ms(5000);
         assert_eq!(c.call(&req, v).responses[0].error_code, 0, "DeleteTopics v{v}");
     }
+    for v in range(ApiKey::AlterPartitionReassignments) {
+        // A one-node broker refuses clearly (nothing to move replicas to).
+        let resp = c.call(&AlterPartitionReassignmentsRequest::default().with_timeout_ms(5000), v);
+        assert_eq!(resp.error_code, 42, "AlterPartitionReassignments v{v}: INVALID_REQUEST");
+    }
+    for v in range(ApiKey::ListPartitionReassignments) {
+        let resp = c.call(&ListPartitionReassignmentsRequest::default().with_timeout_ms(5000).with_topics(None), v);
+        assert_eq!((resp.error_code, resp.topics.len()), (0, 0), "ListPartitionReassignments v{v}");
+    }
     b.shutdown().unwrap();
 }

@@ -1,6 +1,7 @@
 //! One file per Kafka API. Each declares `VERSIONS` (what Sluice answers) and `handle`.
 //! [`APIS`] lists them all: ApiVersions is derived from it and dispatch checks it.
 
+pub mod alter_partition_reassignments;
 pub mod api_versions;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
@@ -21,6 +22,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_partition_reassignments;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -75,6 +77,8 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::DeleteGroups, delete_groups::VERSIONS),
     spec(ApiKey::ConsumerGroupHeartbeat, consumer_group_heartbeat::VERSIONS),
     spec(ApiKey::ConsumerGroupDescribe, consumer_group_describe::VERSIONS),
+    spec(ApiKey::AlterPartitionReassignments, alter_partition_reassignments::VERSIONS),
+    spec(ApiKey::ListPartitionReassignments, list_partition_reassignments::VERSIONS),
 ];
 
 pub fn supported(key: ApiKey) -> Option<VersionRange> {
@@ -178,6 +182,8 @@ async fn dispatch_api(ctx: RequestContext, body: Bytes) -> LocalBoxFuture<'stati
         ApiKey::DeleteGroups => route(ctx, body, delete_groups::handle).boxed_local(),
         ApiKey::ConsumerGroupHeartbeat => route(ctx, body, consumer_group_heartbeat::handle).boxed_local(),
         ApiKey::ConsumerGroupDescribe => route(ctx, body, consumer_group_describe::handle).boxed_local(),
+        ApiKey::AlterPartitionReassignments => route(ctx, body, alter_partition_reassignments::handle).boxed_local(),
+        ApiKey::ListPartitionReassignments => route(ctx, body, list_partition_reassignments::handle).boxed_local(),
         other => {
             let msg = format!("unsupported API {other:?}");
             async move { Reply::Close(msg) }.boxed_local()
