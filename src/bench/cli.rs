@@ -90,6 +90,10 @@ pub struct BenchArgs {
     /// Keep the bench topics on an external broker instead of deleting them.
     #[arg(long)]
     pub keep_topics: bool,
+    /// Replication factor of the bench topics; -1 = the broker's default (on a Sluice cluster
+    /// min(3, brokers)).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub replication_factor: i16,
     /// Shards of the embedded broker (default: all cores).
     #[arg(long)]
     pub broker_cores: Option<usize>,
@@ -221,7 +225,7 @@ pub fn run_with(
     let topics: Vec<String> = (0..w.topics)
         .map(|i| format!("sluice-bench-{run_id}-{i}"))
         .collect();
-    create_topics(bootstrap, &topics, w.partitions_per_topic)?;
+    create_topics(bootstrap, &topics, w.partitions_per_topic, args.replication_factor)?;
     let epoch = Instant::now();
     let quiet = args.quiet;
     let mut results: Vec<PhaseResult> = Vec::new();
@@ -304,19 +308,23 @@ fn write_json(path: &Path, doc: &serde_json::Value) -> anyhow::Result<()> {
     std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn create_topics(bootstrap: &str, topics: &[String], partitions: usize) -> anyhow::Result<()> {
+fn create_topics(bootstrap: &str, topics: &[String], partitions: usize, replication_factor: i16) -> anyhow::Result<()> {
     crate::cli::block_on(async {
         let client = Client::connect(bootstrap, "sluice-bench").await?;
         for t in topics {
-            client.create_topic(t, partitions as i32, 1, &[]).await?;
+            client.create_topic(t, partitions as i32, replication_factor, &[]).await?;
         }
-        // Wait until metadata shows every partition with a leader (bounded).
-        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        // Wait until metadata shows every partition with a leader (bounded), and on a cluster
+        // preferably its preferred leader (the first replica), where leadership settles: the
+        // producers resolve leaders once, so a move during the run would show as errors.
+        let started = Instant::now();
+        let deadline = started + std::time::Duration::from_secs(10);
         loop {
             let meta = client.metadata(Some(topics)).await;
             let ready = matches!(&meta, Ok(ts) if ts.len() == topics.len()
                 && ts.iter().all(|t| t.partitions.len() == partitions && t.partitions.iter().all(|p| p.leader >= 0)));
-            if ready {
+            let settled = matches!(&meta, Ok(ts) if ts.iter().all(|t| t.partitions.iter().all(|p| p.replicas.first() == Some(&p.leader))));
+            if ready && (settled || started.elapsed() > std::time::Duration::from_secs(5)) {
                 return Ok(());
             }
             if Instant::now() > deadline {

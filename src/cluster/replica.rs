@@ -506,7 +506,12 @@ async fn drive(
             next_tick = now + tick;
             ticks += 1;
             if ticks % RECONCILE_TICKS == 0 && node.raft.state == StateRole::Leader {
-                reconcile(&shard, &r, &mut node, &mut done_sent);
+                reconcile(&shard, &r, &mut node, &mut done_sent, ticks % REBALANCE_TICKS == 0);
+            }
+            // The preferred leader of a new partition stands again if its first campaign
+            // found the other replicas not created yet (their votes were lost).
+            if r.campaign_now.get() && (ticks == 3 || ticks == 6) && node.raft.leader_id == 0 {
+                let _ = node.campaign();
             }
         }
         let msgs = std::mem::take(&mut *r.inbox.borrow_mut());
@@ -579,12 +584,15 @@ async fn drive(
 
 /// How often (in ticks) a leader compares its voters with the assignment.
 const RECONCILE_TICKS: u64 = 5;
+/// How often (in ticks) a leader checks whether leadership should go back to the preferred
+/// replica.
+const REBALANCE_TICKS: u64 = 50;
 
 /// Leader only: moves the group's voters toward a reassignment's target, one safe step at a
 /// time: add the new replicas (they catch up from the log); once they are in sync, hand
 /// leadership away if this node is leaving, then remove the old replicas; once the voters are
 /// the target, commit [`super::metadata::MetaOp::ReassignDone`].
-fn reconcile(shard: &Rc<Shard>, r: &Rc<Replica>, node: &mut RawNode<LogStore>, done_sent: &mut Option<Instant>) {
+fn reconcile(shard: &Rc<Shard>, r: &Rc<Replica>, node: &mut RawNode<LogStore>, done_sent: &mut Option<Instant>, rebalance: bool) {
     use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
     if r.group == super::METADATA_GROUP {
         return;
@@ -592,7 +600,9 @@ fn reconcile(shard: &Rc<Shard>, r: &Rc<Replica>, node: &mut RawNode<LogStore>, d
     let snap = shard.shared.catalog.snapshot();
     let Some(meta) = snap.topic_by_id(&r.group.0) else { return };
     let Some(target) = meta.targets.get(&r.group.1) else {
-        prefer_leader(r, node, meta.replicas.get(r.group.1 as usize).and_then(|v| v.first().copied()));
+        if rebalance {
+            prefer_leader(r, node, meta.replicas.get(r.group.1 as usize).and_then(|v| v.first().copied()));
+        }
         return;
     };
     let conf = node.store().conf.clone();
