@@ -28,7 +28,11 @@ import pytest
 from sluicecluster import Cluster, netem_available, netns_available, wait_for_leaders, wait_replicas_identical
 from sluicetest import LIBRDKAFKA_LOGGER, admin_client, sluice_binary, wait_until
 
-pytestmark = pytest.mark.skipif(not netns_available(), reason="needs root to create network namespaces")
+pytestmark = [
+    pytest.mark.skipif(not netns_available(), reason="needs root to create network namespaces"),
+    # Three or four brokers, elections and a 30 s fault schedule: more than the suite's 60 s.
+    pytest.mark.timeout(240),
+]
 
 ELECTION_MS = 1000
 
