@@ -456,14 +456,61 @@ pub struct BrokerView {
     pub ready: bool,
     pub uptime_s: f64,
     pub rss_bytes: Option<u64>,
+    /// Per partition of the catalog: leadership and replication as this node knows them.
+    pub replication: Vec<PartitionReplication>,
+}
+
+/// kafka_exporter's replication view of one partition.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionReplication {
+    pub topic: String,
+    pub partition: i32,
+    /// Leader broker id, -1 when none is known.
+    pub leader: i64,
+    pub replicas: i64,
+    pub in_sync: i64,
+    /// The leader is the preferred replica (the first of the assignment).
+    pub leader_is_preferred: bool,
 }
 
 impl BrokerView {
     pub fn of(shared: &crate::runtime::Shared) -> BrokerView {
         use std::sync::atomic::Ordering;
         let snap = shared.catalog.snapshot();
+        let mut replication = Vec::new();
+        for t in snap.topics() {
+            for p in 0..t.partitions {
+                let r = match &shared.cluster {
+                    None => PartitionReplication {
+                        topic: t.name.clone(),
+                        partition: p,
+                        leader: i64::from(shared.config.node_id),
+                        replicas: 1,
+                        in_sync: 1,
+                        leader_is_preferred: true,
+                    },
+                    Some(c) => {
+                        let assigned = t.replicas.get(p as usize).cloned().unwrap_or_default();
+                        let info = c.leader(&(t.id, p)).filter(|l| l.leader != 0);
+                        PartitionReplication {
+                            topic: t.name.clone(),
+                            partition: p,
+                            leader: info.as_ref().map_or(-1, |l| l.leader as i64),
+                            replicas: assigned.len() as i64,
+                            in_sync: info.as_ref().map_or(0, |l| l.isr.len() as i64),
+                            leader_is_preferred: info.as_ref().is_some_and(|l| assigned.first() == Some(&l.leader)),
+                        }
+                    }
+                };
+                replication.push(r);
+            }
+        }
         BrokerView {
-            brokers: 1,
+            replication,
+            brokers: match &shared.cluster {
+                Some(_) => snap.data.brokers.len() as i64,
+                None => 1,
+            },
             topics: snap
                 .topics()
                 .map(|t| (t.name.clone(), t.partitions))
@@ -599,6 +646,34 @@ pub fn render(view: &BrokerView, shards: &[ShardSnapshot], openmetrics: bool) ->
             .iter()
             .map(|p| (tp(p), Value::Gauge(p.log_start_offset)))
             .collect(),
+    );
+    let mut repl: Vec<&PartitionReplication> = view.replication.iter().collect();
+    repl.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    let rl = |r: &PartitionReplication| vec![("topic", r.topic.clone()), ("partition", r.partition.to_string())];
+    x.add(
+        "kafka_topic_partition_leader",
+        "Leader broker id of a partition (-1: none known).",
+        repl.iter().map(|r| (rl(r), Value::Gauge(r.leader))).collect(),
+    );
+    x.add(
+        "kafka_topic_partition_replicas",
+        "Number of replicas of a partition.",
+        repl.iter().map(|r| (rl(r), Value::Gauge(r.replicas))).collect(),
+    );
+    x.add(
+        "kafka_topic_partition_in_sync_replica",
+        "Number of in-sync replicas of a partition.",
+        repl.iter().map(|r| (rl(r), Value::Gauge(r.in_sync))).collect(),
+    );
+    x.add(
+        "kafka_topic_partition_under_replicated_partition",
+        "1 if the partition has fewer in-sync replicas than replicas.",
+        repl.iter().map(|r| (rl(r), Value::Gauge(i64::from(r.in_sync < r.replicas)))).collect(),
+    );
+    x.add(
+        "kafka_topic_partition_leader_is_preferred",
+        "1 if the partition's leader is its preferred replica.",
+        repl.iter().map(|r| (rl(r), Value::Gauge(i64::from(r.leader_is_preferred)))).collect(),
     );
     let hwm: HashMap<(&str, i32), i64> = parts
         .iter()
