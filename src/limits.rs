@@ -59,6 +59,9 @@ pub const IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 32;
 pub const SHARDS_MAX: usize = 1024;
 /// Jobs queued from one shard to another before the sender waits (back-pressure).
 pub const CROSS_SHARD_QUEUE_JOBS_MAX: usize = 1024;
+/// How often a shard retries sending to another shard's full inbox (a local timer, so no
+/// cross-thread wake is needed; see runtime's module doc).
+pub const CROSS_SHARD_FULL_RETRY_US: u64 = 500;
 /// Topic name length (Kafka: 249 characters).
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// Partitions one topic may have.
