@@ -59,6 +59,9 @@ pub const IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 32;
 pub const SHARDS_MAX: usize = 1024;
 /// Jobs queued from one shard to another before the sender waits (back-pressure).
 pub const CROSS_SHARD_QUEUE_JOBS_MAX: usize = 1024;
+/// How often a shard retries sending to another shard's full inbox (a local timer, so no
+/// cross-thread wake is needed; see runtime's module doc).
+pub const CROSS_SHARD_FULL_RETRY_US: u64 = 500;
 /// Topic name length (Kafka: 249 characters).
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// Partitions one topic may have.
@@ -109,6 +112,10 @@ pub const PRODUCERS_PER_PARTITION_MAX: usize = 65_536;
 pub const HEADER_SCAN_READ_BYTES: usize = 8 * 1024;
 /// Read size used when validating whole segments during recovery.
 pub const RECOVERY_READ_BYTES: usize = 1024 * 1024;
+/// Bytes a ListOffsets-by-timestamp lookup inflates from one compressed batch while looking
+/// for the first record at or after the timestamp; past it the lookup answers with the batch's
+/// base offset (protocol/records.rs: bounds CPU time; memory is O(one record header) anyway).
+pub const TIMESTAMP_LOOKUP_DECOMPRESSED_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// Hwm long-poll waiters are pruned of abandoned entries when the list reaches this length.
 pub const HWM_WAITERS_PRUNE_COUNT: usize = 1024;
 /// Largest producer snapshot file read at open.

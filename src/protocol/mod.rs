@@ -5,6 +5,8 @@
 //! Architecture invariant: nothing here panics on client bytes; a frame that cannot be
 //! decoded yields an error, and the connection is closed by the caller.
 
+pub mod records;
+
 use std::rc::Rc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};

@@ -7,9 +7,19 @@
 //! Cross-shard work is a [`Job`]: a `Send` closure run on the target shard's executor. Each shard
 //! has one bounded inbox (`async_channel`, capacity [`limits::CROSS_SHARD_QUEUE_JOBS_MAX`]); a
 //! full inbox makes the sender wait, which is back-pressure and never an unbounded queue.
+//!
+//! Architecture invariant: a shard thread never wakes a task of another shard, except that
+//! shard's inbox loop (one task). The result of [`Shard::run_on`] comes back as a job in the
+//! caller's own inbox (so the caller's task is woken locally), and a sender that finds an inbox
+//! full waits in its own shard's FIFO per target ([`Shard`]'s `waiting`), retried on a local
+//! timer, not as a waker registered in the channel. Why: compio's executor queues cross-thread
+//! wakes in a fixed ring of 64 and a waking thread *spins* while it is full. Waking more than 64
+//! tasks of a busy shard stalled the waker's whole shard until the busy one drained, and two
+//! shards doing that to each other (both inboxes full, each draining its inbox wakes the other's
+//! suspended senders) spun forever: a deadlock (`server::cross_shard_tests`).
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -161,12 +171,20 @@ pub struct Shard {
     #[allow(clippy::type_complexity)]
     pub meta_waiters:
         RefCell<HashMap<u64, oneshot::Sender<Result<(), crate::kafka::topics::TopicError>>>>,
+    /// Per target shard: jobs whose sender found the target's inbox full, in send order, and
+    /// whether a pump task is moving them. Each entry belongs to a caller suspended in
+    /// `run_on`, so the length is bounded by this shard's tasks, like a channel's waiter list.
+    waiting: Vec<RefCell<VecDeque<Job>>>,
+    pumping: Vec<Cell<bool>>,
 }
 
 impl Shard {
     pub fn new(id: usize, shared: Arc<Shared>, fs: Fs) -> Self {
         let budget = crate::server::budget::Budget::new(shared.config.queued_max_request_bytes);
         let groups = crate::group::Coordinator::new(&shared.config);
+        let n = shared.shard_count();
+        let waiting = (0..n).map(|_| RefCell::new(VecDeque::new())).collect();
+        let pumping = (0..n).map(|_| Cell::new(false)).collect();
         Shard {
             id,
             shared,
@@ -178,6 +196,8 @@ impl Shard {
             replicas: RefCell::new(HashMap::new()),
             peers: RefCell::new(HashMap::new()),
             meta_waiters: RefCell::new(HashMap::new()),
+            waiting,
+            pumping,
         }
     }
 
@@ -186,6 +206,7 @@ impl Shard {
     }
 
     /// Runs `f` on shard `target` and returns its result. Local when `target` is this shard.
+    /// The result comes back through this shard's inbox (see the module doc).
     pub async fn run_on<R, F, Fut>(self: &Rc<Self>, target: usize, f: F) -> Result<R, ShardGone>
     where
         F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
@@ -196,19 +217,20 @@ impl Shard {
             return Ok(f(self.clone()).await);
         }
         let (tx, rx) = oneshot::channel();
+        let origin = self.id;
         let job: Job = Box::new(move |shard: Rc<Shard>| {
             compio::runtime::spawn(async move {
-                let r = f(shard).await;
-                let _ = tx.send(r);
+                let r = f(shard.clone()).await;
+                let reply: Job = Box::new(move |_| {
+                    let _ = tx.send(r);
+                });
+                // If the caller's shard is gone, `tx` is dropped with the job and the caller
+                // (if still there) sees ShardGone.
+                let _ = shard.send_job(origin, reply);
             })
             .detach();
         });
-        let inbox = self.shared.inboxes.get(target).ok_or(ShardGone(target))?;
-        // A full inbox is back-pressure: counted, then the sender waits.
-        if let Err(async_channel::TrySendError::Full(job)) = inbox.try_send(job) {
-            crate::metrics::inbox_full();
-            inbox.send(job).await.map_err(|_| ShardGone(target))?;
-        }
+        self.send_job(target, job)?;
         rx.await.map_err(|_| ShardGone(target))
     }
 
@@ -299,6 +321,58 @@ impl Shard {
             r.stop();
         }
         Ok(())
+    }
+
+    /// Queues `job` for shard `target`: straight into its inbox when there is room and no
+    /// earlier job of this shard waits for it; else at the end of this shard's FIFO for that
+    /// target, moved by a pump task (local timer retries) in order. Never blocks.
+    fn send_job(self: &Rc<Self>, target: usize, job: Job) -> Result<(), ShardGone> {
+        let inbox = self.shared.inboxes.get(target).ok_or(ShardGone(target))?;
+        let waiting = self.waiting.get(target).ok_or(ShardGone(target))?;
+        let job = if waiting.borrow().is_empty() {
+            match inbox.try_send(job) {
+                Ok(()) => return Ok(()),
+                Err(async_channel::TrySendError::Closed(_)) => return Err(ShardGone(target)),
+                Err(async_channel::TrySendError::Full(job)) => job,
+            }
+        } else {
+            job
+        };
+        // A full inbox is back-pressure: counted, then the sender waits.
+        crate::metrics::inbox_full();
+        waiting.borrow_mut().push_back(job);
+        if !self.pumping[target].replace(true) {
+            let me = self.clone();
+            compio::runtime::spawn(async move { me.pump(target).await }).detach();
+        }
+        Ok(())
+    }
+
+    /// Moves this shard's waiting jobs for `target` into its inbox, oldest first, retrying on
+    /// a local timer while the inbox is full. Ends when none wait (or the target is gone: the
+    /// jobs are dropped, so their callers get ShardGone).
+    async fn pump(self: Rc<Self>, target: usize) {
+        let inbox = &self.shared.inboxes[target];
+        let waiting = &self.waiting[target];
+        loop {
+            let Some(job) = waiting.borrow_mut().pop_front() else {
+                self.pumping[target].set(false);
+                return;
+            };
+            match inbox.try_send(job) {
+                Ok(()) => {}
+                Err(async_channel::TrySendError::Full(job)) => {
+                    waiting.borrow_mut().push_front(job);
+                    compio::time::sleep(std::time::Duration::from_micros(limits::CROSS_SHARD_FULL_RETRY_US)).await;
+                }
+                Err(async_channel::TrySendError::Closed(_)) => {
+                    let dropped = std::mem::take(&mut *waiting.borrow_mut());
+                    drop(dropped);
+                    self.pumping[target].set(false);
+                    return;
+                }
+            }
+        }
     }
 
     /// The open log of a partition this shard owns, if the partition exists.

@@ -8,6 +8,8 @@
 pub mod admin;
 pub mod budget;
 pub mod connection;
+#[cfg(test)]
+mod cross_shard_tests;
 
 use std::net::SocketAddr;
 use std::rc::Rc;

@@ -2,16 +2,26 @@
 //! `Fs::real()` does plain io_uring I/O through compio; `Fs::faulty(plan)` checks a shared
 //! [`FaultPlan`] before each operation so tests can inject torn writes, ENOSPC and failed fsyncs.
 //! No dyn dispatch: a struct with an `Option<Arc<FaultPlan>>`.
+//!
+//! Power cuts ([`FaultPlan::track_unsynced`], [`FaultPlan::power_cut`]): the plan journals, per
+//! file (inode), every write, `set_len` and `O_TRUNC` since that file's last successful
+//! fdatasync, with the file's bytes as of that fdatasync. A power cut rewrites each journaled
+//! file as its synced bytes plus an arbitrary subset of its unsynced operations (each kept,
+//! dropped or torn to a prefix, possibly ending in garbage), chosen independently per file: a
+//! later segment's writes may survive while an earlier segment's are lost, an index may survive
+//! without the segment bytes it describes, a later write may survive an earlier one.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use compio::buf::BufResult;
-use compio::fs::{File, OpenOptions};
 use compio::buf::{IntoInner, IoBufMut};
+use compio::fs::{File, OpenOptions};
 use compio::io::{AsyncReadAt, AsyncWriteAtExt};
 
 /// Faults to inject, shared between the test and the `Fs` handles (Send + Sync).
@@ -28,6 +38,46 @@ pub struct FaultPlan {
     fsyncs: AtomicU64,
     /// Fired (and emptied) at the start of each fsync: lets tests wait for one without polling.
     fsync_waiters: std::sync::Mutex<Vec<futures::channel::oneshot::Sender<()>>>,
+    /// Power-cut model: unsynced operations per inode, when tracking is on.
+    journal: std::sync::Mutex<Option<HashMap<u64, FileJournal>>>,
+}
+
+/// What a power cut may do to one file: it was `synced` at its last fdatasync (or when first
+/// touched), then `ops` happened.
+#[derive(Debug)]
+struct FileJournal {
+    synced: Vec<u8>,
+    ops: Vec<Op>,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write { pos: u64, bytes: Vec<u8> },
+    SetLen(u64),
+}
+
+fn apply(content: &mut Vec<u8>, op: &Op) {
+    match op {
+        Op::Write { pos, bytes } => {
+            let pos = *pos as usize;
+            if content.len() < pos + bytes.len() {
+                content.resize(pos + bytes.len(), 0);
+            }
+            content[pos..pos + bytes.len()].copy_from_slice(bytes);
+        }
+        Op::SetLen(len) => content.resize(*len as usize, 0),
+    }
+}
+
+fn inode(file: &std::fs::File) -> io::Result<u64> {
+    Ok(file.metadata()?.ino())
+}
+
+fn read_whole(file: &std::fs::File) -> io::Result<Vec<u8>> {
+    let len = file.metadata()?.len() as usize;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, 0)?;
+    Ok(buf)
 }
 
 impl Default for FaultPlan {
@@ -40,6 +90,7 @@ impl Default for FaultPlan {
             writes: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
             fsync_waiters: std::sync::Mutex::new(Vec::new()),
+            journal: std::sync::Mutex::new(None),
         }
     }
 }
@@ -64,6 +115,191 @@ impl FaultPlan {
         self.write_budget_bytes.store(u64::MAX, Ordering::SeqCst);
         self.fail_fsync.store(false, Ordering::SeqCst);
     }
+    /// Starts (or stops, dropping the journal) the power-cut model: from now on writes,
+    /// `set_len` and truncating opens through a `Fs` with this plan are journaled per file
+    /// until that file's next successful fdatasync.
+    pub fn track_unsynced(&self, on: bool) {
+        if let Ok(mut j) = self.journal.lock() {
+            *j = on.then(HashMap::new);
+        }
+    }
+
+    /// Files (inodes) with unsynced operations.
+    pub fn unsynced_files(&self) -> usize {
+        self.journal
+            .lock()
+            .ok()
+            .and_then(|j| j.as_ref().map(|j| j.len()))
+            .unwrap_or(0)
+    }
+
+    /// Power cut. Every file of `dir` with unsynced operations is rewritten as its synced bytes
+    /// plus a subset of those operations chosen by `seed`: each dropped, kept, or (a write) torn
+    /// to a prefix that may end in random bytes; operations of different files independently.
+    /// Nothing may have the files open for writing meanwhile (drop the log first). The journal
+    /// is emptied. Returns a description of what survived, for a failing test to print.
+    pub fn power_cut(&self, dir: &Path, seed: u64) -> io::Result<String> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        self.cut(dir, |_, op| match rng.random_range(0..8) {
+            0..=2 => None,
+            3 => match op {
+                Op::Write { pos, bytes } if !bytes.is_empty() => {
+                    let mut prefix = bytes[..rng.random_range(0..bytes.len())].to_vec();
+                    if rng.random_range(0..2) == 0 && !prefix.is_empty() {
+                        let n = prefix.len().min(rng.random_range(1..64));
+                        let at = prefix.len() - n;
+                        rng.fill(&mut prefix[at..]);
+                    }
+                    Some(Op::Write {
+                        pos: *pos,
+                        bytes: prefix,
+                    })
+                }
+                _ => None,
+            },
+            _ => Some(op.clone()),
+        })
+    }
+
+    /// Power cut keeping exactly the unsynced operations for which `keep(file name, index of
+    /// the operation in that file)` is true (whole, none torn).
+    pub fn power_cut_keeping(
+        &self,
+        dir: &Path,
+        mut keep: impl FnMut(&str, usize) -> bool,
+    ) -> io::Result<String> {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        self.cut(dir, |name, op| {
+            let i = counts.entry(name.to_string()).or_insert(0);
+            *i += 1;
+            keep(name, *i - 1).then(|| op.clone())
+        })
+    }
+
+    /// Unsynced operations journaled for the file at `path` (0 if none or not tracking).
+    pub fn unsynced_ops(&self, path: &Path) -> usize {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return 0;
+        };
+        let Ok(guard) = self.journal.lock() else {
+            return 0;
+        };
+        guard
+            .as_ref()
+            .and_then(|j| j.get(&meta.ino()))
+            .map_or(0, |j| j.ops.len())
+    }
+
+    fn cut(&self, dir: &Path, mut fate: impl FnMut(&str, &Op) -> Option<Op>) -> io::Result<String> {
+        let Ok(mut guard) = self.journal.lock() else {
+            return Err(io::Error::other("journal lock poisoned"));
+        };
+        let Some(journal) = guard.as_mut() else {
+            return Err(io::Error::other("power cut without track_unsynced(true)"));
+        };
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<io::Result<_>>()?;
+        names.sort();
+        let mut what = Vec::new();
+        for path in names {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let Some(j) = journal.remove(&meta.ino()) else {
+                continue;
+            };
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut content = j.synced;
+            let mut kept = String::new();
+            for op in &j.ops {
+                match fate(&name, op) {
+                    None => kept.push('-'),
+                    Some(o) => {
+                        let torn = matches!((&o, op), (Op::Write { bytes: a, .. }, Op::Write { bytes: b, .. }) if a.len() < b.len());
+                        kept.push(if torn { 't' } else { 'k' });
+                        apply(&mut content, &o);
+                    }
+                }
+            }
+            std::fs::write(&path, &content)?;
+            what.push(format!(
+                "{name}: {} ops [{kept}] -> {} bytes",
+                j.ops.len(),
+                content.len()
+            ));
+        }
+        journal.clear();
+        Ok(what.join("; "))
+    }
+
+    /// Journals `op` on `file` (if tracking), recording the file's bytes first if this is its
+    /// first unsynced operation.
+    fn journal_op(&self, file: &std::fs::File, op: impl FnOnce() -> Op) {
+        let Ok(mut guard) = self.journal.lock() else {
+            return;
+        };
+        let Some(journal) = guard.as_mut() else {
+            return;
+        };
+        let Ok(ino) = inode(file) else { return };
+        journal
+            .entry(ino)
+            .or_insert_with(|| FileJournal {
+                synced: read_whole(file).unwrap_or_default(),
+                ops: Vec::new(),
+            })
+            .ops
+            .push(op());
+    }
+
+    /// At the start of an fdatasync: the file's inode and how many of its operations it covers
+    /// (operations issued while it runs are not covered).
+    fn journal_sync_start(&self, file: &std::fs::File) -> Option<(u64, usize)> {
+        let guard = self.journal.lock().ok()?;
+        let journal = guard.as_ref()?;
+        let ino = inode(file).ok()?;
+        Some((ino, journal.get(&ino).map_or(0, |j| j.ops.len())))
+    }
+
+    /// After a successful fdatasync: the first `covered` operations are durable.
+    fn journal_synced(&self, ino: u64, covered: usize) {
+        let Ok(mut guard) = self.journal.lock() else {
+            return;
+        };
+        let Some(journal) = guard.as_mut() else {
+            return;
+        };
+        if let Some(j) = journal.get_mut(&ino) {
+            let covered = covered.min(j.ops.len());
+            for op in j.ops.drain(..covered) {
+                apply(&mut j.synced, &op);
+            }
+            if j.ops.is_empty() {
+                journal.remove(&ino);
+            }
+        }
+    }
+
+    /// `path` is about to be unlinked (removed, or replaced by a rename): its inode's journal
+    /// goes, so a new file reusing the inode number does not inherit it.
+    fn forget(&self, path: &Path) {
+        let Ok(mut guard) = self.journal.lock() else {
+            return;
+        };
+        if let (Some(journal), Ok(meta)) = (guard.as_mut(), std::fs::metadata(path)) {
+            journal.remove(&meta.ino());
+        }
+    }
+
+    fn tracking(&self) -> bool {
+        self.journal.lock().map(|j| j.is_some()).unwrap_or(false)
+    }
+
     /// Number of write calls seen (successful or not).
     pub fn write_count(&self) -> u64 {
         self.writes.load(Ordering::SeqCst)
@@ -149,6 +385,19 @@ impl Fs {
 
     /// Opens for reading and writing, creating the file if missing; `truncate` empties it.
     pub async fn open_write(&self, path: &Path, truncate: bool) -> io::Result<File> {
+        if let Some(plan) = self.faults.as_ref().filter(|p| truncate && p.tracking()) {
+            // O_TRUNC is an unsynced change like any other: journal it as set_len(0).
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .open(path)
+                .await?;
+            let std = self.std_handle(&f)?;
+            plan.journal_op(&std, || Op::SetLen(0));
+            f.set_len(0).await?;
+            return Ok(f);
+        }
         OpenOptions::new()
             .read(true)
             .write(true)
@@ -181,13 +430,22 @@ impl Fs {
         let mut f = file;
         if let Some(plan) = &self.faults {
             let (allowed, errno) = plan.before_write(buf.len() as u64);
+            let tracking = plan.tracking();
             if let Some(errno) = errno {
                 if allowed > 0 {
                     let prefix = buf[..allowed as usize].to_vec();
+                    if tracking {
+                        let bytes = prefix.clone();
+                        plan.journal_op(&self.std_handle(file)?, || Op::Write { pos, bytes });
+                    }
                     let BufResult(r, _) = f.write_all_at(prefix, pos).await;
                     r?;
                 }
                 return Err(io::Error::from_raw_os_error(errno));
+            }
+            if tracking {
+                let bytes = buf.clone();
+                plan.journal_op(&self.std_handle(file)?, || Op::Write { pos, bytes });
             }
         }
         let BufResult(r, _) = f.write_all_at(buf, pos).await;
@@ -219,7 +477,16 @@ impl Fs {
         if let Some(errno) = self.faults.as_ref().and_then(|p| p.before_fsync()) {
             return Err(io::Error::from_raw_os_error(errno));
         }
-        file.sync_data().await
+        let plan = self.faults.as_ref().filter(|p| p.tracking());
+        let covered = match plan {
+            Some(p) => p.journal_sync_start(&self.std_handle(file)?),
+            None => None,
+        };
+        file.sync_data().await?;
+        if let (Some(plan), Some((ino, n))) = (plan, covered) {
+            plan.journal_synced(ino, n);
+        }
+        Ok(())
     }
 
     /// fsync of a directory (makes created/renamed/removed names durable).
@@ -232,15 +499,24 @@ impl Fs {
     }
 
     pub async fn set_len(&self, file: &File, len: u64) -> io::Result<()> {
+        if let Some(plan) = self.faults.as_ref().filter(|p| p.tracking()) {
+            plan.journal_op(&self.std_handle(file)?, || Op::SetLen(len));
+        }
         file.set_len(len).await
     }
 
     pub async fn remove_file(&self, path: &Path) -> io::Result<()> {
+        if let Some(plan) = &self.faults {
+            plan.forget(path);
+        }
         compio::fs::remove_file(path).await
     }
 
     /// Removes a file, treating "not found" as done.
     pub async fn remove_file_if_exists(&self, path: &Path) -> io::Result<()> {
+        if let Some(plan) = &self.faults {
+            plan.forget(path);
+        }
         match compio::fs::remove_file(path).await {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             r => r,
@@ -248,6 +524,9 @@ impl Fs {
     }
 
     pub async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        if let Some(plan) = &self.faults {
+            plan.forget(to);
+        }
         compio::fs::rename(from, to).await
     }
 
@@ -311,7 +590,10 @@ mod read_at_tests {
             let mut buf = b;
             {
                 use std::io::Write;
-                let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .unwrap();
                 f.write_all(&[2u8; 10]).unwrap();
             }
             let BufResult(r, b) = file.read_at(buf.uninit(), 10).await;
@@ -319,7 +601,10 @@ mod read_at_tests {
             buf = b.into_inner();
             assert_eq!(buf, [[1u8; 10], [2u8; 10]].concat());
             // And through Fs::read_at from a fresh start.
-            assert_eq!(fs.read_at(&file, 20, 0).await.unwrap(), [[1u8; 10], [2u8; 10]].concat());
+            assert_eq!(
+                fs.read_at(&file, 20, 0).await.unwrap(),
+                [[1u8; 10], [2u8; 10]].concat()
+            );
         });
     }
 }

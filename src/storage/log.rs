@@ -1124,12 +1124,18 @@ impl PartitionLog {
         })
     }
 
-    /// Seals the active segment (index files written and fsynced) and starts one at `base`.
+    /// Seals the active segment (its data and index files fsynced) and starts one at `base`.
+    ///
+    /// The sealed segment is fdatasynced here, before the new segment exists, and not left to
+    /// the flusher: otherwise a power cut could keep writes to the new segment while losing the
+    /// sealed one's unsynced tail (the disk orders nothing across files). Recovery would then
+    /// see mid-log damage in a sealed segment and, after a gap of missing offsets, batches that
+    /// were never acknowledged served as valid (found by tests/it/sim.rs's power-cut model).
+    /// Unconditional: a group commit covering it may still be in flight.
     async fn roll(&self, base: i64) -> Result<(), StorageError> {
         let fs = self.inner.fs.clone();
-        let (ib, tb, ipath, tpath) = {
+        let (ib, tb, ipath, tpath, sealed) = {
             let mut st = self.inner.state.borrow_mut();
-            let synced = !st.active_unsynced;
             let a = st.active_mut();
             assert!(
                 base >= a.next_offset,
@@ -1138,18 +1144,19 @@ impl PartitionLog {
             a.seal_time_index();
             let w = a.write.take();
             let path = a.path.clone();
-            let r = (
+            (
                 a.index.encode(),
                 a.time_index.encode(),
                 a.index_path(),
                 a.time_index_path(),
-            );
-            if let (Some(w), false) = (w, synced) {
-                st.unsynced.push((path, w));
-            }
-            st.active_unsynced = false;
-            r
+                w.map(|w| (path, w)),
+            )
         };
+        if let Some((path, w)) = &sealed {
+            if let Err(e) = fs.sync_data(w).await {
+                return Err(self.fail(path, e));
+            }
+        }
         if let Err(e) = write_file(&fs, &ipath, ib).await {
             return Err(self.fail_storage(e));
         }

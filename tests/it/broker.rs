@@ -167,6 +167,14 @@ fn compressed_batches_stored_as_sent() {
     assert_eq!(hwm, 15);
     let offsets: Vec<i64> = values.iter().map(|v| v.0).collect();
     assert_eq!(offsets, (0..15).collect::<Vec<_>>());
+    // ListOffsets by timestamp looks inside each codec's batch (protocol/records.rs).
+    assert_eq!(create_topic(&mut c, "zt", 5, &[]), 0);
+    let codecs = [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd, Compression::None];
+    for (p, comp) in (0..).zip(codecs) {
+        let (err, _) = produce(&mut c, "zt", p, wire::batch(&[b"one", b"two", b"three"], comp), -1, 9);
+        assert_eq!(err, 0);
+        assert_eq!(list_offset(&mut c, "zt", p, 1_700_000_000_002), (0, 2, 1_700_000_000_002), "{comp:?}");
+    }
     b.shutdown().unwrap();
 }
 

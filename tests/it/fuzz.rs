@@ -94,7 +94,9 @@ macro_rules! with_request_types {
             ListGroups => ListGroupsRequest, DescribeGroups => DescribeGroupsRequest,
             DeleteGroups => DeleteGroupsRequest, OffsetDelete => OffsetDeleteRequest,
             ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest,
-            ConsumerGroupDescribe => ConsumerGroupDescribeRequest
+            ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
+            AlterPartitionReassignments => AlterPartitionReassignmentsRequest,
+            ListPartitionReassignments => ListPartitionReassignmentsRequest
         }
     };
 }

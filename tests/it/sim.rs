@@ -4,16 +4,24 @@
 //! writes, failed fsyncs) and crashes. A crash drops the log without closing it and then loses
 //! unsynced writes the way a power cut can: every byte past the last fsynced position (what the
 //! high watermark covered) may be gone, cut at a random point, and the surviving unsynced tail
-//! may end in garbage. After every reopen the checker requires:
+//! may end in garbage. Half the crashes instead use the `Fs` seam's power-cut model
+//! (`FaultPlan::track_unsynced` / `power_cut`): each file keeps its fsynced bytes plus an
+//! arbitrary subset of the writes, truncations and O_TRUNCs made since, chosen per file and per
+//! write, some torn to a prefix ending in garbage: writes reordered across files and segments (a
+//! later segment's batches survive an earlier segment's lost tail, an index survives without its
+//! segment bytes) and within a file (a later write survives an earlier one, leaving zeros).
+//! After every reopen the checker requires:
 //! - every batch acknowledged durable (wait_durable returned Ok) is there, byte-identical, at
 //!   its offset; what follows is a prefix of what was appended after it (whole batches, in
 //!   order), never anything else;
 //! - offsets dense from 0; the high watermark not below the acknowledged durable end;
 //! - the log takes appends again right after its recovered end.
 //!
-//! A failure prints its seed: SLUICE_SIM_SEED=<seed> SLUICE_SIM_SEEDS=1 reproduces it (the
-//! engine runs on one thread; compio's executor is deterministic for one task at a time, and
-//! every step here awaits before the next). SLUICE_SIM_SEEDS sets the number of seeds
+//! A failure prints its seed and what the crash kept: SLUICE_SIM_SEED=<seed> SLUICE_SIM_SEEDS=1
+//! replays the same operations (the engine runs on one thread and every step here awaits before
+//! the next). Not bit for bit: the group-commit flusher runs concurrently with appends, so which
+//! writes an fsync covered depends on io_uring completion timing; a failure may take a few
+//! replays (one seed takes about a second). SLUICE_SIM_SEEDS sets the number of seeds
 //! (default 30 in CI; scripts/crash-soak.sh runs 200), SLUICE_SIM_STEPS the steps per seed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -177,8 +185,19 @@ struct Model {
     durable: i64,
 }
 
-fn check(seed: u64, step: u64, model: &mut Model, got: &[(i64, Vec<u8>)], hwm: i64, leo: i64) {
-    let ctx = format!("seed {seed} step {step} (SLUICE_SIM_SEED={seed} SLUICE_SIM_SEEDS=1)");
+fn check(
+    seed: u64,
+    step: u64,
+    model: &mut Model,
+    got: &[(i64, Vec<u8>)],
+    hwm: i64,
+    leo: i64,
+    crash: &str,
+) {
+    let ctx = format!(
+        "seed {seed} step {step} (replay: SLUICE_SIM_SEED={seed} SLUICE_SIM_SEEDS=1, a few times if \
+         need be: the flusher's timing varies) after {crash}"
+    );
     assert!(
         got.len() <= model.appended.len(),
         "{ctx}: more batches than appended"
@@ -215,6 +234,7 @@ async fn run_seed(seed: u64, steps: u64) -> (u64, u64, u64) {
     let path = dir.path().join("p-0");
     let config = cfg(&mut rng);
     let plan = FaultPlan::new();
+    plan.track_unsynced(true);
     let open = |plan: std::sync::Arc<FaultPlan>, config: LogConfig| {
         let path = path.clone();
         async move {
@@ -320,7 +340,14 @@ async fn run_seed(seed: u64, steps: u64) -> (u64, u64, u64) {
                 durable_end(&log).await
             };
             drop(log);
-            let what = lose_unsynced(&path, end, &mut rng);
+            let what = if rng.random_range(0..2) == 0 {
+                let w = lose_unsynced(&path, end, &mut rng);
+                plan.track_unsynced(true); // the files changed behind the journal's back
+                format!("crash (unsynced bytes lost in order: {w})")
+            } else {
+                let w = plan.power_cut(&path, rng.random()).unwrap();
+                format!("power cut (unsynced writes kept/dropped/torn per file: {w})")
+            };
             crashes += 1;
             log = open(plan.clone(), config.clone()).await;
             let got = read_batches(&log, seed, step).await;
@@ -331,6 +358,7 @@ async fn run_seed(seed: u64, steps: u64) -> (u64, u64, u64) {
                 &got,
                 log.high_watermark(),
                 log.log_end_offset(),
+                &what,
             );
             if std::env::var_os("SLUICE_SIM_VERBOSE").is_some() {
                 eprintln!("seed {seed} step {step}: crash: {what}");
@@ -354,6 +382,7 @@ async fn run_seed(seed: u64, steps: u64) -> (u64, u64, u64) {
                 &got,
                 log.high_watermark(),
                 log.log_end_offset(),
+                "clean close",
             );
             last_end = durable_end(&log).await;
         } else {

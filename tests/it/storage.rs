@@ -1063,3 +1063,73 @@ async fn torn_tail_before_an_empty_rolled_segment_is_truncated() {
     let next = log.append(batch_of(1, 10, 0), 0).await.unwrap();
     assert_eq!(next.base_offset, end);
 }
+
+/// A power cut that keeps a later segment's unsynced writes and drops an earlier segment's
+/// (the disk orders nothing across files). Before the fix the roll left the sealed segment's
+/// tail to the next group commit, so writes to the new segment could reach the disk first:
+/// recovery then reported the sealed segment's lost tail as mid-log damage and served the new
+/// segment's never-fsynced batches after a gap of missing offsets (found by tests/it/sim.rs).
+/// Now the roll fsyncs the sealed segment before the new one exists. `flush.messages` set to
+/// its maximum keeps the flusher from fsyncing anything, so only the roll's own fsync counts.
+#[compio::test]
+async fn power_cut_keeping_a_later_segment_but_not_an_earlier_one_leaves_no_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = FaultPlan::new();
+    plan.track_unsynced(true);
+    let cfg = LogConfig {
+        segment_bytes: 1000,
+        flush_messages: Some(u64::MAX),
+        ..small_cfg()
+    };
+    let log = PartitionLog::open(
+        Fs::faulty(plan.clone()),
+        dir.path().to_path_buf(),
+        cfg.clone(),
+    )
+    .await
+    .unwrap();
+    while seg_files(dir.path(), "log").len() < 2 {
+        log.append(batch_of(2, 100, 0), 0).await.unwrap();
+    }
+    log.append(batch_of(2, 100, 0), 0).await.unwrap();
+    let written = log.log_end_offset();
+    let segs = seg_files(dir.path(), "log");
+    assert_eq!(
+        plan.unsynced_ops(&segs[0]),
+        0,
+        "a sealed segment has no unsynced writes once the next one exists"
+    );
+    assert!(
+        plan.unsynced_ops(&segs[1]) > 0,
+        "the new segment's append is not fsynced"
+    );
+    let last_name = segs[1].file_name().unwrap().to_string_lossy().into_owned();
+    drop(log);
+    // Drop every unsynced write except the new segment's.
+    let what = plan
+        .power_cut_keeping(dir.path(), |name, _| name == last_name)
+        .unwrap();
+    let log = PartitionLog::open(Fs::faulty(plan.clone()), dir.path().to_path_buf(), cfg)
+        .await
+        .unwrap();
+    assert!(
+        log.corruption_reports().is_empty(),
+        "{what}: {:?}",
+        log.corruption_reports()
+    );
+    let got = read_all(&log, 0).await;
+    let mut next = 0;
+    for (base, count) in &got {
+        assert_eq!(*base, next, "{what}: offsets dense from 0, no gap: {got:?}");
+        next += *count as i64;
+    }
+    assert_eq!(
+        next, written,
+        "{what}: the sealed segment was durable, the new one's write kept"
+    );
+    assert_eq!(
+        (log.high_watermark(), log.log_end_offset()),
+        (next, next),
+        "{what}"
+    );
+}

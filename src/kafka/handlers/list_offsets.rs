@@ -63,11 +63,23 @@ pub async fn handle(ctx: RequestContext, req: ListOffsetsRequest) -> Option<List
 }
 
 /// Storage finds the first batch whose max timestamp is at or after `ts`; Kafka answers with
-/// the first *record* at or after it, so look inside that batch (decompressing it if needed).
-/// None when the batch cannot be read or decoded (the caller falls back to the batch).
+/// the first *record* at or after it, so look inside that batch, streaming through its codec
+/// (protocol/records.rs). None when the batch cannot be read or decoded, or would inflate past
+/// `TIMESTAMP_LOOKUP_DECOMPRESSED_BYTES_MAX` (a compression bomb): the caller then answers with
+/// the batch's base offset, which is at or before the exact answer, so a consumer seeking there
+/// misses nothing (it reads a few earlier records of that batch too).
 async fn first_record_at_or_after(log: &crate::storage::PartitionLog, batch_offset: i64, ts: i64) -> Option<(i64, i64)> {
     let slice = log.read(batch_offset, 1, true).await.ok()?;
-    let mut bytes = super::fetch::read_slice(&slice).await.ok()?;
-    let set = crate::protocol::guard(|| kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes)).ok()?;
-    set.records.iter().find(|r| r.timestamp >= ts && r.offset >= batch_offset).map(|r| (r.timestamp, r.offset))
+    let bytes = super::fetch::read_slice(&slice).await.ok()?;
+    let limit = crate::limits::TIMESTAMP_LOOKUP_DECOMPRESSED_BYTES_MAX;
+    match crate::protocol::records::first_record_at_or_after(&bytes, ts, batch_offset, limit) {
+        Ok(found) => found,
+        Err(e) => {
+            if crate::metrics::log_allowed("list_offsets.batch_undecodable") {
+                let dir = log.dir().display();
+                tracing::warn!(%dir, batch_offset, error = %e, "ListOffsets by timestamp: answering with the batch's base offset");
+            }
+            None
+        }
+    }
 }
