@@ -2,7 +2,8 @@
 
 What each test proves:
 - the Kafka tutorial (kafka-python) works unchanged against the cluster: Metadata lists three
-  brokers, every partition has three replicas and a leader, a group consumes everything;
+  brokers, every partition has three replicas and a leader, a group consumes everything, and
+  kcat (librdkafka 2.0.2) lists the cluster from any node;
 - kill -9 of a partition leader under acks=all idempotent load: a new leader is elected, the
   producer carries on, every acknowledged message is present exactly once in per-partition
   order, `sluice cluster status` shows the partitions under-replicated while the node is down,
@@ -181,6 +182,9 @@ def test_kafka_python_tutorial_against_cluster(cluster):
     prod.close()
     admin.close()
     assert got == list(range(300))
+    # Debian's kcat (librdkafka 2.0.2) sees the same cluster from any node.
+    out = subprocess.run(["kcat", "-L", "-b", cluster.node(2).bootstrap], capture_output=True, text=True, timeout=30).stdout
+    assert "3 brokers" in out and "(controller)" in out and 'topic "orders" with 3 partitions' in out, out
 
 
 def test_leader_kill9_under_acks_all_load(cluster):
