@@ -64,10 +64,15 @@ pub struct LogStore {
 
 impl LogStore {
     fn offset_after(&self, index: u64) -> i64 {
-        match index {
-            0 => self.entries.first().map_or(0, |e| e.base_offset),
-            i => self.entries[(i - 1) as usize].next_offset,
-        }
+        offset_after(&self.entries, index)
+    }
+}
+
+/// The Kafka offset after Raft entry `index` (1-based; 0 = before the first entry).
+fn offset_after(entries: &[EntryPos], index: u64) -> i64 {
+    match index {
+        0 => entries.first().map_or(0, |e| e.base_offset),
+        i => entries[(i.min(entries.len() as u64) - 1) as usize].next_offset,
     }
 }
 
@@ -390,7 +395,7 @@ pub async fn start(
     };
     let committed_hint = saved.commit;
     // Entries and the high watermark: everything up to the saved commit index is committed.
-    let entries = log.start_replication(i64::MAX).await?;
+    let entries = log.start_replication(|e| offset_after(e, committed_hint.min(e.len() as u64))).await?;
     let commit = committed_hint.min(entries.len() as u64);
     hard.commit = commit;
     let store = LogStore {
@@ -403,9 +408,6 @@ pub async fn start(
             .unwrap_or_else(|| ConfState::from((voters.clone(), vec![]))),
         entries,
     };
-    let committed_offset = store.offset_after(commit);
-    // start_replication(i64::MAX) exposed the whole log; lower it to the commit point.
-    let _ = log.start_replication(committed_offset).await?;
     let election_tick = (shard.config().raft_election_timeout_ms / TICK_MS).max(3) as usize;
     let cfg = raft::Config {
         id: cluster.node_id,
@@ -790,9 +792,8 @@ async fn append_entries(
             node.mut_store().log = new.clone();
             *r.log.borrow_mut() = new.clone();
             shard.replace_log(&r.topic, r.group, new.clone());
-            let _ = new
-                .start_replication(node.store().offset_after(node.store().hard.commit))
-                .await?;
+            let commit = node.store().hard.commit;
+            let _ = new.start_replication(|e| offset_after(e, commit.min(e.len() as u64))).await?;
         } else if idx != have + 1 {
             return Err(StorageError::Corrupt {
                 path: r.log().dir().to_path_buf(),

@@ -1739,9 +1739,13 @@ impl PartitionLog {
     }
 
     /// Replicated logs, once after open: scans every batch header (each batch is one Raft
-    /// entry) and lowers the high watermark to `committed` (the last entry boundary at or
-    /// below it), keeping the boundaries above for [`PartitionLog::set_committed`].
-    pub async fn start_replication(&self, committed: i64) -> Result<Vec<EntryPos>, StorageError> {
+    /// entry) and lowers the high watermark to the offset `committed` computes from them (the
+    /// last entry boundary at or below it), keeping the boundaries above for
+    /// [`PartitionLog::set_committed`].
+    pub async fn start_replication(
+        &self,
+        committed: impl FnOnce(&[EntryPos]) -> i64,
+    ) -> Result<Vec<EntryPos>, StorageError> {
         let _guard = self.inner.append_lock.lock().await;
         self.check_open()?;
         let fs = self.inner.fs.clone();
@@ -1772,6 +1776,7 @@ impl PartitionLog {
                 });
             }
         }
+        let committed = committed(&entries);
         let mut st = self.inner.state.borrow_mut();
         let first = st.segs[0].base;
         let mut mark = Mark {
