@@ -307,7 +307,7 @@ impl Replica {
     /// Proposes one producer batch (or a metadata record); resolves once written and
     /// fdatasynced on this leader, with the offsets it got (or the producer table's verdict).
     pub async fn propose(&self, data: Bytes) -> Result<AppendInfo, KafkaError> {
-        if !self.is_leader() && matches!(self.kind, Kind::Data) {
+        if self.stopped.get() || (!self.is_leader() && matches!(self.kind, Kind::Data)) {
             return Err(not_leader(format!(
                 "this broker is not the leader of {}-{}",
                 self.topic, self.group.1
@@ -493,6 +493,9 @@ async fn drive(
     }
     loop {
         if r.stopped.get() {
+            // Never again a leader here: requests get NOT_LEADER_OR_FOLLOWER and re-route.
+            r.is_leader.set(false);
+            r.leader.set(0);
             r.fail_waiters("the partition is closing");
             for (_, p) in std::mem::take(&mut pending) {
                 let _ = p.tx.send(Err(not_leader("the partition is closing")));
