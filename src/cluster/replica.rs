@@ -21,7 +21,7 @@
 //! down (check_quorum), so a fenced old leader commits nothing.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,7 @@ pub const TICK_MS: u64 = 100;
 /// Largest payload of entries in one append message.
 const MAX_SIZE_PER_MSG: u64 = 1 << 20;
 const MAX_INFLIGHT_MSGS: usize = 256;
+const MAX_UNCOMMITTED_BYTES: u64 = 64 << 20;
 const HARD_STATE_FILE: &str = "raft.state";
 
 fn not_leader(msg: impl Into<String>) -> KafkaError {
@@ -53,18 +54,62 @@ fn not_leader(msg: impl Into<String>) -> KafkaError {
 // ------------------------------------------------------------------------------------------
 // Raft storage over the partition log
 
-/// The `raft::Storage` of a group: entry positions in memory, bytes read back from the log.
+/// The `raft::Storage` of a group: entry positions in memory, bytes read back from the log:
+/// asynchronously (io_uring, [`PartitionLog::read_batches`]) when Raft sends to a follower that
+/// fell behind, synchronously (pread) where raft-rs allows no asynchronous answer (committed
+/// entries at startup, for the metadata log's replay).
 pub struct LogStore {
     log: PartitionLog,
     hard: HardState,
     conf: ConfState,
     /// entries[i] is Raft index i + 1.
     entries: Vec<EntryPos>,
+    /// The last entries appended and not yet applied (at most `RECENT_BYTES_MAX`), as Raft
+    /// gave them: committed entries and appends to followers that are nearly caught up are
+    /// served from here instead of being read back from the files.
+    recent: VecDeque<Entry>,
+    recent_bytes: usize,
+    /// Entries read back asynchronously for a lagging follower, by index; served once.
+    fetched: RefCell<BTreeMap<u64, Entry>>,
+    /// What Raft asked for that is not in memory: (first index, max bytes, its context). The
+    /// driver reads it with io_uring and calls `on_entries_fetched`.
+    wanted: RefCell<Vec<(u64, u64, GetEntriesContext)>>,
 }
 
 impl LogStore {
     fn offset_after(&self, index: u64) -> i64 {
         offset_after(&self.entries, index)
+    }
+
+    /// Keeps a just-appended entry in memory (see `recent`).
+    fn remember(&mut self, e: Entry) {
+        if self.recent.back().is_some_and(|b| b.index + 1 != e.index) {
+            self.forget_recent();
+        }
+        self.recent_bytes += e.data.len();
+        self.recent.push_back(e);
+        while self.recent_bytes > RECENT_BYTES_MAX {
+            self.drop_oldest();
+        }
+    }
+
+    /// Drops the remembered entries up to `index` (applied: Raft will not ask for them again
+    /// unless a follower lags, and then they are read from the files).
+    fn forget_through(&mut self, index: u64) {
+        while self.recent.front().is_some_and(|e| e.index <= index) {
+            self.drop_oldest();
+        }
+    }
+
+    fn forget_recent(&mut self) {
+        self.recent.clear();
+        self.recent_bytes = 0;
+    }
+
+    fn drop_oldest(&mut self) {
+        if let Some(e) = self.recent.pop_front() {
+            self.recent_bytes -= e.data.len();
+        }
     }
 }
 
@@ -86,7 +131,7 @@ impl Storage for LogStore {
         low: u64,
         high: u64,
         max_size: impl Into<Option<u64>>,
-        _ctx: GetEntriesContext,
+        ctx: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
         let max = max_size.into().unwrap_or(u64::MAX);
         if low < 1 {
@@ -94,6 +139,43 @@ impl Storage for LogStore {
         }
         if high > self.entries.len() as u64 + 1 {
             return Err(raft::Error::Store(raft::StorageError::Unavailable));
+        }
+        if let Some(first) = self.recent.front().map(|e| e.index) {
+            if low >= first && low < first + self.recent.len() as u64 {
+                let mut out = Vec::new();
+                let mut size = 0u64;
+                for e in self.recent.iter().skip((low - first) as usize).take((high - low) as usize) {
+                    size += e.data.len() as u64;
+                    if !out.is_empty() && size > max {
+                        break;
+                    }
+                    out.push(e.clone());
+                }
+                return Ok(out);
+            }
+        }
+        {
+            let mut fetched = self.fetched.borrow_mut();
+            if fetched.contains_key(&low) {
+                let mut out = Vec::new();
+                let mut size = 0u64;
+                for idx in low..high {
+                    let Some(e) = fetched.get(&idx) else { break };
+                    size += e.data.len() as u64;
+                    if !out.is_empty() && size > max {
+                        break;
+                    }
+                    out.push(e.clone());
+                }
+                let rest = fetched.split_off(&(low + out.len() as u64));
+                *fetched = rest;
+                return Ok(out);
+            }
+        }
+        if ctx.can_async() {
+            // Sending to a follower that fell behind: read with io_uring, not on this thread.
+            self.wanted.borrow_mut().push((low, max, ctx));
+            return Err(raft::Error::Store(raft::StorageError::LogTemporarilyUnavailable));
         }
         let mut out = Vec::new();
         let mut size = 0u64;
@@ -107,7 +189,7 @@ impl Storage for LogStore {
             if !out.is_empty() && size > max {
                 break;
             }
-            let (entry_type, data) = entry_of_batch(data);
+            let (entry_type, data) = entry_of_batch(Bytes::from(data));
             out.push(Entry {
                 index: idx,
                 term: pos.epoch as u64,
@@ -212,7 +294,7 @@ fn conf_change_batch(cc: &[u8]) -> Bytes {
 
 /// The Raft entry a stored batch is: a configuration change (from its control batch), or a
 /// normal entry carrying the batch.
-fn entry_of_batch(batch: Vec<u8>) -> (EntryType, Bytes) {
+fn entry_of_batch(batch: Bytes) -> (EntryType, Bytes) {
     use crate::storage::batch;
     if let Some(h) = batch::BatchHeader::parse(&batch) {
         if h.attributes & batch::ATTR_CONTROL != 0 {
@@ -226,7 +308,7 @@ fn entry_of_batch(batch: Vec<u8>) -> (EntryType, Bytes) {
             }
         }
     }
-    (EntryType::EntryNormal, Bytes::from(batch))
+    (EntryType::EntryNormal, batch)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -271,6 +353,9 @@ pub struct Replica {
     stopped: Cell<bool>,
     voters: Vec<u64>,
     campaign_now: Cell<bool>,
+    /// Finished asynchronous reads of entries: (first index, the batches, Raft's context).
+    #[allow(clippy::type_complexity)]
+    fetch_done: RefCell<Vec<(u64, Result<Vec<Bytes>, StorageError>, GetEntriesContext)>>,
 }
 
 impl Replica {
@@ -407,6 +492,10 @@ pub async fn start(
             .map(SavedConf::to_conf_state)
             .unwrap_or_else(|| ConfState::from((voters.clone(), vec![]))),
         entries,
+        fetched: RefCell::new(BTreeMap::new()),
+        wanted: RefCell::new(Vec::new()),
+        recent: VecDeque::new(),
+        recent_bytes: 0,
     };
     let election_tick = (shard.config().raft_election_timeout_ms / TICK_MS).max(3) as usize;
     let cfg = raft::Config {
@@ -416,6 +505,9 @@ pub async fn start(
         max_size_per_msg: MAX_SIZE_PER_MSG,
         max_inflight_msgs: MAX_INFLIGHT_MSGS,
         check_quorum: true,
+        // A leader that cannot commit stops accepting proposals past this many bytes in its
+        // uncommitted tail (they fail and producers retry), so memory stays bounded.
+        max_uncommitted_size: MAX_UNCOMMITTED_BYTES,
         pre_vote: true,
         // Data: applying only moves the high watermark, already set from the saved commit.
         // Metadata: replay every committed operation (they are idempotent).
@@ -448,6 +540,7 @@ pub async fn start(
         stopped: Cell::new(false),
         voters,
         campaign_now: Cell::new(campaign),
+        fetch_done: RefCell::new(Vec::new()),
     });
     compio::runtime::spawn(drive(shard.clone(), r.clone(), node, saved)).detach();
     Ok(r)
@@ -523,6 +616,7 @@ async fn drive(
         for m in msgs {
             let _ = node.step(m);
         }
+        entries_fetched(&r, &mut node);
         let props = std::mem::take(&mut *r.proposals.borrow_mut());
         for p in props {
             let before = node.raft.raft_log.last_index();
@@ -576,6 +670,7 @@ async fn drive(
         } else if role.0 == StateRole::Leader && now >= next_tick - tick {
             publish_leader(&shard, &r, &node);
         }
+        start_fetches(&r, &node);
         let wait = next_tick.saturating_duration_since(Instant::now());
         let wake = r.wake_rx.recv().fuse();
         let sleep = compio::time::sleep(wait).fuse();
@@ -586,6 +681,62 @@ async fn drive(
         }
     }
 }
+
+/// Starts an io_uring read for every entry range Raft asked for that was not in memory.
+fn start_fetches(r: &Rc<Replica>, node: &RawNode<LogStore>) {
+    let wanted = std::mem::take(&mut *node.store().wanted.borrow_mut());
+    for (low, max, ctx) in wanted {
+        let Some(pos) = node.store().entries.get((low - 1) as usize) else { continue };
+        let (base, log, r) = (pos.base_offset, r.log(), r.clone());
+        tracing::debug!(topic = %r.topic, partition = r.group.1, from_index = low, from_offset = base, "reading Raft entries for a follower");
+        compio::runtime::spawn(async move {
+            let res = log.read_batches(base, max.min(MAX_SIZE_PER_MSG)).await;
+            r.fetch_done.borrow_mut().push((low, res, ctx));
+            r.wake();
+        })
+        .detach();
+    }
+}
+
+/// Hands finished reads to Raft: the entries go to the store's `fetched` map (checked against
+/// the entry positions), then `on_entries_fetched` makes Raft send them. A failed read is
+/// logged and dropped: Raft asks again on the follower's next response.
+fn entries_fetched(r: &Rc<Replica>, node: &mut RawNode<LogStore>) {
+    let done = std::mem::take(&mut *r.fetch_done.borrow_mut());
+    for (low, res, ctx) in done {
+        match res {
+            Ok(batches) => {
+                let store = node.store();
+                let mut fetched = store.fetched.borrow_mut();
+                if fetched.len() > FETCHED_ENTRIES_MAX {
+                    fetched.clear();
+                }
+                for (i, b) in batches.into_iter().enumerate() {
+                    let idx = low + i as u64;
+                    let Some(pos) = store.entries.get((idx - 1) as usize) else { break };
+                    let base = crate::storage::batch::BatchHeader::parse(&b).map(|h| h.base_offset);
+                    if base != Some(pos.base_offset) {
+                        break;
+                    }
+                    let (entry_type, data) = entry_of_batch(b);
+                    fetched.insert(idx, Entry { index: idx, term: pos.epoch as u64, entry_type, data, ..Default::default() });
+                }
+            }
+            Err(e) => {
+                // Not handed back: Raft asks again on the follower's next response.
+                tracing::warn!(topic = %r.topic, partition = r.group.1, error = %e, "reading Raft entries for a follower failed");
+                continue;
+            }
+        }
+        node.on_entries_fetched(ctx);
+    }
+}
+
+/// Bytes of appended, not yet applied entries kept in memory per group.
+const RECENT_BYTES_MAX: usize = 16 << 20;
+
+/// Entries kept in memory between an asynchronous read and Raft taking them.
+const FETCHED_ENTRIES_MAX: usize = 4096;
 
 /// How often (in ticks) a leader compares its voters with the assignment.
 const RECONCILE_TICKS: u64 = 5;
@@ -792,6 +943,8 @@ async fn append_entries(
             let old = r.log();
             let new = old.truncate_from(off).await?;
             node.mut_store().entries.truncate((idx - 1) as usize);
+            node.mut_store().fetched.borrow_mut().clear();
+            node.mut_store().forget_recent();
             node.mut_store().log = new.clone();
             *r.log.borrow_mut() = new.clone();
             shard.replace_log(&r.topic, r.group, new.clone());
@@ -821,6 +974,7 @@ async fn append_entries(
             next_offset: ea.next_offset,
             epoch: e.term as i32,
         });
+        node.mut_store().remember(e.clone());
         last_next = Some(ea.next_offset);
         if let Some(p) = pending.remove(&idx) {
             if p.term == e.term {
@@ -880,6 +1034,7 @@ async fn apply(
             }
         }
     }
+    node.mut_store().forget_through(last);
     let next = node
         .store()
         .offset_after(last.min(node.store().entries.len() as u64));
