@@ -62,8 +62,15 @@ pub struct LogStore {
     log: PartitionLog,
     hard: HardState,
     conf: ConfState,
-    /// entries[i] is Raft index i + 1.
+    /// entries[i] is Raft index first + i.
     entries: Vec<EntryPos>,
+    /// The first index in the log: 1, or one after the compaction point (retention deleted the
+    /// entries before it, or a snapshot replaced them).
+    first: u64,
+    /// Term of entry first - 1 (0 when first is 1).
+    snap_term: u64,
+    /// Kafka offset where the log starts (after the compaction point).
+    start_offset: i64,
     /// The last entries appended and not yet applied (at most `RECENT_BYTES_MAX`), as Raft
     /// gave them: committed entries and appends to followers that are nearly caught up are
     /// served from here instead of being read back from the files.
@@ -78,7 +85,26 @@ pub struct LogStore {
 
 impl LogStore {
     fn offset_after(&self, index: u64) -> i64 {
-        offset_after(&self.entries, index)
+        offset_after(&self.entries, self.first, self.start_offset, index)
+    }
+
+    fn pos(&self, index: u64) -> Option<&EntryPos> {
+        index.checked_sub(self.first).and_then(|i| self.entries.get(i as usize))
+    }
+
+    fn last(&self) -> u64 {
+        self.first - 1 + self.entries.len() as u64
+    }
+
+    /// Forgets entries up to `index` (retention deleted them): the log now starts after it.
+    fn compact_to(&mut self, index: u64, term: u64, start_offset: i64) {
+        let n = ((index + 1).saturating_sub(self.first) as usize).min(self.entries.len());
+        self.entries.drain(..n);
+        self.first = index + 1;
+        self.snap_term = term;
+        self.start_offset = start_offset;
+        self.forget_through(index);
+        self.fetched.borrow_mut().clear();
     }
 
     /// Keeps a just-appended entry in memory (see `recent`).
@@ -113,12 +139,14 @@ impl LogStore {
     }
 }
 
-/// The Kafka offset after Raft entry `index` (1-based; 0 = before the first entry).
-fn offset_after(entries: &[EntryPos], index: u64) -> i64 {
-    match index {
-        0 => entries.first().map_or(0, |e| e.base_offset),
-        i => entries[(i.min(entries.len() as u64) - 1) as usize].next_offset,
+/// The Kafka offset after Raft entry `index`, for a log whose entries[0] is index `first` and
+/// which starts at Kafka offset `start` (an index before `first` gives `start`).
+fn offset_after(entries: &[EntryPos], first: u64, start: i64, index: u64) -> i64 {
+    if index < first || entries.is_empty() {
+        return start;
     }
+    let last = first - 1 + entries.len() as u64;
+    entries[(index.min(last) - first) as usize].next_offset
 }
 
 impl Storage for LogStore {
@@ -134,10 +162,10 @@ impl Storage for LogStore {
         ctx: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
         let max = max_size.into().unwrap_or(u64::MAX);
-        if low < 1 {
+        if low < self.first {
             return Err(raft::Error::Store(raft::StorageError::Compacted));
         }
-        if high > self.entries.len() as u64 + 1 {
+        if high > self.last() + 1 {
             return Err(raft::Error::Store(raft::StorageError::Unavailable));
         }
         if let Some(first) = self.recent.front().map(|e| e.index) {
@@ -180,7 +208,7 @@ impl Storage for LogStore {
         let mut out = Vec::new();
         let mut size = 0u64;
         for idx in low..high {
-            let pos = self.entries[(idx - 1) as usize];
+            let pos = self.entries[(idx - self.first) as usize];
             let data = self.log.read_entry_sync(pos.base_offset).map_err(|e| {
                 tracing::error!(dir = %self.log.dir().display(), offset = pos.base_offset, error = %e, "reading a Raft entry back failed");
                 raft::Error::Store(raft::StorageError::Unavailable)
@@ -202,29 +230,40 @@ impl Storage for LogStore {
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
-        if idx == 0 {
-            return Ok(0);
+        if idx + 1 == self.first {
+            return Ok(self.snap_term);
         }
-        match self.entries.get((idx - 1) as usize) {
+        if idx < self.first {
+            return Err(raft::Error::Store(raft::StorageError::Compacted));
+        }
+        match self.pos(idx) {
             Some(e) => Ok(e.epoch as u64),
             None => Err(raft::Error::Store(raft::StorageError::Unavailable)),
         }
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        Ok(1)
+        Ok(self.first)
     }
 
     fn last_index(&self) -> raft::Result<u64> {
-        Ok(self.entries.len() as u64)
+        Ok(self.last())
     }
 
+    /// A follower that needs entries retention already deleted gets a snapshot: no state (a
+    /// partition's state is its log), only where the log now starts: the Raft index and term
+    /// of the compaction point and, as data, the Kafka offset after it. The follower replaces
+    /// its log by an empty one starting there (as a Kafka follower does on OFFSET_OUT_OF_RANGE).
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // The log is never compacted (retention is off on replicated partitions), so Raft never
-        // needs a snapshot.
-        Err(raft::Error::Store(
-            raft::StorageError::SnapshotTemporarilyUnavailable,
-        ))
+        if self.first <= 1 {
+            return Err(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable));
+        }
+        let mut snap = Snapshot { data: Bytes::copy_from_slice(&self.start_offset.to_be_bytes()), ..Default::default() };
+        let meta = snap.mut_metadata();
+        meta.index = self.first - 1;
+        meta.term = self.snap_term;
+        meta.set_conf_state(self.conf.clone());
+        Ok(snap)
     }
 }
 
@@ -238,6 +277,16 @@ struct SavedHardState {
     /// The configuration after the last applied change (None: the assignment's replicas).
     #[serde(default)]
     conf: Option<SavedConf>,
+    /// The compaction point: entries up to `index` are gone, the log starts at `offset`.
+    #[serde(default)]
+    snap: Option<SavedSnap>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct SavedSnap {
+    index: u64,
+    term: u64,
+    offset: i64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -479,9 +528,25 @@ pub async fn start(
         ..Default::default()
     };
     let committed_hint = saved.commit;
+    let (first, snap_term, snap_offset) = match saved.snap {
+        Some(s) => (s.index + 1, s.term, s.offset),
+        None => (1, 0, i64::MIN),
+    };
     // Entries and the high watermark: everything up to the saved commit index is committed.
-    let entries = log.start_replication(|e| offset_after(e, committed_hint.min(e.len() as u64))).await?;
-    let commit = committed_hint.min(entries.len() as u64);
+    // Batches below the compaction point (a crash between recording it and deleting them)
+    // are not entries any more.
+    let mut entries = log
+        .start_replication(|all| {
+            let skip = all.iter().take_while(|e| e.base_offset < snap_offset).count();
+            let kept = &all[skip..];
+            let start = if snap_offset == i64::MIN { kept.first().map_or(0, |e| e.base_offset) } else { snap_offset };
+            let commit = committed_hint.clamp(first - 1, first - 1 + kept.len() as u64);
+            offset_after(kept, first, start, commit)
+        })
+        .await?;
+    entries.retain(|e| e.base_offset >= snap_offset);
+    let start_offset = if snap_offset == i64::MIN { entries.first().map_or(log.log_start_offset(), |e| e.base_offset) } else { snap_offset };
+    let commit = committed_hint.clamp(first - 1, first - 1 + entries.len() as u64);
     hard.commit = commit;
     let store = LogStore {
         log: log.clone(),
@@ -492,6 +557,9 @@ pub async fn start(
             .map(SavedConf::to_conf_state)
             .unwrap_or_else(|| ConfState::from((voters.clone(), vec![]))),
         entries,
+        first,
+        snap_term,
+        start_offset,
         fetched: RefCell::new(BTreeMap::new()),
         wanted: RefCell::new(Vec::new()),
         recent: VecDeque::new(),
@@ -606,6 +674,11 @@ async fn drive(
             if ticks % RECONCILE_TICKS == 0 && node.raft.state == StateRole::Leader {
                 reconcile(&shard, &r, &mut node, &mut done_sent, ticks % REBALANCE_TICKS == 0);
             }
+            if ticks % COMPACT_TICKS == 0 && matches!(r.kind, Kind::Data) {
+                if let Err(e) = compact(&shard, &r, &mut node, &mut saved).await {
+                    tracing::warn!(topic = %r.topic, partition = r.group.1, error = %e, "retention failed");
+                }
+            }
             // The preferred leader of a new partition stands again if its first campaign
             // found the other replicas not created yet (their votes were lost).
             if r.campaign_now.get() && (ticks == 3 || ticks == 6) && node.raft.leader_id == 0 {
@@ -686,7 +759,7 @@ async fn drive(
 fn start_fetches(r: &Rc<Replica>, node: &RawNode<LogStore>) {
     let wanted = std::mem::take(&mut *node.store().wanted.borrow_mut());
     for (low, max, ctx) in wanted {
-        let Some(pos) = node.store().entries.get((low - 1) as usize) else { continue };
+        let Some(pos) = node.store().pos(low) else { continue };
         let (base, log, r) = (pos.base_offset, r.log(), r.clone());
         tracing::debug!(topic = %r.topic, partition = r.group.1, from_index = low, from_offset = base, "reading Raft entries for a follower");
         compio::runtime::spawn(async move {
@@ -713,7 +786,7 @@ fn entries_fetched(r: &Rc<Replica>, node: &mut RawNode<LogStore>) {
                 }
                 for (i, b) in batches.into_iter().enumerate() {
                     let idx = low + i as u64;
-                    let Some(pos) = store.entries.get((idx - 1) as usize) else { break };
+                    let Some(pos) = store.pos(idx) else { break };
                     let base = crate::storage::batch::BatchHeader::parse(&b).map(|h| h.base_offset);
                     if base != Some(pos.base_offset) {
                         break;
@@ -875,9 +948,10 @@ async fn handle_ready(
     saved: &mut SavedHardState,
 ) -> Result<(), StorageError> {
     let mut rd = node.ready();
-    send_messages(shard, r, rd.take_messages());
+    let msgs = rd.take_messages();
+    send_messages_of(shard, r, node, msgs);
     if !rd.snapshot().is_empty() {
-        tracing::error!(topic = %r.topic, "a Raft snapshot arrived; snapshots are not supported, ignored");
+        install_snapshot(shard, r, node, saved, rd.snapshot().clone()).await?;
     }
     apply(shard, r, node, saved, rd.take_committed_entries()).await?;
     let entries = rd.take_entries();
@@ -891,6 +965,7 @@ async fn handle_ready(
             vote: hs.vote,
             commit: hs.commit,
             conf: saved.conf.clone(),
+            snap: saved.snap,
         };
         // Term and vote must be durable before any message that depends on them leaves; the
         // commit index is only a restart hint, saved along with them.
@@ -910,11 +985,92 @@ async fn handle_ready(
     if let Some(c) = light.commit_index() {
         node.mut_store().hard.commit = c;
     }
-    send_messages(shard, r, light.take_messages());
+    let msgs = light.take_messages();
+    send_messages_of(shard, r, node, msgs);
     apply(shard, r, node, saved, light.take_committed_entries()).await?;
     node.advance_apply();
     Ok(())
 }
+
+/// Sends a leader's messages; a snapshot is reported delivered at once (if it was lost, the
+/// follower's next response makes the leader send it again), so the follower's progress is
+/// never left paused waiting for a report.
+fn send_messages_of(shard: &Rc<Shard>, r: &Rc<Replica>, node: &mut RawNode<LogStore>, msgs: Vec<Message>) {
+    let snapshots: Vec<u64> = msgs.iter().filter(|m| m.msg_type == raft::eraftpb::MessageType::MsgSnapshot).map(|m| m.to).collect();
+    send_messages(shard, r, msgs);
+    for to in snapshots {
+        tracing::info!(topic = %r.topic, partition = r.group.1, to, "sent a snapshot (the follower's log restarts at the leader's log start)");
+        node.report_snapshot(to, raft::SnapshotStatus::Finish);
+    }
+}
+
+/// A follower whose missing entries the leader no longer has: its log is replaced by an empty
+/// one starting where the leader's log starts; Raft continues from the snapshot's index.
+async fn install_snapshot(
+    shard: &Rc<Shard>,
+    r: &Rc<Replica>,
+    node: &mut RawNode<LogStore>,
+    saved: &mut SavedHardState,
+    snap: Snapshot,
+) -> Result<(), StorageError> {
+    let meta = snap.get_metadata();
+    let (index, term) = (meta.index, meta.term);
+    let Some(offset) = snap.data.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(i64::from_be_bytes) else {
+        tracing::error!(topic = %r.topic, "a snapshot without its log start offset; ignored");
+        return Ok(());
+    };
+    tracing::info!(topic = %r.topic, partition = r.group.1, index, term, offset, "installing a snapshot: the log restarts at the leader's log start");
+    let new = r.log().reset_to(offset).await?;
+    *r.log.borrow_mut() = new.clone();
+    shard.replace_log(&r.topic, r.group, new.clone());
+    let conf = meta.get_conf_state().clone();
+    {
+        let store = node.mut_store();
+        store.log = new.clone();
+        store.entries.clear();
+        store.first = index + 1;
+        store.snap_term = term;
+        store.start_offset = offset;
+        store.conf = conf.clone();
+        store.hard.commit = store.hard.commit.max(index);
+        store.forget_recent();
+        store.fetched.borrow_mut().clear();
+    }
+    saved.snap = Some(SavedSnap { index, term, offset });
+    saved.conf = Some(SavedConf::of(&conf));
+    saved.commit = saved.commit.max(index);
+    save_hard_state(shard, &new, saved.clone())
+        .await
+        .map_err(|e| StorageError::Io { path: new.dir().join(HARD_STATE_FILE), source: e })?;
+    let _ = new.start_replication(|_| offset).await?;
+    Ok(())
+}
+
+/// Retention for a replicated partition (every `COMPACT_TICKS`): when retention.ms /
+/// retention.bytes want whole segments gone, and every entry in them is applied, the
+/// compaction point is recorded durably first, then the segments are deleted.
+async fn compact(shard: &Rc<Shard>, r: &Rc<Replica>, node: &mut RawNode<LogStore>, saved: &mut SavedHardState) -> Result<(), StorageError> {
+    let log = r.log();
+    let Some(keep_from) = log.retention_point(crate::runtime::now_ms()) else { return Ok(()) };
+    let store = node.store();
+    let Some(k) = store.entries.iter().position(|e| e.next_offset == keep_from) else { return Ok(()) };
+    let index = store.first + k as u64;
+    if index > node.raft.raft_log.applied {
+        return Ok(());
+    }
+    let term = store.entries[k].epoch as u64;
+    saved.snap = Some(SavedSnap { index, term, offset: keep_from });
+    save_hard_state(shard, &log, saved.clone())
+        .await
+        .map_err(|e| StorageError::Io { path: log.dir().join(HARD_STATE_FILE), source: e })?;
+    log.delete_records(keep_from).await?;
+    node.mut_store().compact_to(index, term, keep_from);
+    tracing::info!(topic = %r.topic, partition = r.group.1, index, log_start = keep_from, "retention removed the log's prefix");
+    Ok(())
+}
+
+/// How often (in ticks) a data partition's replica applies retention.
+const COMPACT_TICKS: u64 = 50;
 
 fn send_messages(shard: &Rc<Shard>, r: &Rc<Replica>, msgs: Vec<Message>) {
     for m in msgs {
@@ -936,20 +1092,24 @@ async fn append_entries(
     let mut last_next = None;
     for e in entries {
         let idx = e.index;
-        let have = node.store().entries.len() as u64;
+        let have = node.store().last();
         if idx <= have {
             // A new leader's log disagrees with our uncommitted suffix: drop it.
-            let off = node.store().entries[(idx - 1) as usize].base_offset;
+            let Some(off) = node.store().pos(idx).map(|p| p.base_offset) else {
+                return Err(StorageError::Corrupt { path: r.log().dir().to_path_buf(), offset: 0, reason: format!("conflicting Raft entry {idx} below the compaction point") });
+            };
             let old = r.log();
             let new = old.truncate_from(off).await?;
-            node.mut_store().entries.truncate((idx - 1) as usize);
+            let keep = (idx - node.store().first) as usize;
+            node.mut_store().entries.truncate(keep);
             node.mut_store().fetched.borrow_mut().clear();
             node.mut_store().forget_recent();
             node.mut_store().log = new.clone();
             *r.log.borrow_mut() = new.clone();
             shard.replace_log(&r.topic, r.group, new.clone());
             let commit = node.store().hard.commit;
-            let _ = new.start_replication(|e| offset_after(e, commit.min(e.len() as u64))).await?;
+            let committed = node.store().offset_after(commit);
+            let _ = new.start_replication(|_| committed).await?;
         } else if idx != have + 1 {
             return Err(StorageError::Corrupt {
                 path: r.log().dir().to_path_buf(),
@@ -1035,9 +1195,7 @@ async fn apply(
         }
     }
     node.mut_store().forget_through(last);
-    let next = node
-        .store()
-        .offset_after(last.min(node.store().entries.len() as u64));
+    let next = node.store().offset_after(last);
     r.log().set_committed(next);
     r.on_committed();
     Ok(())

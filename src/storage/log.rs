@@ -240,6 +240,33 @@ impl State {
     }
 }
 
+/// How many of the oldest sealed segments retention (retention.ms / retention.bytes) would
+/// delete now (never one reaching above the high watermark).
+fn retention_count(st: &State, now_ms: i64) -> usize {
+    let cfg = &st.config;
+    let mut total: u64 = st.segs.iter().map(|s| s.size).sum();
+    let mut n = 0;
+    for s in &st.segs[..st.segs.len() - 1] {
+        if s.next_offset > st.hwm {
+            break;
+        }
+        let ts = if s.max_ts >= 0 {
+            s.max_ts
+        } else {
+            s.modified_ms
+        };
+        let by_time = cfg.retention_ms >= 0 && now_ms - ts > cfg.retention_ms;
+        let by_size =
+            cfg.retention_bytes >= 0 && total - s.size >= cfg.retention_bytes as u64;
+        if !(by_time || by_size) {
+            break;
+        }
+        total -= s.size;
+        n += 1;
+    }
+    n
+}
+
 fn fire_durable(st: &mut State) {
     let target = st.durable_target();
     let mut i = 0;
@@ -1585,35 +1612,50 @@ impl PartitionLog {
         }
         let n = {
             let st = self.inner.state.borrow();
-            let cfg = &st.config;
-            if cfg.replicated {
-                // A Raft log keeps its prefix: Sluice has no Raft snapshots yet, so a follower
-                // that fell behind could not catch up past deleted entries.
+            if st.config.replicated {
+                // A Raft log's prefix goes only through its replica (`retention_point`, then
+                // `delete_records`), after the replica recorded the compaction point.
                 return Ok(());
             }
-            let mut total: u64 = st.segs.iter().map(|s| s.size).sum();
-            let mut n = 0;
-            for s in &st.segs[..st.segs.len() - 1] {
-                if s.next_offset > st.hwm {
-                    break;
-                }
-                let ts = if s.max_ts >= 0 {
-                    s.max_ts
-                } else {
-                    s.modified_ms
-                };
-                let by_time = cfg.retention_ms >= 0 && now_ms - ts > cfg.retention_ms;
-                let by_size =
-                    cfg.retention_bytes >= 0 && total - s.size >= cfg.retention_bytes as u64;
-                if !(by_time || by_size) {
-                    break;
-                }
-                total -= s.size;
-                n += 1;
-            }
-            n
+            retention_count(&st, now_ms)
         };
         self.delete_front(n).await
+    }
+
+    /// Replicated logs: where the log would start if retention (retention.ms, retention.bytes)
+    /// deleted what it wants now: the base offset of the first segment to keep (a batch, so a
+    /// Raft entry, boundary). None if nothing is due.
+    pub fn retention_point(&self, now_ms: i64) -> Option<i64> {
+        let st = self.inner.state.borrow();
+        let n = retention_count(&st, now_ms);
+        (n > 0).then(|| st.segs[n].base)
+    }
+
+    /// Replicated logs: replaces the whole log by an empty one starting at `offset` (a follower
+    /// installing a Raft snapshot: the leader no longer has the entries it lacks). The log is
+    /// closed, its segments, indexes and producer snapshots removed, the log start checkpoint
+    /// set to `offset`, and opened again; the returned handle replaces this one.
+    pub async fn reset_to(self, offset: i64) -> Result<PartitionLog, StorageError> {
+        let (fs, dir, config) = (self.inner.fs.clone(), self.inner.dir.clone(), self.config());
+        match self.close().await {
+            Ok(()) | Err(StorageError::Offline { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        drop(self);
+        let names = fs.list_dir(&dir).await.map_err(|e| io_err(&dir, e))?;
+        for p in names {
+            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+            let marker = p.file_name().is_some_and(|n| n == CLEAN_MARKER);
+            if matches!(ext, "log" | "index" | "timeindex" | "snapshot") || marker {
+                fs.remove_file_if_exists(&p).await.map_err(|e| io_err(&p, e))?;
+            }
+        }
+        fs.write_small_durably(&dir, LOG_START_CHECKPOINT, encode_small(LOG_START_MAGIC, offset))
+            .await
+            .map_err(|e| io_err(&dir, e))?;
+        fs.sync_dir(&dir).await.map_err(|e| io_err(&dir, e))?;
+        tracing::info!(dir = %dir.display(), offset, "replicated log reset to start at a snapshot's offset");
+        PartitionLog::open(fs, dir, config).await
     }
 
     pub fn set_config(&self, config: LogConfig) {
