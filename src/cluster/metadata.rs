@@ -696,6 +696,41 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::expect_used)]
+    fn offset_operations_round_trip_as_json() {
+        let op = MetaOp::CommitOffsets {
+            group: "g".into(),
+            offsets: vec![ReplicatedOffset {
+                topic: "t".into(),
+                partition: 2,
+                offset: 42,
+                leader_epoch: 3,
+                metadata: "m".into(),
+                commit_ts: 1_700_000_000_000,
+            }],
+        };
+        let env = Envelope { req: 7, node: 1, op };
+        let json = serde_json::to_string(&env).unwrap_or_default();
+        assert!(json.contains(r#""op":"commit_offsets""#), "{json}");
+        let back: Envelope = serde_json::from_str(&json).expect("decodes");
+        let MetaOp::CommitOffsets { group, offsets } = back.op else {
+            panic!("{json}")
+        };
+        assert_eq!((group.as_str(), offsets[0].offset, offsets[0].leader_epoch), ("g", 42, 3));
+        for op in [
+            MetaOp::Barrier,
+            MetaOp::DeleteOffsets {
+                group: "g".into(),
+                partitions: vec![("t".into(), 1)],
+                delete_ts: 5,
+            },
+        ] {
+            let json = serde_json::to_string(&Envelope { req: 1, node: 1, op }).unwrap_or_default();
+            assert!(serde_json::from_str::<Envelope>(&json).is_ok(), "{json}");
+        }
+    }
+
+    #[test]
     fn placement_spreads_and_prefers_least_loaded() {
         let brokers = [1, 2, 3];
         let p = place(&brokers, &BTreeMap::new(), 3, 3);
