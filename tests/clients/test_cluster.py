@@ -19,7 +19,8 @@ What each test proves:
 - consumer-group offsets fail over: a group commits offsets (replicated through the metadata
   log), the controller (the group coordinator) is killed with kill -9, and a new consumer of
   the group on the new coordinator starts exactly at the committed offsets: only the messages
-  read but not committed come again, none is lost, and the admin API reads the offsets there.
+  read but not committed come again, none is lost, and the admin API reads the offsets there;
+  once the killed node is back, every node but the controller answers NOT_COORDINATOR.
 """
 
 import json
@@ -392,6 +393,40 @@ def consume(c, n, timeout_s=60.0):
     return out
 
 
+def offset_fetch(node, group):
+    """OffsetFetch v2 (every committed offset of `group`) sent to one node over a raw socket:
+    (error code, {(topic, partition): offset})."""
+    import struct
+    import kafkawire as kw
+    body = kw.request_header(9, 2, correlation_id=7) + kw._string(group) + struct.pack(">i", -1)
+    with kw.Connection(node.host, node.port) as conn:
+        conn.send(kw.frame(body))
+        b = conn.read_response(7)
+    pos, out = 0, {}
+
+    def take(fmt):
+        nonlocal pos
+        v = struct.unpack_from(fmt, b, pos)
+        pos += struct.calcsize(fmt)
+        return v[0]
+
+    def string():
+        nonlocal pos
+        n = take(">h")
+        s = b[pos:pos + max(n, 0)].decode()
+        pos += max(n, 0)
+        return s
+
+    for _ in range(take(">i")):
+        topic = string()
+        for _ in range(take(">i")):
+            partition, offset = take(">i"), take(">q")
+            string()
+            take(">h")
+            out[(topic, partition)] = offset
+    return take(">h"), out
+
+
 def test_group_offsets_survive_controller_kill9(cluster):
     from confluent_kafka import Consumer, ConsumerGroupTopicPartitions
     topic, group, partitions, total = "grpfail", "grpfail-group", 3, 300
@@ -453,4 +488,14 @@ def test_group_offsets_survive_controller_kill9(cluster):
     assert sorted(offs) == list(range(partitions)) and all(offs[pp] > data[pp][-1] for pp in offs), \
         f"committed offsets {offs}, last records {[data[pp][-1] for pp in range(partitions)]}"
     b.close()
+    # The killed node comes back (replaying the metadata log, offsets included); only the
+    # controller coordinates: the other nodes answer NOT_COORDINATOR (16), so clients look
+    # the coordinator up again.
     victim.start()
+    controller = admin.list_topics(timeout=10).controller_id
+    for n in cluster.nodes:
+        code, got_offsets = offset_fetch(n, group)
+        if n.node_id == controller:
+            assert code == 0 and got_offsets == {(topic, pp): o for pp, o in offs.items()}, (code, got_offsets)
+        else:
+            assert code == 16, f"node {n.node_id} (not the controller, {controller}) answered {code}"
