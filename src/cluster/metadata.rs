@@ -463,13 +463,10 @@ async fn apply_offsets(
             s.groups.apply_replicated(records).await
         })
         .await;
-    let e = match r {
-        Ok(Ok(())) => return Ok(()),
-        Ok(Err(e)) => e.to_string(),
-        Err(e) => e.to_string(),
-    };
-    tracing::error!(group = %group, error = %e, "replicated offsets not stored");
-    Err(TopicError::new(ResponseError::KafkaStorageError, e))
+    r.map_err(|e| {
+        tracing::error!(group = %group, error = %e, "replicated offsets not stored");
+        TopicError::new(ResponseError::KafkaStorageError, e.to_string())
+    })
 }
 
 /// Cluster mode: the group coordinator writes offsets through the metadata log.

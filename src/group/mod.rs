@@ -242,22 +242,31 @@ impl Coordinator {
     }
 
     /// Cluster mode: stores offsets replicated through the metadata log (commits or
-    /// tombstones), as a local commit does: durably in this shard's log, then in the table.
-    /// Waits until this shard has loaded its offsets.
-    pub async fn apply_replicated(
-        &self,
-        records: Vec<OffsetRecord>,
-    ) -> Result<(), offsets::OffsetLogError> {
+    /// tombstones) in this shard's table and log. Waits until this shard has loaded its
+    /// offsets. The log write is queued in order but not waited for: the metadata log is the
+    /// durable copy (fsync'd by a majority before the commit is answered, and replayed from
+    /// its start at every restart), so the apply path (every metadata operation, and the
+    /// replay at startup) does not wait for a second fsync per commit.
+    pub async fn apply_replicated(&self, records: Vec<OffsetRecord>) {
         let log = loop {
             if let Some(log) = self.log.borrow().clone() {
                 break log;
             }
             compio::time::sleep(std::time::Duration::from_millis(10)).await;
         };
-        let _in_flight = InFlight::new(&self.writes_in_flight);
-        log.append(&records).await?;
+        // Queued before the table changes: compaction (which waits for an empty queue) never
+        // snapshots a table that is ahead of the file without these records following.
+        let queued = log.enqueue(&records);
         self.apply_records(records);
-        Ok(())
+        match queued {
+            Ok(seq) => compio::runtime::spawn(async move {
+                if let Err(e) = log.flush(seq).await {
+                    tracing::error!(error = %e, "replicated offsets not written to the local offsets log");
+                }
+            })
+            .detach(),
+            Err(e) => tracing::debug!(error = %e, "replicated offsets not written to the local offsets log"),
+        }
     }
 
     /// True once the offsets of this shard's groups are loaded.
