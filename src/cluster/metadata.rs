@@ -8,10 +8,11 @@
 //! idempotent (a proposal retried after a lost reply applies as a no-op).
 
 use std::collections::BTreeMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
+use futures::future::LocalBoxFuture;
 use kafka_protocol::error::ResponseError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -19,6 +20,8 @@ use uuid::Uuid;
 use super::replica::{self, Kind};
 use super::{METADATA_DIR, METADATA_GROUP};
 use crate::catalog::{BrokerMeta, TopicMeta};
+use crate::group::offsets::{Committed, OffsetRecord};
+use crate::group::OffsetReplicator;
 use crate::kafka::topics::TopicError;
 use crate::runtime::{owner_shard, Shard};
 use crate::storage::{batch, LogConfig, PartitionLog, StorageError};
@@ -61,7 +64,37 @@ pub enum MetaOp {
     /// The partition's voters are now `replicas`: the assignment changes, removed replicas
     /// delete their copy.
     ReassignDone { name: String, id: Uuid, partition: i32, replicas: Vec<u64> },
+    /// An OffsetCommit (validated by the coordinator): every node stores the offsets in its
+    /// group coordinator, as a local commit does.
+    CommitOffsets {
+        group: String,
+        offsets: Vec<ReplicatedOffset>,
+    },
+    /// Offsets deleted (OffsetDelete, DeleteGroups, expiry): every node deletes them.
+    DeleteOffsets {
+        group: String,
+        partitions: Vec<(String, i32)>,
+        delete_ts: i64,
+    },
+    /// Changes nothing: once applied, everything committed before it is applied here too
+    /// (a new coordinator's read barrier before it serves committed offsets).
+    Barrier,
 }
+
+/// One committed offset of [`MetaOp::CommitOffsets`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicatedOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_ts: i64,
+}
+
+/// How many applied offset operations are remembered to drop a retried proposal's duplicate
+/// (a commit applied twice could otherwise undo a later commit).
+const APPLIED_REQS_MAX: usize = 65_536;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Envelope {
@@ -177,6 +210,25 @@ pub async fn apply_entry(shard: &Rc<Shard>, data: &[u8]) {
                 continue;
             }
         };
+        let offsets_op = matches!(
+            env.op,
+            MetaOp::CommitOffsets { .. } | MetaOp::DeleteOffsets { .. }
+        );
+        if offsets_op {
+            // The same on every node: every node applies the same entries in the same order.
+            let mut seen = shard.meta_applied_reqs.borrow_mut();
+            if seen.0.contains(&env.req) {
+                tracing::debug!(req = env.req, "duplicate offsets operation skipped");
+                continue;
+            }
+            seen.0.insert(env.req);
+            seen.1.push_back(env.req);
+            if seen.1.len() > APPLIED_REQS_MAX {
+                if let Some(old) = seen.1.pop_front() {
+                    seen.0.remove(&old);
+                }
+            }
+        }
         let res = apply_op(shard, env.op).await;
         if let Some(tx) = shard.meta_waiters.borrow_mut().remove(&env.req) {
             let _ = tx.send(res);
@@ -345,6 +397,42 @@ async fn apply_op(shard: &Rc<Shard>, op: MetaOp) -> Result<(), TopicError> {
             }
             Ok(())
         }
+        MetaOp::CommitOffsets { group, offsets } => {
+            let records = offsets
+                .into_iter()
+                .map(|o| OffsetRecord {
+                    group: group.clone(),
+                    topic: o.topic,
+                    partition: o.partition,
+                    value: Some(Committed {
+                        offset: o.offset,
+                        leader_epoch: o.leader_epoch,
+                        metadata: o.metadata,
+                        commit_ms: o.commit_ts,
+                    }),
+                    write_ms: o.commit_ts,
+                })
+                .collect();
+            apply_offsets(shard, group, records).await
+        }
+        MetaOp::DeleteOffsets {
+            group,
+            partitions,
+            delete_ts,
+        } => {
+            let records = partitions
+                .into_iter()
+                .map(|(topic, partition)| OffsetRecord {
+                    group: group.clone(),
+                    topic,
+                    partition,
+                    value: None,
+                    write_ms: delete_ts,
+                })
+                .collect();
+            apply_offsets(shard, group, records).await
+        }
+        MetaOp::Barrier => Ok(()),
     }
 }
 
@@ -361,6 +449,123 @@ async fn open_partition_if(shard: &Rc<Shard>, meta: &TopicMeta, p: i32, members:
         Ok(Err(e)) => tracing::error!(topic = %meta.name, partition = p, error = %e, "replica failed to open"),
         Err(e) => tracing::error!(topic = %meta.name, partition = p, error = %e, "replica failed to open"),
     }
+}
+
+/// Stores replicated offsets (or tombstones) in the coordinator shard of `group`.
+async fn apply_offsets(
+    shard: &Rc<Shard>,
+    group: String,
+    records: Vec<OffsetRecord>,
+) -> Result<(), TopicError> {
+    let owner = crate::group::owner_shard_for_group(&group, shard.shared.shard_count());
+    let r = shard
+        .run_on(owner, move |s| async move {
+            s.groups.apply_replicated(records).await
+        })
+        .await;
+    r.map_err(|e| {
+        tracing::error!(group = %group, error = %e, "replicated offsets not stored");
+        TopicError::new(ResponseError::KafkaStorageError, e.to_string())
+    })
+}
+
+/// Cluster mode: the group coordinator writes offsets through the metadata log.
+pub struct OffsetsViaMetadata {
+    pub shard: Weak<Shard>,
+}
+
+impl OffsetReplicator for OffsetsViaMetadata {
+    fn is_coordinator(&self) -> bool {
+        self.shard.upgrade().is_some_and(|s| is_coordinator(&s))
+    }
+
+    fn replicate(
+        &self,
+        group: String,
+        records: Vec<OffsetRecord>,
+    ) -> LocalBoxFuture<'static, Result<(), ResponseError>> {
+        let shard = self.shard.upgrade();
+        Box::pin(async move {
+            let Some(shard) = shard else {
+                return Err(ResponseError::CoordinatorNotAvailable);
+            };
+            let mut offsets = Vec::new();
+            let mut deleted = Vec::new();
+            let mut delete_ts = 0;
+            for r in records {
+                match r.value {
+                    Some(c) => offsets.push(ReplicatedOffset {
+                        topic: r.topic,
+                        partition: r.partition,
+                        offset: c.offset,
+                        leader_epoch: c.leader_epoch,
+                        metadata: c.metadata,
+                        commit_ts: c.commit_ms,
+                    }),
+                    None => {
+                        delete_ts = delete_ts.max(r.write_ms);
+                        deleted.push((r.topic, r.partition));
+                    }
+                }
+            }
+            let mut ops = Vec::new();
+            if !offsets.is_empty() {
+                ops.push(MetaOp::CommitOffsets {
+                    group: group.clone(),
+                    offsets,
+                });
+            }
+            if !deleted.is_empty() {
+                ops.push(MetaOp::DeleteOffsets {
+                    group,
+                    partitions: deleted,
+                    delete_ts,
+                });
+            }
+            for op in ops {
+                propose(&shard, op).await.map_err(|e| {
+                    if e.code == ResponseError::KafkaStorageError.code() {
+                        ResponseError::KafkaStorageError
+                    } else {
+                        // No quorum, or the metadata leader moved: the client finds the
+                        // coordinator again and retries.
+                        ResponseError::NotCoordinator
+                    }
+                })?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Cluster mode: whether this node is the controller, which coordinates every group.
+pub fn is_coordinator(shard: &Shard) -> bool {
+    shard
+        .shared
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.controller() == c.node_id)
+}
+
+/// Cluster mode: before a coordinator serves committed offsets, everything committed to the
+/// metadata log before it became the controller must be applied here (a new leader may not
+/// have applied the previous leader's last entries yet). One barrier per controller term.
+pub async fn sync_offsets(shard: &Rc<Shard>) -> Result<(), ResponseError> {
+    let Some(cluster) = shard.shared.cluster.clone() else {
+        return Ok(());
+    };
+    if !is_coordinator(shard) {
+        return Ok(()); // the request is refused with NOT_COORDINATOR
+    }
+    let term = cluster.leader(&METADATA_GROUP).map_or(0, |i| i.term);
+    if term != 0 && cluster.offsets_synced_term() == term {
+        return Ok(());
+    }
+    propose(shard, MetaOp::Barrier)
+        .await
+        .map_err(|_| ResponseError::CoordinatorLoadInProgress)?;
+    cluster.set_offsets_synced_term(term);
+    Ok(())
 }
 
 /// Opens (and starts the replicas of) the partitions in `range` that this node holds.
@@ -486,6 +691,41 @@ pub async fn register_loop(shard: Rc<Shard>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::expect_used)]
+    fn offset_operations_round_trip_as_json() {
+        let op = MetaOp::CommitOffsets {
+            group: "g".into(),
+            offsets: vec![ReplicatedOffset {
+                topic: "t".into(),
+                partition: 2,
+                offset: 42,
+                leader_epoch: 3,
+                metadata: "m".into(),
+                commit_ts: 1_700_000_000_000,
+            }],
+        };
+        let env = Envelope { req: 7, node: 1, op };
+        let json = serde_json::to_string(&env).unwrap_or_default();
+        assert!(json.contains(r#""op":"commit_offsets""#), "{json}");
+        let back: Envelope = serde_json::from_str(&json).expect("decodes");
+        let MetaOp::CommitOffsets { group, offsets } = back.op else {
+            panic!("{json}")
+        };
+        assert_eq!((group.as_str(), offsets[0].offset, offsets[0].leader_epoch), ("g", 42, 3));
+        for op in [
+            MetaOp::Barrier,
+            MetaOp::DeleteOffsets {
+                group: "g".into(),
+                partitions: vec![("t".into(), 1)],
+                delete_ts: 5,
+            },
+        ] {
+            let json = serde_json::to_string(&Envelope { req: 1, node: 1, op }).unwrap_or_default();
+            assert!(serde_json::from_str::<Envelope>(&json).is_ok(), "{json}");
+        }
+    }
 
     #[test]
     fn placement_spreads_and_prefers_least_loaded() {

@@ -53,6 +53,9 @@ pub struct ClusterState {
     leaders: RwLock<HashMap<GroupKey, LeaderInfo>>,
     /// The metadata group's leader (the controller), 0 = unknown.
     controller: AtomicU64,
+    /// The metadata term in which this node, as coordinator, last passed a read barrier
+    /// (every committed offset applied here) ([`metadata::sync_offsets`]).
+    offsets_synced_term: AtomicU64,
 }
 
 impl ClusterState {
@@ -73,6 +76,7 @@ impl ClusterState {
             cluster_id,
             leaders: RwLock::new(HashMap::new()),
             controller: AtomicU64::new(0),
+            offsets_synced_term: AtomicU64::new(0),
         }
     }
 
@@ -94,6 +98,14 @@ impl ClusterState {
 
     pub fn set_controller(&self, id: u64) {
         self.controller.store(id, Ordering::Release);
+    }
+
+    pub fn offsets_synced_term(&self) -> u64 {
+        self.offsets_synced_term.load(Ordering::Acquire)
+    }
+
+    pub fn set_offsets_synced_term(&self, term: u64) {
+        self.offsets_synced_term.store(term, Ordering::Release);
     }
 
     pub fn leader(&self, g: &GroupKey) -> Option<LeaderInfo> {

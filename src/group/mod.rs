@@ -21,6 +21,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use bytes::Bytes;
+use futures::future::LocalBoxFuture;
 use kafka_protocol::error::ResponseError;
 
 use crate::config::BrokerConfig;
@@ -99,6 +100,20 @@ pub struct ConsumerMemberSummary {
     pub target: Vec<consumer::Tp>,
 }
 
+/// Cluster mode: committed offsets are written through the replicated metadata log, so that
+/// every node holds them and a new coordinator serves them after a failover.
+pub trait OffsetReplicator {
+    /// Whether this node coordinates groups now (it is the controller).
+    fn is_coordinator(&self) -> bool;
+    /// Writes `records` (commits or tombstones of one group) on every node: resolves once a
+    /// majority has them and this node has applied them ([`Coordinator::apply_replicated`]).
+    fn replicate(
+        &self,
+        group: String,
+        records: Vec<OffsetRecord>,
+    ) -> LocalBoxFuture<'static, Result<(), ResponseError>>;
+}
+
 /// The group coordinator state of one shard.
 pub struct Coordinator {
     groups: RefCell<HashMap<String, Group>>,
@@ -116,6 +131,14 @@ pub struct Coordinator {
     writes_in_flight: Cell<usize>,
     /// Log size past which compaction is considered ([`limits::OFFSETS_LOG_COMPACT_BYTES`]).
     pub compact_bytes: Cell<u64>,
+    /// Cluster mode: offsets are written through the metadata log (None: this shard's log).
+    replicator: RefCell<Option<Rc<dyn OffsetReplicator>>>,
+}
+
+/// Why writing offsets failed: the local log, or the replication (with the code to answer).
+enum WriteError {
+    Local(offsets::OffsetLogError),
+    Replication(ResponseError),
 }
 
 /// Counts a log write until its effect is applied to the in-memory table.
@@ -159,6 +182,90 @@ impl Coordinator {
             compacting: Cell::new(false),
             writes_in_flight: Cell::new(0),
             compact_bytes: Cell::new(limits::OFFSETS_LOG_COMPACT_BYTES),
+            replicator: RefCell::new(None),
+        }
+    }
+
+    /// Cluster mode: write offsets through `r` from now on.
+    pub fn set_replicator(&self, r: Rc<dyn OffsetReplicator>) {
+        *self.replicator.borrow_mut() = Some(r);
+    }
+
+    /// Cluster mode: whether this node coordinates groups now (always true in single-node mode).
+    pub fn is_coordinator(&self) -> bool {
+        self.replicator
+            .borrow()
+            .as_ref()
+            .is_none_or(|r| r.is_coordinator())
+    }
+
+    /// Writes records and applies them to the table: to this shard's log (single node), or
+    /// through the metadata log (cluster mode: applied by [`Coordinator::apply_replicated`] on
+    /// every node, this one included, before this resolves).
+    async fn write(
+        &self,
+        log: &OffsetLog,
+        group_id: &str,
+        records: Vec<OffsetRecord>,
+    ) -> Result<(), WriteError> {
+        let replicator = self.replicator.borrow().clone();
+        if let Some(r) = replicator {
+            return r
+                .replicate(group_id.to_string(), records)
+                .await
+                .map_err(WriteError::Replication);
+        }
+        let _in_flight = InFlight::new(&self.writes_in_flight);
+        log.append(&records).await.map_err(WriteError::Local)?;
+        self.apply_records(records);
+        Ok(())
+    }
+
+    fn apply_records(&self, records: Vec<OffsetRecord>) {
+        let mut table = self.offsets.borrow_mut();
+        for r in records {
+            let key = (r.topic, r.partition);
+            match r.value {
+                Some(v) => {
+                    table.entry(r.group).or_default().insert(key, v);
+                }
+                None => {
+                    if let Some(g) = table.get_mut(&r.group) {
+                        g.remove(&key);
+                        if g.is_empty() {
+                            table.remove(&r.group);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cluster mode: stores offsets replicated through the metadata log (commits or
+    /// tombstones) in this shard's table and log. Waits until this shard has loaded its
+    /// offsets. The log write is queued in order but not waited for: the metadata log is the
+    /// durable copy (fsync'd by a majority before the commit is answered, and replayed from
+    /// its start at every restart), so the apply path (every metadata operation, and the
+    /// replay at startup) does not wait for a second fsync per commit.
+    pub async fn apply_replicated(&self, records: Vec<OffsetRecord>) {
+        let log = loop {
+            if let Some(log) = self.log.borrow().clone() {
+                break log;
+            }
+            compio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        // Queued before the table changes: compaction (which waits for an empty queue) never
+        // snapshots a table that is ahead of the file without these records following.
+        let queued = log.enqueue(&records);
+        self.apply_records(records);
+        match queued {
+            Ok(seq) => compio::runtime::spawn(async move {
+                if let Err(e) = log.flush(seq).await {
+                    tracing::error!(error = %e, "replicated offsets not written to the local offsets log");
+                }
+            })
+            .detach(),
+            Err(e) => tracing::debug!(error = %e, "replicated offsets not written to the local offsets log"),
         }
     }
 
@@ -421,21 +528,20 @@ impl Coordinator {
         if records.is_empty() {
             return codes;
         }
-        let _in_flight = InFlight::new(&self.writes_in_flight);
-        if let Err(e) = log.append(&records).await {
-            tracing::error!(group = group_id, error = %e, "offset commit failed");
-            for (c, e) in codes.iter_mut().zip(&entries) {
-                if *c == NONE && catalog.topic(&e.topic).is_some() {
-                    *c = ResponseError::KafkaStorageError.code();
-                }
+        let failed = match self.write(&log, group_id, records).await {
+            Ok(()) => return codes,
+            Err(WriteError::Local(e)) => {
+                tracing::error!(group = group_id, error = %e, "offset commit failed");
+                ResponseError::KafkaStorageError
             }
-            return codes;
-        }
-        let mut table = self.offsets.borrow_mut();
-        let group = table.entry(group_id.to_string()).or_default();
-        for r in records {
-            if let Some(v) = r.value {
-                group.insert((r.topic, r.partition), v);
+            Err(WriteError::Replication(e)) => {
+                tracing::debug!(group = group_id, error = ?e, "offset commit not replicated");
+                e
+            }
+        };
+        for (c, e) in codes.iter_mut().zip(&entries) {
+            if *c == NONE && catalog.topic(&e.topic).is_some() {
+                *c = failed.code();
             }
         }
         codes
@@ -517,12 +623,14 @@ impl Coordinator {
             }
         }
         if !records.is_empty() {
-            let _in_flight = InFlight::new(&self.writes_in_flight);
-            if let Err(e) = log.append(&records).await {
-                tracing::error!(group = group_id, error = %e, "offset delete failed");
-                return (ResponseError::KafkaStorageError.code(), vec![]);
+            match self.write(&log, group_id, records).await {
+                Ok(()) => {}
+                Err(WriteError::Local(e)) => {
+                    tracing::error!(group = group_id, error = %e, "offset delete failed");
+                    return (ResponseError::KafkaStorageError.code(), vec![]);
+                }
+                Err(WriteError::Replication(e)) => return (e.code(), vec![]),
             }
-            self.apply_tombstones(&records);
         }
         (NONE, codes)
     }
@@ -579,12 +687,14 @@ impl Coordinator {
             return ResponseError::GroupIdNotFound.code();
         }
         if !records.is_empty() {
-            let _in_flight = InFlight::new(&self.writes_in_flight);
-            if let Err(e) = log.append(&records).await {
-                tracing::error!(group = group_id, error = %e, "group delete failed");
-                return ResponseError::KafkaStorageError.code();
+            match self.write(&log, group_id, records).await {
+                Ok(()) => {}
+                Err(WriteError::Local(e)) => {
+                    tracing::error!(group = group_id, error = %e, "group delete failed");
+                    return ResponseError::KafkaStorageError.code();
+                }
+                Err(WriteError::Replication(e)) => return e.code(),
             }
-            self.apply_tombstones(&records);
         }
         // The group may have gained members while the tombstones were written.
         let mut groups = self.groups.borrow_mut();
@@ -803,8 +913,12 @@ impl Coordinator {
         let Some(log) = self.log.borrow().clone() else {
             return;
         };
+        let replicator = self.replicator.borrow().clone();
+        // Cluster mode: only the coordinator expires offsets (it knows which groups have
+        // members), and through the metadata log, so that every node forgets them.
+        let expire = replicator.as_ref().is_none_or(|r| r.is_coordinator());
         let mut records = Vec::new();
-        {
+        if expire {
             let groups = self.groups.borrow();
             let cgs = self.consumer_groups.borrow();
             for (gid, parts) in self.offsets.borrow().iter() {
@@ -828,6 +942,24 @@ impl Coordinator {
                         });
                     }
                 }
+            }
+        }
+        if let (Some(r), false) = (replicator, records.is_empty()) {
+            let mut by_group: BTreeMap<String, Vec<OffsetRecord>> = BTreeMap::new();
+            for rec in records.drain(..) {
+                by_group.entry(rec.group.clone()).or_default().push(rec);
+            }
+            for (gid, recs) in by_group {
+                let n = recs.len();
+                // Not awaited: a proposal without quorum must not hold up session expiry.
+                let f = r.replicate(gid.clone(), recs);
+                compio::runtime::spawn(async move {
+                    match f.await {
+                        Ok(()) => tracing::info!(group = %gid, offsets = n, "committed offsets expired (offsets.retention.minutes)"),
+                        Err(e) => tracing::warn!(group = %gid, error = ?e, "offset expiry not replicated"),
+                    }
+                })
+                .detach();
             }
         }
         if !records.is_empty() {
@@ -891,6 +1023,9 @@ pub enum RouteError {
     Gone(#[from] crate::runtime::ShardGone),
     #[error("the coordinator shard is still loading its offsets")]
     Loading,
+    /// Cluster mode: this node is not the controller (anymore), which coordinates groups.
+    #[error("this node does not coordinate groups")]
+    NotCoordinator,
 }
 
 impl RouteError {
@@ -898,6 +1033,7 @@ impl RouteError {
         match self {
             RouteError::Gone(_) => ResponseError::CoordinatorNotAvailable.code(),
             RouteError::Loading => ResponseError::CoordinatorLoadInProgress.code(),
+            RouteError::NotCoordinator => ResponseError::NotCoordinator.code(),
         }
     }
 }
@@ -916,6 +1052,9 @@ where
     let owner = owner_shard_for_group(group_id, shard.shared.shard_count());
     shard
         .run_on(owner, move |s| async move {
+            if !s.groups.is_coordinator() {
+                return Err(RouteError::NotCoordinator);
+            }
             if !s.groups.is_loaded() {
                 return Err(RouteError::Loading);
             }

@@ -300,6 +300,13 @@ impl OffsetLog {
 
     /// Appends records and resolves once they are durable (group commit).
     pub async fn append(&self, records: &[OffsetRecord]) -> Result<(), OffsetLogError> {
+        let my_seq = self.enqueue(records)?;
+        self.flush(my_seq).await
+    }
+
+    /// Queues records to be written, in call order; returns the sequence number to
+    /// [`OffsetLog::flush`] them with.
+    pub fn enqueue(&self, records: &[OffsetRecord]) -> Result<u64, OffsetLogError> {
         if self.poisoned.get() {
             return Err(OffsetLogError::Poisoned {
                 path: self.path.clone(),
@@ -313,6 +320,11 @@ impl OffsetLog {
         }
         let my_seq = self.pending_seq.get() + 1;
         self.pending_seq.set(my_seq);
+        Ok(my_seq)
+    }
+
+    /// Resolves once everything queued up to `my_seq` is durable (group commit).
+    pub async fn flush(&self, my_seq: u64) -> Result<(), OffsetLogError> {
         let _guard = self.writer.lock().await;
         if self.durable_seq.get() >= my_seq {
             return Ok(());

@@ -176,6 +176,11 @@ pub struct Shard {
     /// `run_on`, so the length is bounded by this shard's tasks, like a channel's waiter list.
     waiting: Vec<RefCell<VecDeque<Job>>>,
     pumping: Vec<Cell<bool>>,
+    /// Cluster mode, shard 0: request ids of the offset operations applied last (a retried
+    /// proposal's duplicate is skipped).
+    #[allow(clippy::type_complexity)]
+    pub meta_applied_reqs:
+        RefCell<(std::collections::HashSet<u64>, std::collections::VecDeque<u64>)>,
 }
 
 impl Shard {
@@ -198,6 +203,7 @@ impl Shard {
             meta_waiters: RefCell::new(HashMap::new()),
             waiting,
             pumping,
+            meta_applied_reqs: RefCell::new(Default::default()),
         }
     }
 

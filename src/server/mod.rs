@@ -247,6 +247,14 @@ async fn shard_main(
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let shard = Rc::new(Shard::new(id, shared.clone(), Fs::real()));
+    if shared.cluster.is_some() {
+        // Cluster mode: committed offsets go through the metadata log (every node holds them).
+        shard
+            .groups
+            .set_replicator(Rc::new(crate::cluster::metadata::OffsetsViaMetadata {
+                shard: Rc::downgrade(&shard),
+            }));
+    }
     let listener = match compio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {

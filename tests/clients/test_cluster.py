@@ -17,7 +17,12 @@ What each test proves:
 - random faults (kill -9 and restart, partitions, and tc netem delay where the kernel has
   netem) for a bounded time under load, then
   a Jepsen-style check of the history: no acknowledged write lost, duplicated or reordered,
-  and every value at its acknowledged offset.
+  and every value at its acknowledged offset;
+- consumer-group offsets fail over: a group commits offsets (replicated through the metadata
+  log), the controller (the group coordinator) is killed with kill -9, and a new consumer of
+  the group on the new coordinator starts exactly at the committed offsets: only the messages
+  read but not committed come again, none is lost, and the admin API reads the offsets there;
+  once the killed node is back, every node but the controller answers NOT_COORDINATOR.
 """
 
 import json
@@ -433,3 +438,123 @@ def test_retention_on_a_replicated_partition_and_snapshot_catch_up(cluster):
         records.append(json.loads(m.value())["seq"])
     c.close()
     assert records and records[-1] == 1999 and records == list(range(records[0], 2000)), records[:3]
+
+
+def consume(c, n, timeout_s=60.0):
+    """Up to `n` messages from consumer `c` (fewer if none come for a while): [Message]."""
+    out = []
+    deadline = time.monotonic() + timeout_s
+    while len(out) < n and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        out.append(m)
+    return out
+
+
+def offset_fetch(node, group):
+    """OffsetFetch v2 (every committed offset of `group`) sent to one node over a raw socket:
+    (error code, {(topic, partition): offset})."""
+    import struct
+    import kafkawire as kw
+    body = kw.request_header(9, 2, correlation_id=7) + kw._string(group) + struct.pack(">i", -1)
+    with kw.Connection(node.host, node.port) as conn:
+        conn.send(kw.frame(body))
+        b = conn.read_response(7)
+    pos, out = 0, {}
+
+    def take(fmt):
+        nonlocal pos
+        v = struct.unpack_from(fmt, b, pos)
+        pos += struct.calcsize(fmt)
+        return v[0]
+
+    def string():
+        nonlocal pos
+        n = take(">h")
+        s = b[pos:pos + max(n, 0)].decode()
+        pos += max(n, 0)
+        return s
+
+    for _ in range(take(">i")):
+        topic = string()
+        for _ in range(take(">i")):
+            partition, offset = take(">i"), take(">q")
+            string()
+            take(">h")
+            out[(topic, partition)] = offset
+    return take(">h"), out
+
+
+def test_group_offsets_survive_controller_kill9(cluster):
+    from confluent_kafka import Consumer, ConsumerGroupTopicPartitions
+    topic, group, partitions, total = "grpfail", "grpfail-group", 3, 300
+    admin = create(cluster.bootstrap, topic, partitions)
+    p = producer(cluster.bootstrap)
+    for i in range(total):
+        p.produce(topic, json.dumps({"seq": i}).encode(), key=str(i).encode())
+    assert p.flush(30) == 0
+    conf = {"bootstrap.servers": cluster.bootstrap, "group.id": group, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "logger": LIBRDKAFKA_LOGGER}
+    a = Consumer(conf)
+    a.subscribe([topic])
+    # The first consumer commits every message it processes, synchronously (one OffsetCommit
+    # each, replicated through the metadata log before it is answered), then reads a few more
+    # that it does not commit.
+    first = consume(a, 150)
+    assert len(first) == 150, f"the first consumer got {len(first)} of 150 messages"
+    committed = {}
+    t0 = time.monotonic()
+    for m in first[:120]:
+        a.commit(message=m, asynchronous=False)
+        committed[m.partition()] = m.offset() + 1
+    took = time.monotonic() - t0
+    print(f"120 synchronous commits in {took:.2f} s: {120 / took:.0f} commits/s")
+    seen_a = {(m.partition(), m.offset()) for m in first}
+    a.close()
+    # The data records' offsets (a new partition leader writes a control batch first, so
+    # offsets are not contiguous).
+    data = {pp: [o for o, _ in read_partition(cluster.bootstrap, topic, pp)] for pp in range(partitions)}
+    assert sum(len(v) for v in data.values()) == total
+    controller = admin.list_topics(timeout=10).controller_id
+    assert controller > 0
+    victim = cluster.node(controller)
+    victim.kill9()
+    # A new consumer of the group: it starts exactly at the committed offsets, on whichever
+    # node coordinates the group now.
+    b = Consumer(conf)
+    b.subscribe([topic])
+    expected = sum(len([o for o in data[pp] if o >= committed.get(pp, 0)]) for pp in range(partitions))
+    rest = consume(b, expected, timeout_s=60)
+    rest += consume(b, 1, timeout_s=3)  # and nothing more
+    new_controller = admin.list_topics(timeout=10).controller_id
+    assert new_controller not in (-1, controller), f"controller {new_controller} after killing node {controller}"
+    got = {}
+    for m in rest:
+        got.setdefault(m.partition(), []).append(m.offset())
+    for pp in range(partitions):
+        start = committed.get(pp, 0)
+        want = [o for o in data[pp] if o >= start]
+        assert got.get(pp, []) == want, \
+            f"partition {pp}: committed {start}; the new consumer read {got.get(pp, [])[:5]}..., not {want[:5]}..."
+    redelivered = seen_a & {(m.partition(), m.offset()) for m in rest}
+    assert len(redelivered) == 30, f"only the 30 uncommitted messages come again, not {len(redelivered)}"
+    # The new coordinator serves the committed offsets to the admin API too.
+    b.commit(asynchronous=False)
+    cgo = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
+    offs = {tp.partition: tp.offset for tp in cgo[group].result(timeout=30).topic_partitions}
+    # Past the last record (a control batch after it may be skipped too).
+    assert sorted(offs) == list(range(partitions)) and all(offs[pp] > data[pp][-1] for pp in offs), \
+        f"committed offsets {offs}, last records {[data[pp][-1] for pp in range(partitions)]}"
+    b.close()
+    # The killed node comes back (replaying the metadata log, offsets included); only the
+    # controller coordinates: the other nodes answer NOT_COORDINATOR (16), so clients look
+    # the coordinator up again.
+    victim.start()
+    controller = admin.list_topics(timeout=10).controller_id
+    for n in cluster.nodes:
+        code, got_offsets = offset_fetch(n, group)
+        if n.node_id == controller:
+            assert code == 0 and got_offsets == {(topic, pp): o for pp, o in offs.items()}, (code, got_offsets)
+        else:
+            assert code == 16, f"node {n.node_id} (not the controller, {controller}) answered {code}"

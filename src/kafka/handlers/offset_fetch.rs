@@ -25,6 +25,10 @@ async fn fetch_one(
     if let Err(e) = group::validate_group_id(&group_id) {
         return (e.code(), Vec::new());
     }
+    // Cluster mode: a new coordinator first applies every offset committed before it.
+    if let Err(e) = crate::cluster::metadata::sync_offsets(&ctx.shard).await {
+        return (e.code(), Vec::new());
+    }
     let gid = group_id.clone();
     let r = group::on_coordinator(&ctx.shard, &group_id, move |shard| async move {
         shard.groups.fetch(&gid, wanted)
