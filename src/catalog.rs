@@ -62,6 +62,9 @@ pub struct CatalogData {
     /// Cluster mode: registered nodes by id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub brokers: BTreeMap<u64, BrokerMeta>,
+    /// Cluster mode: nodes that joined without being voters, by id: their replication address.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub nodes: BTreeMap<u64, String>,
 }
 
 /// An immutable view of the catalog at one version.
@@ -148,6 +151,7 @@ impl Catalog {
                     topics: BTreeMap::new(),
                     producer_id_next: 0,
                     brokers: BTreeMap::new(),
+                    nodes: BTreeMap::new(),
                 };
                 write_atomically(&path, &data)?;
                 data

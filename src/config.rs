@@ -69,6 +69,10 @@ pub struct BrokerConfig {
     /// `raft.election.timeout.ms`: a follower that hears no leader for this long (plus a random
     /// part up to as much again) starts an election.
     pub raft_election_timeout_ms: u64,
+    /// `replication.listener` (`--replication-listen`): where this node listens for other
+    /// nodes. Default: its own entry in the voters; required for a node that is not a voter (a
+    /// broker joining a running cluster).
+    pub replication_listen: Option<SocketAddr>,
 }
 
 impl Default for BrokerConfig {
@@ -103,6 +107,7 @@ impl Default for BrokerConfig {
             cluster_voters: Vec::new(),
             default_replication_factor: -1,
             raft_election_timeout_ms: 1_000,
+            replication_listen: None,
         }
     }
 }
@@ -163,6 +168,10 @@ pub struct ServeArgs {
     /// cluster, a single node].
     #[arg(long)]
     pub cluster: Option<String>,
+    /// This node's replication listener HOST:PORT when it is not one of the --cluster voters
+    /// (a broker joining a running cluster) [key replication.listener].
+    #[arg(long)]
+    pub replication_listen: Option<SocketAddr>,
     /// TOML file of broker configs by Kafka name (e.g. `"num.partitions" = 3`).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -319,6 +328,7 @@ pub const KEYS: &[&str] = &[
     "queued.max.request.bytes",
     "queued.max.requests",
     "raft.election.timeout.ms",
+    "replication.listener",
     "socket.request.max.bytes",
 ];
 
@@ -420,6 +430,7 @@ impl ServeConfig {
             "controller.quorum.voters" => V::String(format_voters(&b.cluster_voters)),
             "default.replication.factor" => V::Integer(i64::from(b.default_replication_factor)),
             "raft.election.timeout.ms" => V::Integer(b.raft_election_timeout_ms as i64),
+            "replication.listener" => V::String(b.replication_listen.map(|a| a.to_string()).unwrap_or_default()),
             "group.initial.rebalance.delay.ms" => V::Integer(b.group_initial_rebalance_delay_ms),
             "group.max.session.timeout.ms" => V::Integer(i64::from(b.group_max_session_timeout_ms)),
             "group.max.size" => V::Integer(b.group_max_size as i64),
@@ -576,6 +587,9 @@ impl ServeConfig {
         if let Some(v) = &a.cluster {
             c.apply("controller.quorum.voters", &s(v.clone()), flag("--cluster"))?;
         }
+        if let Some(l) = a.replication_listen {
+            c.apply("replication.listener", &s(l.to_string()), flag("--replication-listen"))?;
+        }
         if let Some(l) = &a.log_level {
             c.apply("log.level", &s(l.clone()), flag("--log-level"))?;
         }
@@ -658,6 +672,7 @@ impl BrokerConfig {
             "raft.election.timeout.ms" => {
                 self.raft_election_timeout_ms = int(key, v, 200, 600_000)? as u64
             }
+            "replication.listener" => self.replication_listen = Some(socket_addr(key, v)?),
             "controller.quorum.voters" => {
                 self.cluster_voters = parse_voters(&text(key, v)?).map_err(|r| bad(key, r))?
             }

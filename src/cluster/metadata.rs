@@ -38,6 +38,12 @@ pub enum MetaOp {
         host: String,
         port: u16,
     },
+    /// A node that is not a voter joins: its replication address. The metadata leader then
+    /// adds it to the metadata group as a learner (it receives the log, does not vote).
+    AddNode {
+        id: u64,
+        addr: String,
+    },
     CreateTopic {
         topic: TopicMeta,
     },
@@ -242,6 +248,19 @@ async fn apply_op(shard: &Rc<Shard>, op: MetaOp) -> Result<(), TopicError> {
         TopicError::new(ResponseError::KafkaStorageError, e.to_string())
     };
     match op {
+        MetaOp::AddNode { id, addr } => {
+            if let (Some(c), Ok(a)) = (shard.shared.cluster.as_ref(), addr.parse()) {
+                c.add_peer(id, a);
+            }
+            catalog
+                .update(move |d| {
+                    d.nodes.insert(id, addr);
+                    Ok::<(), TopicError>(())
+                })
+                .await
+                .map_err(storage)??;
+            Ok(())
+        }
         MetaOp::RegisterBroker { id, host, port } => {
             catalog
                 .update(move |d| {
@@ -642,6 +661,28 @@ pub fn replica_load(snap: &crate::catalog::CatalogSnapshot) -> BTreeMap<u64, usi
     load
 }
 
+/// A join request reached this node (from a broker that is not a voter): remember its address
+/// and, on the controller, commit it to the metadata log (once).
+pub fn on_join(shard: &Rc<Shard>, id: u64, addr: std::net::SocketAddr) {
+    let Some(cluster) = shard.shared.cluster.clone() else { return };
+    cluster.add_peer(id, addr);
+    if cluster.controller() != cluster.node_id {
+        return;
+    }
+    let known = shard.shared.catalog.snapshot().data.nodes.get(&id).cloned();
+    if known.as_deref() == Some(addr.to_string().as_str()) {
+        return;
+    }
+    let s = shard.clone();
+    compio::runtime::spawn(async move {
+        match propose(&s, MetaOp::AddNode { id, addr: addr.to_string() }).await {
+            Ok(()) => tracing::info!(node = id, %addr, "a broker joined the cluster"),
+            Err(e) => tracing::debug!(node = id, error = %e.message, "join not committed yet"),
+        }
+    })
+    .detach();
+}
+
 /// Keeps this node's registration (the address clients use) in the metadata log current.
 pub async fn register_loop(shard: Rc<Shard>) {
     let Some(cluster) = shard.shared.cluster.clone() else {
@@ -661,6 +702,14 @@ pub async fn register_loop(shard: Rc<Shard>) {
     };
     let want = BrokerMeta { host, port };
     loop {
+        if !cluster.is_voter() && !shard.shared.catalog.snapshot().data.nodes.contains_key(&cluster.node_id) {
+            // Not a voter: ask the voters to let this node in (the leader records it).
+            if let Some(frame) = super::transport::encode_join(cluster.node_id, cluster.own_raft) {
+                for id in cluster.voter_ids() {
+                    super::transport::send(&shard, id, frame.clone());
+                }
+            }
+        }
         let have = shard
             .shared
             .catalog

@@ -56,10 +56,15 @@ pub struct ClusterState {
     /// The metadata term in which this node, as coordinator, last passed a read barrier
     /// (every committed offset applied here) ([`metadata::sync_offsets`]).
     offsets_synced_term: AtomicU64,
+    /// Where this node listens for the others.
+    pub own_raft: SocketAddr,
+    /// Nodes that are not voters (brokers that joined later): id -> replication address, from
+    /// the metadata log (`MetaOp::AddNode`) and from their join requests.
+    extra_peers: RwLock<HashMap<u64, SocketAddr>>,
 }
 
 impl ClusterState {
-    pub fn new(node_id: u64, voters: Vec<(u64, SocketAddr)>) -> ClusterState {
+    pub fn new(node_id: u64, voters: Vec<(u64, SocketAddr)>, own_raft: SocketAddr) -> ClusterState {
         let mut ids: Vec<String> = voters.iter().map(|(id, a)| format!("{id}@{a}")).collect();
         ids.sort();
         let digest = crc32c::crc32c(ids.join(",").as_bytes());
@@ -77,6 +82,8 @@ impl ClusterState {
             leaders: RwLock::new(HashMap::new()),
             controller: AtomicU64::new(0),
             offsets_synced_term: AtomicU64::new(0),
+            own_raft,
+            extra_peers: RwLock::new(HashMap::new()),
         }
     }
 
@@ -85,11 +92,37 @@ impl ClusterState {
     }
 
     pub fn peer_addr(&self, id: u64) -> Option<SocketAddr> {
-        self.voters.iter().find(|(i, _)| *i == id).map(|(_, a)| *a)
+        self.voters
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, a)| *a)
+            .or_else(|| self.extra_peers.read().unwrap_or_else(|p| p.into_inner()).get(&id).copied())
+    }
+
+    /// True when this node votes in the metadata group (is in `--cluster`).
+    pub fn is_voter(&self) -> bool {
+        self.voters.iter().any(|(i, _)| *i == self.node_id)
+    }
+
+    /// Records the replication address of a node that is not a voter.
+    pub fn add_peer(&self, id: u64, addr: SocketAddr) {
+        if id != self.node_id && !self.voters.iter().any(|(i, _)| *i == id) {
+            self.extra_peers.write().unwrap_or_else(|p| p.into_inner()).insert(id, addr);
+        }
+    }
+
+    /// Every other node this node knows: voters and joined brokers.
+    pub fn peer_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.voters.iter().map(|(i, _)| *i).collect();
+        ids.extend(self.extra_peers.read().unwrap_or_else(|p| p.into_inner()).keys().copied());
+        ids.retain(|i| *i != self.node_id);
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     pub fn own_addr(&self) -> Option<SocketAddr> {
-        self.peer_addr(self.node_id)
+        Some(self.own_raft)
     }
 
     pub fn controller(&self) -> u64 {

@@ -824,6 +824,24 @@ const REBALANCE_TICKS: u64 = 50;
 fn reconcile(shard: &Rc<Shard>, r: &Rc<Replica>, node: &mut RawNode<LogStore>, done_sent: &mut Option<Instant>, rebalance: bool) {
     use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
     if r.group == super::METADATA_GROUP {
+        // Joined brokers (not voters) receive the metadata log as learners.
+        let conf = node.store().conf.clone();
+        if node.raft.has_pending_conf() || !conf.voters_outgoing.is_empty() {
+            return;
+        }
+        let nodes = shard.shared.catalog.snapshot().data.nodes.clone();
+        let new: Vec<u64> = nodes.keys().copied().filter(|id| !conf.voters.contains(id) && !conf.learners.contains(id)).collect();
+        if !new.is_empty() {
+            tracing::info!(learners = ?new, "adding joined brokers to the metadata group as learners");
+            let cc = ConfChangeV2 {
+                transition: ConfChangeTransition::Auto,
+                changes: new.into_iter().map(|id| ConfChangeSingle { change_type: ConfChangeType::AddLearnerNode, node_id: id, ..Default::default() }).collect(),
+                ..Default::default()
+            };
+            if let Err(e) = node.propose_conf_change(vec![], cc) {
+                tracing::warn!(error = %e, "learner change not proposed");
+            }
+        }
         return;
     }
     let snap = shard.shared.catalog.snapshot();

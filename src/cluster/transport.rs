@@ -25,6 +25,7 @@ use crate::runtime::{owner_shard, Shard};
 
 const KIND_RAFT: u8 = 1;
 const KIND_LEADERS: u8 = 2;
+const KIND_JOIN: u8 = 3;
 
 /// Largest frame accepted from a peer (one Raft message carries at most
 /// `MAX_SIZE_PER_MSG` of entries, and always at least one entry, itself at most one batch).
@@ -42,6 +43,16 @@ pub fn encode_raft(g: &GroupKey, m: &Message) -> Option<Bytes> {
     b.put_u8(KIND_RAFT);
     b.put_slice(g.0.as_bytes());
     b.put_i32(g.1);
+    b.put_slice(&body);
+    Some(b.freeze())
+}
+
+/// A join request of a node that is not a voter: JSON (id, replication address).
+pub fn encode_join(id: u64, addr: std::net::SocketAddr) -> Option<Bytes> {
+    let body = serde_json::to_vec(&(id, addr.to_string())).ok()?;
+    let mut b = BytesMut::with_capacity(5 + body.len());
+    b.put_u32((1 + body.len()) as u32);
+    b.put_u8(KIND_JOIN);
     b.put_slice(&body);
     Some(b.freeze())
 }
@@ -212,6 +223,11 @@ fn deliver(shard: &Rc<Shard>, frame: Bytes) {
                 cluster.set_leader(g, info);
             }
         }
+        KIND_JOIN => {
+            let Ok((id, addr)) = serde_json::from_slice::<(u64, String)>(&frame[1..]) else { return };
+            let Ok(addr) = addr.parse() else { return };
+            super::metadata::on_join(shard, id, addr);
+        }
         _ => {}
     }
 }
@@ -229,10 +245,8 @@ pub async fn report_leaders(shard: Rc<Shard>, interval: Duration) {
             let Some(frame) = encode_leaders(chunk) else {
                 continue;
             };
-            for id in cluster.voter_ids() {
-                if id != cluster.node_id {
-                    send(&shard, id, frame.clone());
-                }
+            for id in cluster.peer_ids() {
+                send(&shard, id, frame.clone());
             }
         }
     }

@@ -127,13 +127,19 @@ impl Broker {
         let mut repl_listeners: Vec<Option<std::net::TcpListener>> = (0..n).map(|_| None).collect();
         let cluster = if config.clustered() {
             let node = u64::try_from(config.node_id).unwrap_or(0);
-            let Some(&(_, raddr)) = config.cluster_voters.iter().find(|(id, _)| *id == node) else {
+            let own = config.cluster_voters.iter().find(|(id, _)| *id == node).map(|(_, a)| *a);
+            // A voter listens on its own entry; a broker joining a running cluster (not a
+            // voter) needs --replication-listen.
+            let Some(raddr) = config.replication_listen.or(own) else {
                 anyhow::bail!(
-                    "node.id {} is not one of the cluster voters ({}): give each node --node-id matching its entry in --cluster",
+                    "node.id {} is not one of the cluster voters ({}): give each voter --node-id matching its entry in --cluster, or give a broker joining the cluster --replication-listen HOST:PORT",
                     config.node_id,
                     config.cluster_voters.iter().map(|(id, a)| format!("{id}@{a}")).collect::<Vec<_>>().join(",")
                 );
             };
+            if node == 0 {
+                anyhow::bail!("node.id must be 1 or more in a cluster (Raft reserves 0)");
+            }
             drop(
                 bind_exclusive(raddr)
                     .with_context(|| format!("cannot listen on the replication address {raddr}"))?,
@@ -143,10 +149,14 @@ impl Broker {
                     format!("cannot listen on the replication address {raddr}")
                 })?);
             }
-            Some(Arc::new(crate::cluster::ClusterState::new(
-                node,
-                config.cluster_voters.clone(),
-            )))
+            let state = crate::cluster::ClusterState::new(node, config.cluster_voters.clone(), raddr);
+            // Joined brokers known from the replicated metadata (their replication addresses).
+            for (id, addr) in &catalog.snapshot().data.nodes {
+                if let Ok(a) = addr.parse() {
+                    state.add_peer(*id, a);
+                }
+            }
+            Some(Arc::new(state))
         } else {
             None
         };

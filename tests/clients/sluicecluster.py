@@ -78,7 +78,13 @@ class Node(Broker):
                 "--data-dir", str(self.data_dir),
                 "--listen", f"{self.host}:{self.port}",
                 "--admin-listen", f"{self.host}:{self.admin_port}",
-                "--cores", str(broker_cores())] + list(self.extra_args)
+                "--cores", str(broker_cores())] + self.join_args() + list(self.extra_args)
+
+    def join_args(self):
+        # A node that is not among the voters joins a running cluster: it names its own
+        # replication listener.
+        voter = any(v.split("@")[0] == str(self.node_id) for v in self.voters.split(","))
+        return [] if voter else ["--replication-listen", f"{self.raft_ip}:{RAFT_PORT}"]
 
     def partition_dir(self, topic, partition):
         return self.data_dir / f"{topic}-{partition}"
@@ -92,7 +98,9 @@ class Node(Broker):
 
 
 class Cluster:
-    def __init__(self, workdir, size=3, extra_args=None):
+    def __init__(self, workdir, size=3, extra_args=None, voters=None):
+        """`size` nodes; the first `voters` (default all) form the Raft voter set, the others
+        join as brokers (metadata learners) with --replication-listen."""
         self.workdir = Path(workdir)
         self.size = size
         # A /16 of our own per test run: 10.(100..199).x.x
@@ -106,7 +114,7 @@ class Cluster:
         sh("ip", "addr", "add", f"10.{self.k}.1.1/24", "dev", self.br_client)
         sh("ip", "link", "set", self.br_client, "up")
         sh("ip", "link", "set", self.br_raft, "up")
-        voters = ",".join(f"{i}@10.{self.k}.2.{10 + i}:{RAFT_PORT}" for i in range(1, size + 1))
+        voters = ",".join(f"{i}@10.{self.k}.2.{10 + i}:{RAFT_PORT}" for i in range(1, (voters or size) + 1))
         self.nodes = []
         for i in range(1, size + 1):
             ns = f"{self.tag}n{i}"
