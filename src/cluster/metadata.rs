@@ -317,46 +317,27 @@ async fn apply_op(shard: &Rc<Shard>, op: MetaOp) -> Result<(), TopicError> {
             Ok(())
         }
         MetaOp::AddPartitions { name, id, replicas } => {
-            let n = name.clone();
-            let meta = catalog
-                .update(move |d| match d.topics.get_mut(&n) {
-                    Some(t) if t.id == id => {
-                        if (t.partitions as usize) < replicas.len() {
-                            let old = t.partitions as usize;
-                            t.replicas.extend(replicas[old..].iter().cloned());
-                            t.partitions = replicas.len() as i32;
-                        }
-                        Ok(t.clone())
-                    }
-                    _ => Err(TopicError::new(
-                        ResponseError::UnknownTopicOrPartition,
-                        format!("Topic '{n}' does not exist."),
-                    )),
-                })
-                .await
-                .map_err(storage)??;
+            let meta = update_topic(shard, &name, id, move |t| {
+                if (t.partitions as usize) < replicas.len() {
+                    let old = t.partitions as usize;
+                    t.replicas.extend(replicas[old..].iter().cloned());
+                    t.partitions = replicas.len() as i32;
+                }
+            })
+            .await?;
             open_held(shard, &meta, 0..meta.partitions).await;
             Ok(())
         }
         MetaOp::Reassign { name, id, partition, target } => {
-            let n = name.clone();
-            let meta = catalog
-                .update(move |d| match d.topics.get_mut(&n) {
-                    Some(t) if t.id == id && partition >= 0 && partition < t.partitions => {
-                        match target {
-                            Some(target) if t.replicas.get(partition as usize) != Some(&target) => {
-                                t.targets.insert(partition, target);
-                            }
-                            _ => {
-                                t.targets.remove(&partition);
-                            }
-                        }
-                        Ok(t.clone())
-                    }
-                    _ => Err(TopicError::new(ResponseError::UnknownTopicOrPartition, format!("{n}-{partition} does not exist."))),
-                })
-                .await
-                .map_err(storage)??;
+            let meta = update_partition(shard, &name, id, partition, move |t| match target {
+                Some(target) if t.replicas.get(partition as usize) != Some(&target) => {
+                    t.targets.insert(partition, target);
+                }
+                _ => {
+                    t.targets.remove(&partition);
+                }
+            })
+            .await?;
             if let Some(target) = meta.targets.get(&partition) {
                 tracing::info!(topic = %name, partition, ?target, "reassignment started");
                 // New replicas start with the current voters; the log tells them the rest.
@@ -365,19 +346,14 @@ async fn apply_op(shard: &Rc<Shard>, op: MetaOp) -> Result<(), TopicError> {
             Ok(())
         }
         MetaOp::ReassignDone { name, id, partition, replicas } => {
-            let n = name.clone();
             let r = replicas.clone();
-            let meta = catalog
-                .update(move |d| match d.topics.get_mut(&n) {
-                    Some(t) if t.id == id && partition >= 0 && (partition as usize) < t.replicas.len() => {
-                        t.replicas[partition as usize] = r;
-                        t.targets.remove(&partition);
-                        Ok(t.clone())
-                    }
-                    _ => Err(TopicError::new(ResponseError::UnknownTopicOrPartition, format!("{n}-{partition} does not exist."))),
-                })
-                .await
-                .map_err(storage)??;
+            let meta = update_partition(shard, &name, id, partition, move |t| {
+                if let Some(slot) = t.replicas.get_mut(partition as usize) {
+                    *slot = r;
+                }
+                t.targets.remove(&partition);
+            })
+            .await?;
             tracing::info!(topic = %name, partition, ?replicas, "reassignment done");
             if let Some(cluster) = shard.shared.cluster.clone() {
                 if !replicas.contains(&cluster.node_id) {
@@ -389,20 +365,7 @@ async fn apply_op(shard: &Rc<Shard>, op: MetaOp) -> Result<(), TopicError> {
             Ok(())
         }
         MetaOp::SetConfigs { name, id, configs } => {
-            let n = name.clone();
-            let meta = catalog
-                .update(move |d| match d.topics.get_mut(&n) {
-                    Some(t) if t.id == id => {
-                        t.configs = configs;
-                        Ok(t.clone())
-                    }
-                    _ => Err(TopicError::new(
-                        ResponseError::UnknownTopicOrPartition,
-                        format!("Topic '{n}' does not exist."),
-                    )),
-                })
-                .await
-                .map_err(storage)??;
+            let meta = update_topic(shard, &name, id, move |t| t.configs = configs).await?;
             let n = shard.shared.shard_count();
             for p in 0..meta.partitions {
                 let m = meta.clone();
@@ -453,6 +416,43 @@ async fn apply_op(shard: &Rc<Shard>, op: MetaOp) -> Result<(), TopicError> {
         }
         MetaOp::Barrier => Ok(()),
     }
+}
+
+/// Changes topic `name` (if it is still the topic with `id`) in the catalog; its new state.
+async fn update_topic(
+    shard: &Rc<Shard>,
+    name: &str,
+    id: Uuid,
+    change: impl FnOnce(&mut TopicMeta) + Send + 'static,
+) -> Result<TopicMeta, TopicError> {
+    let n = name.to_string();
+    shard
+        .shared
+        .catalog
+        .update(move |d| match d.topics.get_mut(&n) {
+            Some(t) if t.id == id => {
+                change(t);
+                Ok(t.clone())
+            }
+            _ => Err(TopicError::new(ResponseError::UnknownTopicOrPartition, format!("Topic '{n}' does not exist."))),
+        })
+        .await
+        .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?
+}
+
+/// [`update_topic`] for an existing partition of the topic.
+async fn update_partition(
+    shard: &Rc<Shard>,
+    name: &str,
+    id: Uuid,
+    partition: i32,
+    change: impl FnOnce(&mut TopicMeta) + Send + 'static,
+) -> Result<TopicMeta, TopicError> {
+    let exists = shard.shared.catalog.snapshot().topic(name).is_some_and(|t| partition >= 0 && partition < t.partitions);
+    if !exists {
+        return Err(TopicError::new(ResponseError::UnknownTopicOrPartition, format!("{name}-{partition} does not exist.")));
+    }
+    update_topic(shard, name, id, change).await
 }
 
 /// Opens partition `p` of `meta` on this node if `members` includes it.

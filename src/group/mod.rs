@@ -222,23 +222,7 @@ impl Coordinator {
     }
 
     fn apply_records(&self, records: Vec<OffsetRecord>) {
-        let mut table = self.offsets.borrow_mut();
-        for r in records {
-            let key = (r.topic, r.partition);
-            match r.value {
-                Some(v) => {
-                    table.entry(r.group).or_default().insert(key, v);
-                }
-                None => {
-                    if let Some(g) = table.get_mut(&r.group) {
-                        g.remove(&key);
-                        if g.is_empty() {
-                            table.remove(&r.group);
-                        }
-                    }
-                }
-            }
-        }
+        offsets::apply_records(&mut self.offsets.borrow_mut(), records);
     }
 
     /// Cluster mode: stores offsets replicated through the metadata log (commits or

@@ -180,6 +180,12 @@ pub type OffsetTable = HashMap<String, BTreeMap<(String, i32), Committed>>;
 /// Applies replayed records (from any number of files) in order of write time; later wins.
 pub fn apply_replay(table: &mut OffsetTable, mut records: Vec<OffsetRecord>) {
     records.sort_by_key(|r| r.write_ms); // stable: file order breaks ties
+    apply_records(table, records);
+}
+
+/// Applies records in the given order: a commit sets the offset, a tombstone removes it (and
+/// the group once it has none).
+pub fn apply_records(table: &mut OffsetTable, records: Vec<OffsetRecord>) {
     for r in records {
         let key = (r.topic, r.partition);
         match r.value {

@@ -85,10 +85,8 @@ pub async fn create_topic(
             ),
         ));
     }
-    if shard.shared.cluster.is_some() {
-        return create_replicated(shard, t, partitions, validate_only).await;
-    }
-    if t.replication_factor != -1 && t.replication_factor != 1 {
+    let clustered = shard.shared.cluster.is_some();
+    if !clustered && t.replication_factor != -1 && t.replication_factor != 1 {
         return Err(TopicError::new(
             ResponseError::InvalidReplicationFactor,
             format!(
@@ -115,6 +113,9 @@ pub async fn create_topic(
                 limits::PARTITIONS_TOTAL_MAX
             ),
         ));
+    }
+    if clustered {
+        return create_replicated(shard, &snap, t, partitions, validate_only).await;
     }
     let meta = TopicMeta {
         name: t.name.clone(),
@@ -153,21 +154,12 @@ pub async fn create_topic(
 /// this node applied it (its own replicas are open).
 async fn create_replicated(
     shard: &Rc<Shard>,
+    snap: &crate::catalog::CatalogSnapshot,
     t: NewTopic,
     partitions: i32,
     validate_only: bool,
 ) -> Result<TopicMeta, TopicError> {
     use crate::cluster::metadata;
-    for (k, v) in &t.configs {
-        configs::validate(k, v).map_err(|m| TopicError::new(ResponseError::InvalidConfig, m))?;
-    }
-    let snap = shard.shared.catalog.snapshot();
-    if snap.topic(&t.name).is_some() {
-        return Err(TopicError::new(
-            ResponseError::TopicAlreadyExists,
-            format!("Topic '{}' already exists.", t.name),
-        ));
-    }
     let brokers: Vec<u64> = snap.data.brokers.keys().copied().collect();
     let rf = match (
         t.replication_factor,
@@ -188,7 +180,7 @@ async fn create_replicated(
     }
     let replicas = metadata::place(
         &brokers,
-        &metadata::replica_load(&snap),
+        &metadata::replica_load(snap),
         partitions as usize,
         rf,
     );
