@@ -917,4 +917,15 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn cluster_voters_parse_and_refuse_mistakes() {
+        let v = parse_voters("1@127.0.0.1:9093, 2@127.0.0.2:9093,3@[::1]:9093").unwrap();
+        assert_eq!(v.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(v[2].1.port(), 9093);
+        assert!(parse_voters("").unwrap().is_empty(), "no voters: a one-node broker");
+        for bad in ["1@127.0.0.1:9093,1@127.0.0.2:9093", "0@127.0.0.1:9093", "x@127.0.0.1:9093", "127.0.0.1:9093", "1@nowhere"] {
+            assert!(parse_voters(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1133,3 +1133,79 @@ async fn power_cut_keeping_a_later_segment_but_not_an_earlier_one_leaves_no_gap(
         "{what}"
     );
 }
+
+// ---- replicated logs (cluster mode): the storage operations Raft relies on ----
+
+fn replicated_cfg() -> LogConfig {
+    LogConfig { replicated: true, ..small_cfg() }
+}
+
+#[compio::test]
+async fn replicated_entries_dedup_truncate_and_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), replicated_cfg()).await;
+    // An entry without data (a new leader's no-op) is a one-record control batch.
+    let noop = log.append_entry(Bytes::new(), 1).await.unwrap();
+    assert_eq!((noop.base_offset, noop.next_offset), (0, 1));
+    assert!(noop.outcome.is_err());
+    // A producer batch gets the next offsets and the term as its leader epoch.
+    let b = BatchBuilder::new(1000).producer(7, 0, 0).record(None, Some(b"a")).record(None, Some(b"b")).build();
+    let e = log.append_entry(b.clone(), 1).await.unwrap();
+    assert_eq!((e.base_offset, e.next_offset), (1, 3));
+    assert!(!e.outcome.unwrap().duplicate);
+    // The same idempotent batch again (a retry): stored as a control batch, original offsets.
+    let dup = log.append_entry(b, 2).await.unwrap();
+    assert_eq!((dup.base_offset, dup.next_offset), (3, 4));
+    let info = dup.outcome.unwrap();
+    assert!(info.duplicate);
+    assert_eq!((info.base_offset, info.last_offset), (1, 2));
+    // Nothing is readable before it is committed.
+    assert_eq!(log.high_watermark(), 0);
+    log.set_committed(3);
+    assert_eq!(log.high_watermark(), 3);
+    let positions = log.start_replication(|_| 3).await.unwrap();
+    let epochs: Vec<(i64, i32)> = positions.iter().map(|p| (p.base_offset, p.epoch)).collect();
+    assert_eq!(epochs, vec![(0, 1), (1, 1), (3, 2)]);
+    assert_eq!(log.read_batches(1, 1 << 20).await.unwrap().len(), 2);
+    assert_eq!(log.read_entry_sync(3).unwrap().len(), batch::control_batch(0, batch::CONTROL_TYPE_LEADER_CHANGE).len());
+    // Dropping the uncommitted suffix (a conflicting new leader) reopens the log without it
+    // and rebuilds the producer table: the batch can be accepted again at the cut.
+    let log = log.truncate_from(3).await.unwrap();
+    assert_eq!(log.log_end_offset(), 3);
+    let again = log
+        .append_entry(BatchBuilder::new(1000).producer(7, 0, 2).record(None, Some(b"c")).build(), 3)
+        .await
+        .unwrap();
+    assert_eq!(again.base_offset, 3);
+    assert!(!again.outcome.unwrap().duplicate);
+    // Installing a snapshot: the log restarts, empty, at the leader's log start.
+    let log = log.reset_to(50).await.unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (50, 50));
+    let next = log.append_entry(Bytes::new(), 4).await.unwrap();
+    assert_eq!(next.base_offset, 50);
+    log.close().await.unwrap();
+}
+
+#[compio::test]
+async fn replicated_retention_waits_for_the_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig { retention_bytes: 4096, ..replicated_cfg() };
+    let log = open(dir.path(), cfg).await;
+    let mut next = 0;
+    for i in 0..40 {
+        next = log.append_entry(batch_of(3, 200, 1000 + i), 1).await.unwrap().next_offset;
+    }
+    log.wait_durable(next - 1).await.unwrap();
+    // Nothing committed yet: retention has nothing it may delete.
+    assert_eq!(log.retention_point(i64::MAX), None);
+    log.set_committed(next);
+    let keep = log.retention_point(i64::MAX).expect("segments over retention.bytes");
+    // Housekeeping never deletes a replicated log's prefix by itself.
+    log.housekeeping(i64::MAX).await.unwrap();
+    assert_eq!(log.log_start_offset(), 0);
+    // The replica deletes it, at a segment (entry) boundary.
+    log.delete_records(keep).await.unwrap();
+    assert_eq!(log.log_start_offset(), keep);
+    assert!(seg_files(dir.path(), "log").len() < 40);
+    log.close().await.unwrap();
+}
