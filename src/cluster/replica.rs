@@ -334,6 +334,33 @@ fn conf_change_v2(c: raft::eraftpb::ConfChange) -> raft::eraftpb::ConfChangeV2 {
 /// control batches.
 const CONTROL_TYPE_CONF_CHANGE: i16 = 100;
 
+/// Control record type of a replicated DeleteRecords (value: the new log start offset, i64).
+const CONTROL_TYPE_DELETE_RECORDS: i16 = 101;
+
+/// The Raft entry of a DeleteRecords: applied by every replica in log order.
+pub fn delete_records_entry(offset: i64) -> Bytes {
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&CONTROL_TYPE_DELETE_RECORDS.to_be_bytes());
+    crate::storage::batch::BatchBuilder::new(0).control().record(Some(&key), Some(&offset.to_be_bytes())).build()
+}
+
+/// The new log start of a DeleteRecords entry, if `data` is one.
+fn delete_records_offset(data: &[u8]) -> Option<i64> {
+    use crate::storage::batch;
+    let h = batch::BatchHeader::parse(data)?;
+    if h.attributes & batch::ATTR_CONTROL == 0 {
+        return None;
+    }
+    let (_, recs) = batch::decode_records(data)?;
+    let r = recs.first()?;
+    let k = r.key.as_deref()?;
+    if k.len() < 4 || i16::from_be_bytes([k[2], k[3]]) != CONTROL_TYPE_DELETE_RECORDS {
+        return None;
+    }
+    Some(i64::from_be_bytes(r.value.as_deref()?.get(..8)?.try_into().ok()?))
+}
+
 fn conf_change_batch(cc: &[u8]) -> Bytes {
     let mut key = Vec::with_capacity(4);
     key.extend_from_slice(&0i16.to_be_bytes());
@@ -1211,11 +1238,62 @@ async fn apply(
                 super::metadata::apply_entry(shard, &e.data).await;
             }
         }
+    } else {
+        for e in &committed {
+            if e.entry_type != EntryType::EntryNormal {
+                continue;
+            }
+            if let Some(offset) = delete_records_offset(&e.data) {
+                apply_delete_records(shard, r, node, saved, e.index, offset).await?;
+            }
+        }
     }
     node.mut_store().forget_through(last);
     let next = node.store().offset_after(last);
     r.log().set_committed(next);
     r.on_committed();
+    Ok(())
+}
+
+/// A committed DeleteRecords: the log start moves to `offset` on this replica; segments wholly
+/// below it go, and with them their Raft entries (the compaction point is recorded first, as
+/// retention does).
+async fn apply_delete_records(
+    shard: &Rc<Shard>,
+    r: &Rc<Replica>,
+    node: &mut RawNode<LogStore>,
+    saved: &mut SavedHardState,
+    index: u64,
+    offset: i64,
+) -> Result<(), StorageError> {
+    let log = r.log();
+    // Everything before this entry is committed: readable, so deletable.
+    log.set_committed(node.store().offset_after(index - 1));
+    let keep_base = log.first_segment_base_after(offset);
+    let store = node.store();
+    let compact = if keep_base > store.start_offset {
+        store.entries.iter().position(|p| p.next_offset == keep_base).map(|k| (store.first + k as u64, store.entries[k].epoch as u64))
+    } else {
+        None
+    };
+    if let Some((ci, term)) = compact {
+        saved.snap = Some(SavedSnap { index: ci, term, offset: keep_base });
+        save_hard_state(shard, &log, saved.clone())
+            .await
+            .map_err(|e| StorageError::Io { path: log.dir().join(HARD_STATE_FILE), source: e })?;
+    }
+    match log.delete_records(offset).await {
+        Ok(_) => {}
+        Err(StorageError::OffsetOutOfRange { .. }) => {
+            tracing::warn!(topic = %r.topic, partition = r.group.1, offset, "replicated DeleteRecords past this replica's log end; ignored");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    }
+    if let Some((ci, term)) = compact {
+        node.mut_store().compact_to(ci, term, keep_base);
+    }
+    tracing::info!(topic = %r.topic, partition = r.group.1, log_start = offset, "records deleted (replicated DeleteRecords)");
     Ok(())
 }
 

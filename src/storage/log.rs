@@ -1622,6 +1622,15 @@ impl PartitionLog {
         self.delete_front(n).await
     }
 
+    /// Where the first segment kept by `delete_records(offset)` starts (segments entirely below
+    /// `offset` are deleted; the active one never).
+    pub fn first_segment_base_after(&self, offset: i64) -> i64 {
+        let st = self.inner.state.borrow();
+        let last = st.segs.len() - 1;
+        let n = st.segs[..last].iter().take_while(|s| s.next_offset <= offset).count();
+        st.segs[n].base
+    }
+
     /// Replicated logs: where the log would start if retention (retention.ms, retention.bytes)
     /// deleted what it wants now: the base offset of the first segment to keep (a batch, so a
     /// Raft entry, boundary). None if nothing is due.

@@ -78,12 +78,12 @@ def producer(bootstrap, **extra):
     return Producer(conf)
 
 
-def read_partition(bootstrap, topic, partition, timeout_s=30.0):
-    """Every record of one partition from offset 0 to its end: [(offset, value)]."""
+def read_partition(bootstrap, topic, partition, timeout_s=30.0, start=0):
+    """Every record of one partition from `start` (-2: the log start) to its end: [(offset, value)]."""
     from confluent_kafka import Consumer, TopicPartition, KafkaError
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False,
                   "enable.partition.eof": True, "logger": LIBRDKAFKA_LOGGER})
-    c.assign([TopicPartition(topic, partition, 0)])
+    c.assign([TopicPartition(topic, partition, start)])
     out = []
     deadline = time.monotonic() + timeout_s
     try:
@@ -561,3 +561,37 @@ def test_group_offsets_survive_controller_kill9(cluster):
             assert code == 0 and got_offsets == {(topic, pp): o for pp, o in offs.items()}, (code, got_offsets)
         else:
             assert code == 16, f"node {n.node_id} (not the controller, {controller}) answered {code}"
+
+
+def test_delete_records_is_replicated(cluster):
+    """DeleteRecords (confluent-kafka's AdminClient) on a replicated partition is a Raft entry
+    every replica applies: the new log start holds on the leader and, after it is killed, on
+    the new leader too."""
+    from confluent_kafka import Consumer, TopicPartition
+    topic = "trimmed"
+    admin = create(cluster.bootstrap, topic, 1)
+    p = producer(cluster.bootstrap)
+    for i in range(100):
+        p.produce(topic, json.dumps({"seq": i}).encode())
+    assert p.flush(30) == 0
+    fs = admin.delete_records([TopicPartition(topic, 0, 60)], request_timeout=30)
+    result = list(fs.values())[0].result(timeout=30)
+    assert result.low_watermark == 60, result
+
+    def low_watermark():
+        c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "unused", "logger": LIBRDKAFKA_LOGGER})
+        try:
+            return c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10, cached=False)[0]
+        finally:
+            c.close()
+    assert low_watermark() == 60
+    leader = wait_for_leaders(admin, topic, 1)[0]
+    cluster.node(leader).kill9()
+    wait_until(lambda: wait_for_leaders(admin, topic, 1)[0] != leader, 15, "a new leader")
+    assert low_watermark() == 60, "the new leader applied the replicated DeleteRecords too"
+    records = read_partition(cluster.bootstrap, topic, 0, start=-2)
+    # Offset 0 is the first leader's no-op (a control batch), so seq i sits at offset i + 1.
+    assert records[0][0] == 60 and [o for o, _ in records] == list(range(60, 101))
+    assert [json.loads(v)["seq"] for _, v in records] == list(range(59, 100))
+    cluster.node(leader).start()
+    wait_replicas_identical(cluster, topic, 1)

@@ -34,13 +34,15 @@ pub async fn handle(
                 partitions.push(pr);
                 continue;
             };
+            let (part, offset) = (p.partition_index, p.offset);
             if ctx.shard.shared.cluster.is_some() {
-                // The prefix of a Raft log must stay (no Raft snapshots yet): refused clearly.
-                pr.error_code = ResponseError::PolicyViolation.code();
+                match replicated(&ctx, owner_shard(&m.id, part, n), m.name.clone(), part, offset).await {
+                    Ok(low) => pr.low_watermark = low,
+                    Err(code) => pr.error_code = code,
+                }
                 partitions.push(pr);
                 continue;
             }
-            let (part, offset) = (p.partition_index, p.offset);
             let r = on_partition(
                 &ctx.shard,
                 owner_shard(&m.id, part, n),
@@ -76,4 +78,32 @@ pub async fn handle(
         );
     }
     Some(DeleteRecordsResponse::default().with_topics(topics))
+}
+
+/// Cluster mode: the deletion is a Raft entry every replica applies in log order; answered
+/// once it is committed and applied here (the leader).
+async fn replicated(ctx: &RequestContext, owner: usize, topic: String, p: i32, offset: i64) -> Result<i64, i16> {
+    let r = ctx
+        .shard
+        .run_on(owner, move |s| async move {
+            let Some(replica) = s.replica_of(&topic, p) else {
+                return Err(ResponseError::NotLeaderOrFollower.code());
+            };
+            if !replica.is_leader() {
+                return Err(ResponseError::NotLeaderOrFollower.code());
+            }
+            let log = replica.log();
+            let target = if offset == -1 { log.high_watermark() } else { offset };
+            if target < 0 || target > log.high_watermark() {
+                return Err(ResponseError::OffsetOutOfRange.code());
+            }
+            if target <= log.log_start_offset() {
+                return Ok(log.log_start_offset());
+            }
+            let info = replica.propose(crate::cluster::replica::delete_records_entry(target)).await.map_err(|e| e.0)?;
+            replica.wait_committed(info.last_offset).await.map_err(|e| e.0)?;
+            Ok(replica.log().log_start_offset())
+        })
+        .await;
+    r.unwrap_or_else(|e| Err(error::shard_gone(&e)))
 }
