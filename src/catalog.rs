@@ -50,6 +50,9 @@ pub struct TopicMeta {
 pub struct BrokerMeta {
     pub host: String,
     pub port: u16,
+    /// `broker.rack`, if set: replicas of a partition go to different racks where possible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

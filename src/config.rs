@@ -73,6 +73,9 @@ pub struct BrokerConfig {
     /// nodes. Default: its own entry in the voters; required for a node that is not a voter (a
     /// broker joining a running cluster).
     pub replication_listen: Option<SocketAddr>,
+    /// `broker.rack`: this broker's rack (or availability zone); replicas of a partition are
+    /// placed on different racks where possible.
+    pub broker_rack: Option<String>,
 }
 
 impl Default for BrokerConfig {
@@ -108,6 +111,7 @@ impl Default for BrokerConfig {
             default_replication_factor: -1,
             raft_election_timeout_ms: 1_000,
             replication_listen: None,
+            broker_rack: None,
         }
     }
 }
@@ -303,6 +307,7 @@ pub const KEYS: &[&str] = &[
     "admin.listen",
     "advertised.listeners",
     "auto.create.topics.enable",
+    "broker.rack",
     "controller.quorum.voters",
     "cores",
     "default.replication.factor",
@@ -430,6 +435,7 @@ impl ServeConfig {
             "controller.quorum.voters" => V::String(format_voters(&b.cluster_voters)),
             "default.replication.factor" => V::Integer(i64::from(b.default_replication_factor)),
             "raft.election.timeout.ms" => V::Integer(b.raft_election_timeout_ms as i64),
+            "broker.rack" => V::String(b.broker_rack.clone().unwrap_or_default()),
             "replication.listener" => V::String(b.replication_listen.map(|a| a.to_string()).unwrap_or_default()),
             "group.initial.rebalance.delay.ms" => V::Integer(b.group_initial_rebalance_delay_ms),
             "group.max.session.timeout.ms" => V::Integer(i64::from(b.group_max_session_timeout_ms)),
@@ -673,6 +679,10 @@ impl BrokerConfig {
                 self.raft_election_timeout_ms = int(key, v, 200, 600_000)? as u64
             }
             "replication.listener" => self.replication_listen = Some(socket_addr(key, v)?),
+            "broker.rack" => {
+                let r = text(key, v)?;
+                self.broker_rack = (!r.is_empty()).then_some(r);
+            }
             "controller.quorum.voters" => {
                 self.cluster_voters = parse_voters(&text(key, v)?).map_err(|r| bad(key, r))?
             }

@@ -37,6 +37,8 @@ pub enum MetaOp {
         id: u64,
         host: String,
         port: u16,
+        #[serde(default)]
+        rack: Option<String>,
     },
     /// A node that is not a voter joins: its replication address. The metadata leader then
     /// adds it to the metadata group as a learner (it receives the log, does not vote).
@@ -261,10 +263,10 @@ async fn apply_op(shard: &Rc<Shard>, op: MetaOp) -> Result<(), TopicError> {
                 .map_err(storage)??;
             Ok(())
         }
-        MetaOp::RegisterBroker { id, host, port } => {
+        MetaOp::RegisterBroker { id, host, port, rack } => {
             catalog
                 .update(move |d| {
-                    d.brokers.insert(id, BrokerMeta { host, port });
+                    d.brokers.insert(id, BrokerMeta { host, port, rack });
                     Ok::<(), TopicError>(())
                 })
                 .await
@@ -620,32 +622,43 @@ async fn open_held(shard: &Rc<Shard>, meta: &TopicMeta, range: std::ops::Range<i
 }
 
 /// Replica placement for `count` new partitions with `rf` replicas each: every partition
-/// takes the `rf` registered brokers holding the fewest replicas so far (ties by id, rotated
-/// per partition), so new partitions go to the least-loaded brokers. The first is the
-/// preferred leader.
-pub fn place(
-    brokers: &[u64],
-    load: &BTreeMap<u64, usize>,
-    count: usize,
-    rf: usize,
-) -> Vec<Vec<u64>> {
-    let mut load: BTreeMap<u64, usize> = brokers
-        .iter()
-        .map(|b| (*b, load.get(b).copied().unwrap_or(0)))
-        .collect();
+/// takes, one replica at a time, the registered broker holding the fewest replicas so far
+/// (ties by id, rotated per partition) among those on a rack the partition does not use yet
+/// (Kafka's rack awareness; brokers without a rack count as one rack each); if every rack is
+/// used, any broker not chosen yet. So new partitions go to the least-loaded brokers and
+/// spread over racks. The first is the preferred leader.
+pub fn place(brokers: &[u64], racks: &BTreeMap<u64, String>, load: &BTreeMap<u64, usize>, count: usize, rf: usize) -> Vec<Vec<u64>> {
+    let mut load: BTreeMap<u64, usize> = brokers.iter().map(|b| (*b, load.get(b).copied().unwrap_or(0))).collect();
+    let rack_of = |b: &u64| racks.get(b).cloned().unwrap_or_else(|| format!("\u{0}node-{b}"));
     let mut out = Vec::with_capacity(count);
     for p in 0..count {
         let mut order: Vec<u64> = brokers.to_vec();
         let rot = p % order.len().max(1);
         order.rotate_left(rot);
         order.sort_by_key(|b| load[b]);
-        let chosen: Vec<u64> = order.into_iter().take(rf).collect();
+        let mut chosen: Vec<u64> = Vec::with_capacity(rf);
+        let mut used_racks: Vec<String> = Vec::new();
+        while chosen.len() < rf.min(order.len()) {
+            let next = order
+                .iter()
+                .find(|b| !chosen.contains(b) && !used_racks.contains(&rack_of(b)))
+                .or_else(|| order.iter().find(|b| !chosen.contains(b)))
+                .copied();
+            let Some(b) = next else { break };
+            used_racks.push(rack_of(&b));
+            chosen.push(b);
+        }
         for b in &chosen {
             *load.entry(*b).or_default() += 1;
         }
         out.push(chosen);
     }
     out
+}
+
+/// `broker.rack` of every registered broker that has one.
+pub fn racks(snap: &crate::catalog::CatalogSnapshot) -> BTreeMap<u64, String> {
+    snap.data.brokers.iter().filter_map(|(id, b)| b.rack.clone().map(|r| (*id, r))).collect()
 }
 
 /// Replicas per broker over every topic of the catalog.
@@ -700,7 +713,7 @@ pub async fn register_loop(shard: Rc<Shard>) {
             (host, shard.shared.listen_port())
         }
     };
-    let want = BrokerMeta { host, port };
+    let want = BrokerMeta { host, port, rack: shard.shared.config.broker_rack.clone() };
     loop {
         if !cluster.is_voter() && !shard.shared.catalog.snapshot().data.nodes.contains_key(&cluster.node_id) {
             // Not a voter: ask the voters to let this node in (the leader records it).
@@ -723,6 +736,7 @@ pub async fn register_loop(shard: Rc<Shard>) {
                 id: cluster.node_id,
                 host: want.host.clone(),
                 port: want.port,
+                rack: want.rack.clone(),
             };
             match propose(&shard, op).await {
                 Ok(()) => {
@@ -779,7 +793,7 @@ mod tests {
     #[test]
     fn placement_spreads_and_prefers_least_loaded() {
         let brokers = [1, 2, 3];
-        let p = place(&brokers, &BTreeMap::new(), 3, 3);
+        let p = place(&brokers, &BTreeMap::new(), &BTreeMap::new(), 3, 3);
         let leaders: Vec<u64> = p.iter().map(|r| r[0]).collect();
         let mut sorted = leaders.clone();
         sorted.sort();
@@ -791,13 +805,26 @@ mod tests {
         let mut load = BTreeMap::new();
         load.insert(1, 10);
         load.insert(2, 10);
-        let p = place(&brokers, &load, 1, 1);
+        let p = place(&brokers, &BTreeMap::new(), &load, 1, 1);
         assert_eq!(
             p,
             vec![vec![3]],
             "the least-loaded broker gets the new partition"
         );
-        for r in place(&brokers, &BTreeMap::new(), 10, 2) {
+        // Racks: with two racks of two brokers, every partition's two replicas are on both.
+        let four = [1, 2, 3, 4];
+        let racks: BTreeMap<u64, String> = [(1, "a"), (2, "a"), (3, "b"), (4, "b")].into_iter().map(|(b, r)| (b, r.to_string())).collect();
+        for r in place(&four, &racks, &BTreeMap::new(), 8, 2) {
+            assert_ne!(racks[&r[0]], racks[&r[1]], "{r:?}");
+        }
+        // More replicas than racks: the rest go anywhere, never twice on one broker.
+        for r in place(&four, &racks, &BTreeMap::new(), 8, 3) {
+            let mut s = r.clone();
+            s.sort();
+            s.dedup();
+            assert_eq!(s.len(), 3);
+        }
+        for r in place(&brokers, &BTreeMap::new(), &BTreeMap::new(), 10, 2) {
             assert_eq!(r.len(), 2);
             assert_ne!(r[0], r[1]);
         }

@@ -180,6 +180,7 @@ async fn create_replicated(
     }
     let replicas = metadata::place(
         &brokers,
+        &metadata::racks(snap),
         &metadata::replica_load(snap),
         partitions as usize,
         rf,
@@ -252,6 +253,7 @@ pub async fn add_partitions(
         let mut replicas = topic.replicas.clone();
         replicas.extend(metadata::place(
             &brokers,
+            &metadata::racks(&snap),
             &metadata::replica_load(&snap),
             (count - topic.partitions) as usize,
             rf,

@@ -313,12 +313,19 @@ def test_broker_joins_and_takes_partitions_by_reassignment_under_load(tmp_path, 
     names its own replication listener; the metadata leader adds it as a learner of the
     metadata log), registers, and takes replicas: a partition is moved onto it (and off node 1)
     with `sluice partition reassign` while a producer writes with acks=all; CreatePartitions
-    places new partitions on the least-loaded broker (the new one)."""
+    places new partitions on the least-loaded broker (the new one). Replicas spread over racks
+    (broker.rack)."""
     c = Cluster(tmp_path, size=4, voters=3, extra_args=["--set", f"raft.election.timeout.ms={ELECTION_MS}"])
     request.node.sluice_brokers = c.nodes
+    for n in c.nodes:  # racks a, a, b, b
+        n.extra_args += ["--set", f"broker.rack={'a' if n.node_id <= 2 else 'b'}"]
     try:
         c.start(count=3)
         bootstrap = ",".join(n.bootstrap for n in c.nodes[:3])
+        # Rack awareness: with replication factor 2, every partition has a replica on each rack.
+        racked = create(bootstrap, "racked", 4, rf=2).list_topics(topic="racked", timeout=10).topics["racked"]
+        for p in racked.partitions.values():
+            assert sorted(r <= 2 for r in p.replicas) == [False, True], f"partition {p.id}: {p.replicas}"
         topic = "moving"
         admin = create(bootstrap, topic, 2)
         md = admin.list_topics(topic=topic, timeout=10)

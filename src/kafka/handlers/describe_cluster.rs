@@ -22,11 +22,12 @@ pub async fn handle(
             .with_brokers(
                 view.brokers
                     .into_iter()
-                    .map(|(id, host, port)| {
+                    .map(|(id, host, port, rack)| {
                         DescribeClusterBroker::default()
                             .with_broker_id(BrokerId(id))
                             .with_host(StrBytes::from_string(host))
                             .with_port(port)
+                            .with_rack(rack.map(StrBytes::from_string))
                     })
                     .collect(),
             )

@@ -31,7 +31,8 @@ pub fn advertised(ctx: &RequestContext) -> (String, i32) {
 /// The brokers, controller and cluster id clients are told about: this broker alone, or in
 /// cluster mode every registered node, the metadata leader and the cluster's shared id.
 pub struct ClusterView {
-    pub brokers: Vec<(i32, String, i32)>,
+    /// (node id, host, port, rack)
+    pub brokers: Vec<(i32, String, i32, Option<String>)>,
     pub controller: i32,
     pub cluster_id: String,
 }
@@ -44,7 +45,7 @@ pub fn cluster_view(ctx: &RequestContext) -> ClusterView {
                 .data
                 .brokers
                 .iter()
-                .map(|(id, b)| (*id as i32, b.host.clone(), i32::from(b.port)))
+                .map(|(id, b)| (*id as i32, b.host.clone(), i32::from(b.port), b.rack.clone()))
                 .collect(),
             controller: match c.controller() {
                 0 => -1,
@@ -56,7 +57,7 @@ pub fn cluster_view(ctx: &RequestContext) -> ClusterView {
             let (host, port) = advertised(ctx);
             let node = ctx.shard.config().node_id;
             ClusterView {
-                brokers: vec![(node, host, port)],
+                brokers: vec![(node, host, port, ctx.shard.config().broker_rack.clone())],
                 controller: node,
                 cluster_id: snap.data.cluster_id.clone(),
             }
@@ -196,11 +197,13 @@ pub async fn handle(ctx: RequestContext, req: MetadataRequest) -> Option<Metadat
             .with_brokers(
                 view.brokers
                     .into_iter()
-                    .map(|(id, host, port)| {
+                    .map(|(id, host, port, rack)| {
                         MetadataResponseBroker::default()
                             .with_node_id(BrokerId(id))
                             .with_host(StrBytes::from_string(host))
                             .with_port(port)
+                            // v0 has no rack field.
+                            .with_rack(rack.filter(|_| ctx.version() >= 1).map(StrBytes::from_string))
                     })
                     .collect(),
             )
