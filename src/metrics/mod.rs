@@ -1267,6 +1267,14 @@ mod tests {
             brokers: 1,
             topics: vec![("t".into(), 1)],
             rss_bytes: Some(1),
+            replication: vec![PartitionReplication {
+                topic: "t".into(),
+                partition: 0,
+                leader: 1,
+                replicas: 3,
+                in_sync: 2,
+                leader_is_preferred: true,
+            }],
             ..Default::default()
         };
         let text = render(&view, &shards, false);
