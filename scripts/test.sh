@@ -4,7 +4,8 @@
 # On a fresh Debian 12 machine (as root, or with passwordless sudo) it installs what the
 # tests need, then runs every test:
 #   1. system packages: kcat (Debian's, on librdkafka 2.0.2), a C compiler for -sys crates,
-#      python3 with venv support, prometheus (promtool and the server, for the /metrics tests);
+#      python3 with venv support, prometheus (promtool and the server, for the /metrics tests),
+#      iproute2 (ip, tc: the cluster tests run their nodes in network namespaces);
 #      `apt-get update` runs only when something is missing;
 #   2. a Python venv at .venv with the pinned clients of tests/clients/requirements.txt;
 #   3. `cargo build` of the `sluice` binary;
@@ -36,6 +37,8 @@ command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 # promtool and a Prometheus server for tests/clients/test_metrics.py (~96 MB installed).
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing+=(prometheus)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+# ip (network namespaces, veth, bridges) and tc for tests/clients/test_cluster.py.
+{ command -v ip && command -v tc; } >/dev/null 2>&1 || missing+=(iproute2)
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
     PYTHON=python3
     missing+=(python3 python3-venv)

@@ -29,7 +29,12 @@ RAFT_PORT = 9093
 
 
 def sh(*args, check=True):
-    r = subprocess.run(list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        r = subprocess.run(list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    except FileNotFoundError as e:
+        if check:
+            raise RuntimeError(f"{args[0]} is not installed (iproute2): {e}") from e
+        return subprocess.CompletedProcess(list(args), 127, "", str(e))
     if check and r.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}")
     return r
