@@ -339,52 +339,28 @@ const CONTROL_TYPE_DELETE_RECORDS: i16 = 101;
 
 /// The Raft entry of a DeleteRecords: applied by every replica in log order.
 pub fn delete_records_entry(offset: i64) -> Bytes {
-    let mut key = Vec::with_capacity(4);
-    key.extend_from_slice(&0i16.to_be_bytes());
-    key.extend_from_slice(&CONTROL_TYPE_DELETE_RECORDS.to_be_bytes());
-    crate::storage::batch::BatchBuilder::new(0).control().record(Some(&key), Some(&offset.to_be_bytes())).build()
+    crate::storage::batch::control_batch_with_value(0, CONTROL_TYPE_DELETE_RECORDS, &offset.to_be_bytes())
 }
 
 /// The new log start of a DeleteRecords entry, if `data` is one.
 fn delete_records_offset(data: &[u8]) -> Option<i64> {
-    use crate::storage::batch;
-    let h = batch::BatchHeader::parse(data)?;
-    if h.attributes & batch::ATTR_CONTROL == 0 {
-        return None;
+    match crate::storage::batch::control_record(data)? {
+        (CONTROL_TYPE_DELETE_RECORDS, Some(v)) => Some(i64::from_be_bytes(v.get(..8)?.try_into().ok()?)),
+        _ => None,
     }
-    let (_, recs) = batch::decode_records(data)?;
-    let r = recs.first()?;
-    let k = r.key.as_deref()?;
-    if k.len() < 4 || i16::from_be_bytes([k[2], k[3]]) != CONTROL_TYPE_DELETE_RECORDS {
-        return None;
-    }
-    Some(i64::from_be_bytes(r.value.as_deref()?.get(..8)?.try_into().ok()?))
 }
 
 fn conf_change_batch(cc: &[u8]) -> Bytes {
-    let mut key = Vec::with_capacity(4);
-    key.extend_from_slice(&0i16.to_be_bytes());
-    key.extend_from_slice(&CONTROL_TYPE_CONF_CHANGE.to_be_bytes());
-    crate::storage::batch::BatchBuilder::new(0).control().record(Some(&key), Some(cc)).build()
+    crate::storage::batch::control_batch_with_value(0, CONTROL_TYPE_CONF_CHANGE, cc)
 }
 
 /// The Raft entry a stored batch is: a configuration change (from its control batch), or a
 /// normal entry carrying the batch.
 fn entry_of_batch(batch: Bytes) -> (EntryType, Bytes) {
-    use crate::storage::batch;
-    if let Some(h) = batch::BatchHeader::parse(&batch) {
-        if h.attributes & batch::ATTR_CONTROL != 0 {
-            if let Some((_, recs)) = batch::decode_records(&batch) {
-                if let Some(r) = recs.first() {
-                    let conf = r.key.as_deref().is_some_and(|k| k.len() >= 4 && i16::from_be_bytes([k[2], k[3]]) == CONTROL_TYPE_CONF_CHANGE);
-                    if conf {
-                        return (EntryType::EntryConfChangeV2, Bytes::from(r.value.clone().unwrap_or_default()));
-                    }
-                }
-            }
-        }
+    match crate::storage::batch::control_record(&batch) {
+        Some((CONTROL_TYPE_CONF_CHANGE, value)) => (EntryType::EntryConfChangeV2, Bytes::from(value.unwrap_or_default())),
+        _ => (EntryType::EntryNormal, batch),
     }
-    (EntryType::EntryNormal, batch)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -656,12 +632,10 @@ async fn save_hard_state(
     shard: &Rc<Shard>,
     log: &PartitionLog,
     hs: SavedHardState,
-) -> std::io::Result<()> {
-    let bytes = serde_json::to_vec(&hs).map_err(std::io::Error::other)?;
-    shard
-        .fs
-        .write_small_durably(log.dir(), HARD_STATE_FILE, bytes)
-        .await
+) -> Result<(), StorageError> {
+    let io = |e| StorageError::Io { path: log.dir().join(HARD_STATE_FILE), source: e };
+    let bytes = serde_json::to_vec(&hs).map_err(|e| io(std::io::Error::other(e)))?;
+    shard.fs.write_small_durably(log.dir(), HARD_STATE_FILE, bytes).await.map_err(io)
 }
 
 async fn drive(
@@ -1016,12 +990,7 @@ async fn handle_ready(
         // commit index is only a restart hint, saved along with them.
         if new.term != saved.term || new.vote != saved.vote {
             let log = r.log();
-            save_hard_state(shard, &log, new.clone())
-                .await
-                .map_err(|e| StorageError::Io {
-                    path: log.dir().join(HARD_STATE_FILE),
-                    source: e,
-                })?;
+            save_hard_state(shard, &log, new.clone()).await?;
             *saved = new;
         }
     }
@@ -1084,9 +1053,7 @@ async fn install_snapshot(
     saved.snap = Some(SavedSnap { index, term, offset });
     saved.conf = Some(SavedConf::of(&conf));
     saved.commit = saved.commit.max(index);
-    save_hard_state(shard, &new, saved.clone())
-        .await
-        .map_err(|e| StorageError::Io { path: new.dir().join(HARD_STATE_FILE), source: e })?;
+    save_hard_state(shard, &new, saved.clone()).await?;
     let _ = new.start_replication(|_| offset).await?;
     Ok(())
 }
@@ -1105,9 +1072,7 @@ async fn compact(shard: &Rc<Shard>, r: &Rc<Replica>, node: &mut RawNode<LogStore
     }
     let term = store.entries[k].epoch as u64;
     saved.snap = Some(SavedSnap { index, term, offset: keep_from });
-    save_hard_state(shard, &log, saved.clone())
-        .await
-        .map_err(|e| StorageError::Io { path: log.dir().join(HARD_STATE_FILE), source: e })?;
+    save_hard_state(shard, &log, saved.clone()).await?;
     log.delete_records(keep_from).await?;
     node.mut_store().compact_to(index, term, keep_from);
     tracing::info!(topic = %r.topic, partition = r.group.1, index, log_start = keep_from, "retention removed the log's prefix");
@@ -1227,7 +1192,7 @@ async fn apply(
                 node.mut_store().conf = cs.clone();
                 saved.conf = Some(SavedConf::of(&cs));
                 let log = r.log();
-                save_hard_state(shard, &log, saved.clone()).await.map_err(|e| StorageError::Io { path: log.dir().join(HARD_STATE_FILE), source: e })?;
+                save_hard_state(shard, &log, saved.clone()).await?;
             }
             Err(err) => tracing::error!(topic = %r.topic, error = %err, "configuration change refused"),
         }
@@ -1278,9 +1243,7 @@ async fn apply_delete_records(
     };
     if let Some((ci, term)) = compact {
         saved.snap = Some(SavedSnap { index: ci, term, offset: keep_base });
-        save_hard_state(shard, &log, saved.clone())
-            .await
-            .map_err(|e| StorageError::Io { path: log.dir().join(HARD_STATE_FILE), source: e })?;
+        save_hard_state(shard, &log, saved.clone()).await?;
     }
     match log.delete_records(offset).await {
         Ok(_) => {}

@@ -340,13 +340,30 @@ pub const CONTROL_TYPE_LEADER_CHANGE: i16 = 2;
 
 /// A one-record control batch of `control_type` (key: version 0 + type, value: version 0).
 pub fn control_batch(timestamp: i64, control_type: i16) -> Bytes {
+    control_batch_with_value(timestamp, control_type, &0i16.to_be_bytes())
+}
+
+/// A one-record control batch of `control_type` (key: version 0 + type) holding `value`.
+pub fn control_batch_with_value(timestamp: i64, control_type: i16, value: &[u8]) -> Bytes {
     let mut key = Vec::with_capacity(4);
     key.extend_from_slice(&0i16.to_be_bytes());
     key.extend_from_slice(&control_type.to_be_bytes());
     BatchBuilder::new(timestamp)
         .control()
-        .record(Some(&key), Some(&0i16.to_be_bytes()))
+        .record(Some(&key), Some(value))
         .build()
+}
+
+/// The control type and value of the first record of `batch`, if it is a control batch.
+pub fn control_record(batch: &[u8]) -> Option<(i16, Option<Vec<u8>>)> {
+    let h = BatchHeader::parse(batch)?;
+    if h.attributes & ATTR_CONTROL == 0 {
+        return None;
+    }
+    let (_, recs) = decode_records(batch)?;
+    let r = recs.into_iter().next()?;
+    let k = r.key.as_deref().filter(|k| k.len() >= 4)?;
+    Some((i16::from_be_bytes([k[2], k[3]]), r.value))
 }
 
 /// A batch of `count` records with `value_bytes`-byte values, all at `timestamp`.
