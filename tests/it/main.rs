@@ -2,6 +2,7 @@
 
 mod broker;
 mod client;
+mod cluster;
 mod config;
 mod groups;
 mod metrics;

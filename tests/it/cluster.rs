@@ -1,0 +1,79 @@
+//! Cluster mode on one node (a Raft cluster of one voter): hostile bytes on the replication
+//! listener cost only their own connection; the node keeps answering and committing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::Compression;
+use sluice::server::{Broker, BrokerConfig};
+
+use crate::broker::create_topic;
+use crate::wire::{self, Conn};
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = ((1 + payload.len()) as u32).to_be_bytes().to_vec();
+    f.push(kind);
+    f.extend_from_slice(payload);
+    f
+}
+
+fn produce_acks_all(c: &mut Conn, topic: &str) -> i16 {
+    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(wire::batch(&[b"x"], Compression::None)))])]);
+    c.call(&req, 9).responses[0].partition_responses[0].error_code
+}
+
+#[test]
+fn hostile_replication_frames_cost_only_their_connection() {
+    crate::init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let raddr = free_addr();
+    let config = BrokerConfig { data_dir: dir.path().to_path_buf(), cores: 2, node_id: 1, cluster_voters: vec![(1, raddr)], ..BrokerConfig::default() };
+    let b = Broker::start(config).unwrap();
+    let mut c = Conn::connect(b.bootstrap());
+    // Until the node's registration is committed there is no broker to place replicas on.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while create_topic(&mut c, "t", 1, &[]) != 0 {
+        assert!(Instant::now() < deadline, "no replicated topic within 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while produce_acks_all(&mut c, "t") != 0 {
+        assert!(Instant::now() < deadline, "the partition never got a leader");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut raft_garbage = frame(1, &[0u8; 20]);
+    raft_garbage.extend_from_slice(&[0xff; 64]);
+    let hostile: Vec<Vec<u8>> = vec![
+        0u32.to_be_bytes().to_vec(),                       // zero-length frame
+        u32::MAX.to_be_bytes().to_vec(),                   // absurd length
+        (64u32 << 20 | 1).to_be_bytes().to_vec(),          // just over the frame bound
+        frame(1, &[1, 2, 3]),                              // Raft frame shorter than its group id
+        raft_garbage,                                      // undecodable Raft message
+        frame(2, b"not json"),                             // bad leadership report
+        frame(3, b"[1, \"no address\"]"),                  // bad join request
+        frame(9, b"unknown kind"),                         // unknown frame kind
+        (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect(), // noise
+        frame(1, &[0u8; 19]),                              // truncated mid-frame below
+    ];
+    for bytes in &hostile {
+        let mut s = TcpStream::connect(raddr).unwrap();
+        let _ = s.write_all(bytes);
+        drop(s);
+    }
+    // The node still commits (its own Raft traffic is local) and answers.
+    for _ in 0..5 {
+        assert_eq!(produce_acks_all(&mut c, "t"), 0);
+    }
+    b.shutdown().unwrap();
+}
