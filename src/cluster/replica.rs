@@ -668,7 +668,8 @@ async fn drive(
             return;
         }
         let now = Instant::now();
-        if now >= next_tick {
+        let ticked = now >= next_tick;
+        if ticked {
             node.tick();
             next_tick = now + tick;
             ticks += 1;
@@ -741,7 +742,8 @@ async fn drive(
                 tracing::info!(topic = %r.topic, partition = r.group.1, term = role.2, "became leader");
             }
             publish_leader(&shard, &r, &node);
-        } else if role.0 == StateRole::Leader && now >= next_tick - tick {
+        } else if role.0 == StateRole::Leader && ticked {
+            // Once per tick (ISR changes), not on every wake of the produce path.
             publish_leader(&shard, &r, &node);
         }
         start_fetches(&r, &node);

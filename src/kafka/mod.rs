@@ -79,7 +79,7 @@ where
     let r = shard
         .run_on(owner, move |s| async move {
             // Cluster mode: only the leader serves a partition; clients re-route on this code.
-            if let Some(r) = s.replica_of(&topic, partition) {
+            if let Some(r) = s.shared.cluster.as_ref().and_then(|_| s.replica_of(&topic, partition)) {
                 if !r.is_leader() {
                     return Err((
                         kafka_protocol::error::ResponseError::NotLeaderOrFollower.code(),
