@@ -1,5 +1,6 @@
 //! Cluster mode on one node (a Raft cluster of one voter): hostile bytes on the replication
-//! listener cost only their own connection; the node keeps answering and committing.
+//! listener cost only their own connection; the node keeps answering and committing; hostile
+//! reassignment requests get Kafka's error codes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
@@ -7,7 +8,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::messages::alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
+use kafka_protocol::messages::{AlterPartitionReassignmentsRequest, BrokerId, ListPartitionReassignmentsRequest, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 use sluice::server::{Broker, BrokerConfig};
@@ -75,5 +77,26 @@ fn hostile_replication_frames_cost_only_their_connection() {
     for _ in 0..5 {
         assert_eq!(produce_acks_all(&mut c, "t"), 0);
     }
+    // Hostile reassignments get Kafka's error codes and change nothing.
+    for (partition, replicas, code) in [
+        (0, Some(vec![]), 39),         // INVALID_REPLICA_ASSIGNMENT: empty
+        (0, Some(vec![1, 1]), 39),     // duplicate broker
+        (0, Some(vec![1, 99]), 39),    // unregistered broker
+        (0, Some(vec![-5]), 39),       // negative id
+        (7, Some(vec![1]), 3),         // UNKNOWN_TOPIC_OR_PARTITION
+        (-1, Some(vec![1]), 3),
+        (0, None, 85),                 // NO_REASSIGNMENT_IN_PROGRESS: nothing to cancel
+    ] {
+        let req = AlterPartitionReassignmentsRequest::default().with_timeout_ms(5000).with_topics(vec![ReassignableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("t")))
+            .with_partitions(vec![ReassignablePartition::default()
+                .with_partition_index(partition)
+                .with_replicas(replicas.clone().map(|r| r.into_iter().map(BrokerId).collect()))])]);
+        let resp = c.call(&req, 0);
+        assert_eq!(resp.responses[0].partitions[0].error_code, code, "{partition} {replicas:?}");
+    }
+    let list = c.call(&ListPartitionReassignmentsRequest::default().with_timeout_ms(5000).with_topics(None), 0);
+    assert!(list.topics.is_empty());
+    assert_eq!(produce_acks_all(&mut c, "t"), 0);
     b.shutdown().unwrap();
 }
