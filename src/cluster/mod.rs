@@ -21,7 +21,7 @@ pub mod transport;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -61,6 +61,23 @@ pub struct ClusterState {
     /// Nodes that are not voters (brokers that joined later): id -> replication address, from
     /// the metadata log (`MetaOp::AddNode`) and from their join requests.
     extra_peers: RwLock<HashMap<u64, SocketAddr>>,
+    /// Deterministic simulation only (`tests/it/simcluster.rs`): the harness owns the network
+    /// and the clock. None in a real broker.
+    pub sim: Option<Arc<SimHooks>>,
+}
+
+/// What a deterministic simulation replaces (VOPR idea, see docs/reliability.md): frames a node
+/// sends go to `outbox` instead of a socket, and the harness decides which are delivered, when,
+/// in what order, twice or never ([`transport::deliver`]); Raft ticks come from the harness
+/// ([`replica::Replica::tick`]) instead of a timer, and the election timeouts Raft would draw
+/// from its thread-local RNG are derived from `seed` and the replica's state instead. A
+/// partition's driver then reads entries for lagging followers inline rather than in a
+/// separate task, so one node's step is one sequence of I/O.
+#[derive(Debug, Default)]
+pub struct SimHooks {
+    pub seed: u64,
+    /// Frames sent and not yet taken by the harness: (from, to, frame).
+    pub outbox: std::sync::Mutex<Vec<(u64, u64, bytes::Bytes)>>,
 }
 
 impl ClusterState {
@@ -84,7 +101,14 @@ impl ClusterState {
             offsets_synced_term: AtomicU64::new(0),
             own_raft,
             extra_peers: RwLock::new(HashMap::new()),
+            sim: None,
         }
+    }
+
+    /// Runs this node under a deterministic simulation's network and clock.
+    pub fn with_sim(mut self, hooks: Arc<SimHooks>) -> ClusterState {
+        self.sim = Some(hooks);
+        self
     }
 
     pub fn voter_ids(&self) -> Vec<u64> {

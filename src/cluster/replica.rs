@@ -408,6 +408,12 @@ pub struct Replica {
     /// Finished asynchronous reads of entries: (first index, the batches, Raft's context).
     #[allow(clippy::type_complexity)]
     fetch_done: RefCell<Vec<(u64, Result<Vec<Bytes>, StorageError>, GetEntriesContext)>>,
+    /// Simulation only: Raft ticks the harness asked for and the driver has not taken yet.
+    ticks_due: Cell<u32>,
+    /// Simulation only: the driver is parked waiting for work.
+    idle: Cell<bool>,
+    /// The driver has exited (stopped).
+    exited: Cell<bool>,
 }
 
 impl Replica {
@@ -474,6 +480,29 @@ impl Replica {
             .push((last_offset, self.term.get(), tx));
         rx.await
             .unwrap_or_else(|_| Err(not_leader("the replica stopped")))
+    }
+
+    /// Simulation only ([`super::SimHooks`]): one Raft tick, taken by the driver's next turn.
+    pub fn tick(&self) {
+        self.ticks_due.set(self.ticks_due.get() + 1);
+        self.wake();
+    }
+
+    /// Simulation only: the driver has nothing left to do until the next message, proposal
+    /// or tick (every write and fdatasync it started is finished), or it has exited.
+    pub fn is_quiet(&self) -> bool {
+        self.exited.get()
+            || self.idle.get()
+            && self.ticks_due.get() == 0
+            && self.wake_rx.is_empty()
+            && self.inbox.borrow().is_empty()
+            && self.proposals.borrow().is_empty()
+            && self.fetch_done.borrow().is_empty()
+    }
+
+    /// Whether the driver was stopped (topic deleted, shutdown, or its storage failed).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.get()
     }
 
     /// Stops the driver (topic deleted, or shutdown).
@@ -612,6 +641,9 @@ pub async fn start(
         voters,
         campaign_now: Cell::new(campaign),
         fetch_done: RefCell::new(Vec::new()),
+        ticks_due: Cell::new(0),
+        idle: Cell::new(false),
+        exited: Cell::new(false),
     });
     compio::runtime::spawn(drive(shard.clone(), r.clone(), node, saved)).detach();
     Ok(r)
@@ -650,11 +682,14 @@ async fn drive(
     let mut role = (StateRole::Follower, 0u64, 0u64);
     let mut ticks = 0u64;
     let mut done_sent: Option<Instant> = None;
+    let sim = shard.shared.cluster.as_ref().and_then(|c| c.sim.clone());
+    let mut sim_timeout = SimTimeout::default();
     if r.campaign_now.get() {
         let _ = node.campaign();
     }
     loop {
         if r.stopped.get() {
+            r.exited.set(true);
             // Never again a leader here: requests get NOT_LEADER_OR_FOLLOWER and re-route.
             r.is_leader.set(false);
             r.leader.set(0);
@@ -668,9 +703,13 @@ async fn drive(
             return;
         }
         let now = Instant::now();
-        let ticked = now >= next_tick;
+        let ticked = match &sim {
+            Some(_) => r.ticks_due.get() > 0,
+            None => now >= next_tick,
+        };
         if ticked {
             node.tick();
+            r.ticks_due.set(r.ticks_due.get().saturating_sub(1));
             next_tick = now + tick;
             ticks += 1;
             if ticks % RECONCILE_TICKS == 0 && node.raft.state == StateRole::Leader {
@@ -746,6 +785,21 @@ async fn drive(
             // Once per tick (ISR changes), not on every wake of the produce path.
             publish_leader(&shard, &r, &node);
         }
+        if let Some(s) = &sim {
+            sim_timeout.apply(s.seed, &mut node);
+            // One sequence of I/O per step: the reads for lagging followers are awaited here.
+            let reads = wanted_reads(&r, &node);
+            for (low, base, max, ctx) in reads {
+                let res = r.log().read_batches(base, max).await;
+                r.fetch_done.borrow_mut().push((low, res, ctx));
+            }
+            if r.ticks_due.get() == 0 && r.fetch_done.borrow().is_empty() {
+                r.idle.set(true);
+                let _ = r.wake_rx.recv().await;
+                r.idle.set(false);
+            }
+            continue;
+        }
         start_fetches(&r, &node);
         let wait = next_tick.saturating_duration_since(Instant::now());
         let wake = r.wake_rx.recv().fuse();
@@ -758,19 +812,63 @@ async fn drive(
     }
 }
 
-/// Starts an io_uring read for every entry range Raft asked for that was not in memory.
-fn start_fetches(r: &Rc<Replica>, node: &RawNode<LogStore>) {
+/// The entry ranges Raft asked for that were not in memory: (first index, its offset, max
+/// bytes, Raft's context).
+fn wanted_reads(r: &Rc<Replica>, node: &RawNode<LogStore>) -> Vec<(u64, i64, u64, GetEntriesContext)> {
     let wanted = std::mem::take(&mut *node.store().wanted.borrow_mut());
+    let mut reads = Vec::with_capacity(wanted.len());
     for (low, max, ctx) in wanted {
         let Some(pos) = node.store().pos(low) else { continue };
-        let (base, log, r) = (pos.base_offset, r.log(), r.clone());
-        tracing::debug!(topic = %r.topic, partition = r.group.1, from_index = low, from_offset = base, "reading Raft entries for a follower");
+        tracing::debug!(topic = %r.topic, partition = r.group.1, from_index = low, from_offset = pos.base_offset, "reading Raft entries for a follower");
+        reads.push((low, pos.base_offset, max.min(MAX_SIZE_PER_MSG), ctx));
+    }
+    reads
+}
+
+/// Starts an io_uring read for every entry range Raft asked for that was not in memory.
+fn start_fetches(r: &Rc<Replica>, node: &RawNode<LogStore>) {
+    for (low, base, max, ctx) in wanted_reads(r, node) {
+        let (log, r) = (r.log(), r.clone());
         compio::runtime::spawn(async move {
-            let res = log.read_batches(base, max.min(MAX_SIZE_PER_MSG)).await;
+            let res = log.read_batches(base, max).await;
             r.fetch_done.borrow_mut().push((low, res, ctx));
             r.wake();
         })
         .detach();
+    }
+}
+
+/// Simulation only: Raft draws each election timeout from its thread-local RNG, which no seed
+/// reaches. Whenever Raft may have drawn one (its role, term or leader changed, or the value
+/// changed), the driver replaces it with one derived from the seed and that state, in the same
+/// range ([election_tick, 2 * election_tick)), so a seed replays the same elections.
+#[derive(Default)]
+struct SimTimeout {
+    last: Option<(StateRole, u64, u64, usize)>,
+}
+
+impl SimTimeout {
+    fn apply(&mut self, seed: u64, node: &mut RawNode<LogStore>) {
+        let raft = &mut node.raft;
+        let now = (raft.state, raft.term, raft.leader_id, raft.randomized_election_timeout());
+        if self.last == Some(now) {
+            return;
+        }
+        let min = raft.election_timeout().max(1);
+        let role = match raft.state {
+            StateRole::Follower => 1u64,
+            StateRole::Candidate => 2,
+            StateRole::Leader => 3,
+            StateRole::PreCandidate => 4,
+        };
+        let mut x = seed ^ raft.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ raft.term.wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ raft.leader_id.wrapping_mul(0x94D0_49BB_1331_11EB) ^ role;
+        // splitmix64's finalizer
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^= x >> 31;
+        let t = min + (x % min as u64) as usize;
+        raft.set_randomized_election_timeout(t);
+        self.last = Some((now.0, now.1, now.2, t));
     }
 }
 

@@ -71,6 +71,13 @@ pub fn send(shard: &Rc<Shard>, to: u64, frame: Bytes) {
     let Some(cluster) = shard.shared.cluster.as_ref() else {
         return;
     };
+    if let Some(sim) = &cluster.sim {
+        // The simulation's network: the harness delivers the frame (without its length).
+        if let Ok(mut out) = sim.outbox.lock() {
+            out.push((cluster.node_id, to, frame.slice(4.min(frame.len())..)));
+        }
+        return;
+    }
     let Some(addr) = cluster.peer_addr(to) else {
         return;
     };
@@ -176,11 +183,14 @@ async fn read_peer(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<
     }
 }
 
-fn deliver(shard: &Rc<Shard>, frame: Bytes) {
+/// Handles one frame from a peer (without its length prefix): a Raft message goes to its
+/// group's replica, leadership reports to the leadership table, a join to the metadata group.
+pub fn deliver(shard: &Rc<Shard>, frame: Bytes) {
     let Some(cluster) = shard.shared.cluster.clone() else {
         return;
     };
-    match frame[0] {
+    let Some(&kind) = frame.first() else { return };
+    match kind {
         KIND_RAFT if frame.len() >= 21 => {
             let Ok(id) = Uuid::from_slice(&frame[1..17]) else {
                 return;

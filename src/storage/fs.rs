@@ -40,6 +40,11 @@ pub struct FaultPlan {
     fsync_waiters: std::sync::Mutex<Vec<futures::channel::oneshot::Sender<()>>>,
     /// Power-cut model: unsynced operations per inode, when tracking is on.
     journal: std::sync::Mutex<Option<HashMap<u64, FileJournal>>>,
+    /// Deterministic simulation: reads, writes, truncations and fdatasyncs are done with
+    /// blocking calls in the calling task, so they complete in the order they are issued
+    /// (io_uring completes concurrent operations, e.g. the flusher's fdatasync and the next
+    /// append's write, in an order that varies from run to run).
+    serial: AtomicBool,
 }
 
 /// What a power cut may do to one file: it was `synced` at its last fdatasync (or when first
@@ -91,6 +96,7 @@ impl Default for FaultPlan {
             fsyncs: AtomicU64::new(0),
             fsync_waiters: std::sync::Mutex::new(Vec::new()),
             journal: std::sync::Mutex::new(None),
+            serial: AtomicBool::new(false),
         }
     }
 }
@@ -110,6 +116,16 @@ impl FaultPlan {
         self.fsync_errno.store(errno, Ordering::SeqCst);
         self.fail_fsync.store(fail, Ordering::SeqCst);
     }
+    /// Deterministic simulation: file I/O through this plan's `Fs` completes where it is
+    /// issued (blocking calls), in issue order. For tests only: it blocks the event loop.
+    pub fn serial_io(&self, on: bool) {
+        self.serial.store(on, Ordering::SeqCst);
+    }
+
+    fn serial(&self) -> bool {
+        self.serial.load(Ordering::Relaxed)
+    }
+
     /// Removes every fault.
     pub fn clear(&self) {
         self.write_budget_bytes.store(u64::MAX, Ordering::SeqCst);
@@ -438,14 +454,21 @@ impl Fs {
                         let bytes = prefix.clone();
                         plan.journal_op(&self.std_handle(file)?, || Op::Write { pos, bytes });
                     }
-                    let BufResult(r, _) = f.write_all_at(prefix, pos).await;
-                    r?;
+                    if plan.serial() {
+                        self.std_handle(file)?.write_all_at(&prefix, pos)?;
+                    } else {
+                        let BufResult(r, _) = f.write_all_at(prefix, pos).await;
+                        r?;
+                    }
                 }
                 return Err(io::Error::from_raw_os_error(errno));
             }
             if tracking {
                 let bytes = buf.clone();
                 plan.journal_op(&self.std_handle(file)?, || Op::Write { pos, bytes });
+            }
+            if plan.serial() {
+                return self.std_handle(file)?.write_all_at(&buf, pos);
             }
         }
         let BufResult(r, _) = f.write_all_at(buf, pos).await;
@@ -454,6 +477,20 @@ impl Fs {
 
     /// Reads up to `len` bytes at `pos` (fewer only at end of file).
     pub async fn read_at(&self, file: &File, len: usize, pos: u64) -> io::Result<Vec<u8>> {
+        if self.faults.as_ref().is_some_and(|p| p.serial()) {
+            let std = self.std_handle(file)?;
+            let mut buf = vec![0u8; len];
+            let mut done = 0;
+            while done < len {
+                let n = std.read_at(&mut buf[done..], pos + done as u64)?;
+                if n == 0 {
+                    break;
+                }
+                done += n;
+            }
+            buf.truncate(done);
+            return Ok(buf);
+        }
         let mut buf: Vec<u8> = Vec::with_capacity(len);
         let mut done = 0usize;
         while done < len {
@@ -482,7 +519,11 @@ impl Fs {
             Some(p) => p.journal_sync_start(&self.std_handle(file)?),
             None => None,
         };
-        file.sync_data().await?;
+        if self.faults.as_ref().is_some_and(|p| p.serial()) {
+            self.std_handle(file)?.sync_data()?;
+        } else {
+            file.sync_data().await?;
+        }
         if let (Some(plan), Some((ino, n))) = (plan, covered) {
             plan.journal_synced(ino, n);
         }
@@ -501,6 +542,9 @@ impl Fs {
     pub async fn set_len(&self, file: &File, len: u64) -> io::Result<()> {
         if let Some(plan) = self.faults.as_ref().filter(|p| p.tracking()) {
             plan.journal_op(&self.std_handle(file)?, || Op::SetLen(len));
+        }
+        if self.faults.as_ref().is_some_and(|p| p.serial()) {
+            return self.std_handle(file)?.set_len(len);
         }
         file.set_len(len).await
     }

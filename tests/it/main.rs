@@ -8,6 +8,7 @@ mod groups;
 mod metrics;
 mod fuzz;
 mod sim;
+mod simcluster;
 mod storage;
 mod versions;
 mod wire;
