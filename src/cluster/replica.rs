@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use super::{transport, GroupKey, LeaderInfo};
 use crate::kafka::KafkaError;
 use crate::runtime::Shard;
-use crate::storage::{AppendInfo, EntryPos, PartitionLog, StorageError};
+use crate::storage::{AppendInfo, EntryPos, PartitionLog, ProposalVerdict, StorageError};
 
 /// One Raft tick.
 pub const TICK_MS: u64 = 100;
@@ -554,6 +554,7 @@ pub async fn start(
         });
     };
     let saved = load_hard_state(shard, &log).await;
+    let log = finish_snapshot_install(shard, &topic, group, log, saved.snap).await?;
     let mut hard = HardState {
         term: saved.term,
         vote: saved.vote,
@@ -649,6 +650,47 @@ pub async fn start(
     Ok(r)
 }
 
+/// A snapshot is recorded in `raft.state` before the log is reset to it
+/// ([`install_snapshot`]); after a crash between the two, the log below the snapshot's offset
+/// may hold entries that disagree with the leader's (and end anywhere). Unless the log is
+/// consistent with the snapshot (no batch across its offset, and the batch ending there has
+/// the snapshot's term: the same entry as the leader's), the install is completed now: the log
+/// restarts at the snapshot's offset. Retention and DeleteRecords leave the log starting at
+/// or after the snapshot's offset, so this costs nothing on a normal start.
+async fn finish_snapshot_install(
+    shard: &Rc<Shard>,
+    topic: &str,
+    group: GroupKey,
+    log: PartitionLog,
+    snap: Option<SavedSnap>,
+) -> Result<PartitionLog, StorageError> {
+    let Some(s) = snap.filter(|s| log.log_start_offset() < s.offset) else { return Ok(log) };
+    let all = log.start_replication(|_| i64::MIN).await?;
+    if consistent_with_snapshot(&all, s, log.log_end_offset()) {
+        return Ok(log);
+    }
+    tracing::warn!(topic, partition = group.1, index = s.index, offset = s.offset, "completing a snapshot install interrupted by a crash: the log restarts at the snapshot's offset");
+    let new = log.reset_to(s.offset).await?;
+    shard.replace_log(topic, group, new.clone());
+    Ok(new)
+}
+
+/// Whether a log whose batches are `all` (and whose end is `log_end`) continues from snapshot
+/// `s` as the leader's does: no batch across the snapshot's offset, the next batch (if any)
+/// starting there, and the batch ending there (if any) of the snapshot's term (an entry with the
+/// same term and end offset is the leader's entry: one leader per term).
+fn consistent_with_snapshot(all: &[EntryPos], s: SavedSnap, log_end: i64) -> bool {
+    let straddles = all.iter().any(|e| e.base_offset < s.offset && e.next_offset > s.offset);
+    let first_after = all.iter().find(|e| e.base_offset >= s.offset).map(|e| e.base_offset);
+    let last_below = all.iter().rev().find(|e| e.next_offset <= s.offset);
+    !straddles
+        && first_after.is_none_or(|b| b == s.offset)
+        && match last_below {
+            Some(e) => e.next_offset == s.offset && e.epoch as u64 == s.term,
+            None => first_after.is_some() || log_end == s.offset,
+        }
+}
+
 async fn load_hard_state(shard: &Rc<Shard>, log: &PartitionLog) -> SavedHardState {
     let path = log.dir().join(HARD_STATE_FILE);
     match shard.fs.read_small(&path, 4096).await {
@@ -728,11 +770,42 @@ async fn drive(
         }
         let msgs = std::mem::take(&mut *r.inbox.borrow_mut());
         for m in msgs {
+            // A data partition's batches are judged by the leader before they are proposed:
+            // one forwarded by a peer (none of ours does) would skip that.
+            if matches!(r.kind, Kind::Data) && m.msg_type == raft::eraftpb::MessageType::MsgPropose {
+                continue;
+            }
             let _ = node.step(m);
         }
         entries_fetched(&r, &mut node);
         let props = std::mem::take(&mut *r.proposals.borrow_mut());
+        // The leader alone judges producer batches (size, sequence, duplicates) before they
+        // enter the log; every replica then writes them as they are.
+        let mut check = (matches!(r.kind, Kind::Data) && node.raft.state == StateRole::Leader && !props.is_empty()).then(|| r.log().proposal_check());
         for p in props {
+            let before_check = check.clone();
+            if matches!(r.kind, Kind::Data) && node.raft.state != StateRole::Leader {
+                // Never forwarded: only the leader may judge a producer batch.
+                let _ = p.tx.send(Err(not_leader("this broker is not the leader")));
+                continue;
+            }
+            if let Some(c) = check.as_mut() {
+                match r.log().check_proposal(&p.data, c) {
+                    ProposalVerdict::Accept => {}
+                    ProposalVerdict::Duplicate(info) => {
+                        let _ = p.tx.send(Ok(info));
+                        continue;
+                    }
+                    ProposalVerdict::InFlight => {
+                        let _ = p.tx.send(Err(not_leader("a retry of a batch not written yet; retry")));
+                        continue;
+                    }
+                    ProposalVerdict::Refused(e) => {
+                        let _ = p.tx.send(Err((crate::kafka::error::storage(&e), e.to_string())));
+                        continue;
+                    }
+                }
+            }
             let before = node.raft.raft_log.last_index();
             let leader = node.raft.state == StateRole::Leader;
             let res = node.propose(vec![], p.data.to_vec());
@@ -753,6 +826,7 @@ async fn drive(
                     let _ = p.tx.send(Err(not_leader("forwarded to the leader")));
                 }
                 Err(e) => {
+                    check = before_check;
                     let _ = p.tx.send(Err(not_leader(format!("proposal dropped: {e}"))));
                 }
             }
@@ -1134,10 +1208,16 @@ async fn install_snapshot(
         return Ok(());
     };
     tracing::info!(topic = %r.topic, partition = r.group.1, index, term, offset, "installing a snapshot: the log restarts at the leader's log start");
+    // Recorded durably before the log is reset: a crash in between restarts from the snapshot
+    // ([`finish_snapshot_install`]), never from a log that lost entries Raft saw acknowledged.
+    let conf = meta.get_conf_state().clone();
+    saved.snap = Some(SavedSnap { index, term, offset });
+    saved.conf = Some(SavedConf::of(&conf));
+    saved.commit = saved.commit.max(index);
+    save_hard_state(shard, &r.log(), saved.clone()).await?;
     let new = r.log().reset_to(offset).await?;
     *r.log.borrow_mut() = new.clone();
     shard.replace_log(&r.topic, r.group, new.clone());
-    let conf = meta.get_conf_state().clone();
     {
         let store = node.mut_store();
         store.log = new.clone();
@@ -1150,10 +1230,6 @@ async fn install_snapshot(
         store.forget_recent();
         store.fetched.borrow_mut().clear();
     }
-    saved.snap = Some(SavedSnap { index, term, offset });
-    saved.conf = Some(SavedConf::of(&conf));
-    saved.commit = saved.commit.max(index);
-    save_hard_state(shard, &new, saved.clone()).await?;
     let _ = new.start_replication(|_| offset).await?;
     Ok(())
 }
@@ -1406,6 +1482,24 @@ mod tests {
         assert_eq!(offset_after(&e, 11, 100, 5), 100);
         assert_eq!(offset_after(&e, 11, 100, 11), 104);
         assert_eq!(offset_after(&[], 11, 100, 11), 100);
+    }
+
+    #[test]
+    fn an_interrupted_snapshot_install_is_completed_unless_the_log_already_matches() {
+        let snap = SavedSnap { index: 6, term: 2, offset: 11 };
+        // Crash after recording the snapshot, before the reset: old entries of another term.
+        let old = [pos(0, 4, 1), pos(4, 9, 1), pos(9, 12, 1)];
+        assert!(!consistent_with_snapshot(&old, snap, 12), "a batch across the snapshot's offset");
+        let old = [pos(0, 4, 1), pos(4, 11, 1)];
+        assert!(!consistent_with_snapshot(&old, snap, 11), "the entry ending there is of another term");
+        assert!(!consistent_with_snapshot(&[], snap, 0), "an empty log that would take offset 0 next");
+        assert!(!consistent_with_snapshot(&[pos(12, 13, 2)], snap, 13), "a gap before the next entry");
+        // The leader's own entries (same term, same end offset), with or without more after.
+        assert!(consistent_with_snapshot(&[pos(0, 4, 1), pos(4, 11, 2)], snap, 11));
+        assert!(consistent_with_snapshot(&[pos(4, 11, 2), pos(11, 13, 3)], snap, 13));
+        // Retention and DeleteRecords: the log starts at (or, empty, ends at) the offset.
+        assert!(consistent_with_snapshot(&[pos(11, 13, 3)], snap, 13));
+        assert!(consistent_with_snapshot(&[], snap, 11));
     }
 
     #[test]

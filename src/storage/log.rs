@@ -27,6 +27,7 @@ use super::batch::{self, BatchError, BatchHeader, HEADER_BYTES};
 use super::fs::Fs;
 use super::index::{OffsetIndex, TimeIndex, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use super::producer::{Check, ProducerEntry, ProducerTable, SeqError};
+use super::{ProposalCheck, ProposalVerdict};
 use super::{AppendInfo, EntryAppend, EntryPos, LogConfig, ReadSlice, StorageError};
 use crate::limits::{
     APPEND_BYTES_MAX, BATCH_BYTES_MAX, HEADER_SCAN_READ_BYTES, HWM_WAITERS_PRUNE_COUNT,
@@ -936,22 +937,72 @@ impl PartitionLog {
             .await
     }
 
+    /// Cluster mode, the leader, before it proposes a producer batch: the batch is validated
+    /// (size, CRC, one batch) and checked against the producer table as it will be when every
+    /// batch proposed before it with the same `check` is written. Only the leader decides:
+    /// followers write every entry as it comes ([`PartitionLog::append_entry`]), so their
+    /// producer tables (which a snapshot or retention can leave different from the leader's)
+    /// never change what the log holds.
+    pub fn check_proposal(&self, data: &Bytes, check: &mut ProposalCheck) -> ProposalVerdict {
+        let headers = match self.validate(data) {
+            Ok(h) if h.len() == 1 => h,
+            Ok(_) => return ProposalVerdict::Refused(StorageError::CorruptRecord("a replicated entry holds one batch".into())),
+            Err(e) => return ProposalVerdict::Refused(e),
+        };
+        let st = self.inner.state.borrow();
+        for (_, h) in &headers {
+            match st.producers.check(&check.staged, h) {
+                Ok(Check::Accept) => {}
+                // Proposed moments ago, not written yet: the producer's retry of it retries.
+                Ok(Check::Duplicate(d)) if d.base_offset >= check.first => return ProposalVerdict::InFlight,
+                Ok(Check::Duplicate(d)) => {
+                    return ProposalVerdict::Duplicate(AppendInfo {
+                        base_offset: d.base_offset,
+                        last_offset: d.last_offset,
+                        max_timestamp: d.max_timestamp,
+                        log_start_offset: st.log_start,
+                        duplicate: true,
+                    })
+                }
+                Err(SeqError::OutOfOrder { producer_id, expected, got }) => {
+                    return ProposalVerdict::Refused(StorageError::OutOfOrderSequence { producer_id, expected, got })
+                }
+                Err(SeqError::Fenced { producer_id, current_epoch, got }) => {
+                    return ProposalVerdict::Refused(StorageError::ProducerFenced { producer_id, current_epoch, got })
+                }
+            }
+            st.producers.stage(&mut check.staged, h, check.next);
+            check.next += i64::from(h.last_offset_delta) + 1;
+        }
+        ProposalVerdict::Accept
+    }
+
     /// Appends one Raft entry (cluster mode) with the Raft term as its leader epoch, at the
-    /// log end. `data` is one producer batch, or empty for an entry without data. Every replica
-    /// makes the same decision from the same log prefix: a batch the producer table refuses
-    /// (duplicate, sequence or epoch error) or that fails validation is replaced by a control
-    /// batch, so the entry still occupies exactly one batch. Err only when nothing was written.
+    /// log end, as the leader proposed it: `data` is one producer batch (the leader checked it
+    /// with [`PartitionLog::check_proposal`]; it is written whatever this replica's producer
+    /// table says, and the table learns from it), or empty for an entry without data (written
+    /// as a control batch). A batch that fails validation (corrupt: the same verdict on every
+    /// replica, as the bytes are the same) is replaced by a control batch, so the entry still
+    /// occupies exactly one batch. Err only when nothing was written.
     pub async fn append_entry(&self, data: Bytes, term: i32) -> Result<EntryAppend, StorageError> {
         let _guard = self.inner.append_lock.lock().await;
         self.check_open()?;
         let mut outcome = None;
         let mut accepted = None;
         if !data.is_empty() {
-            match self.validate(&data) {
-                Ok(h) if h.len() == 1 => match self.check_producers(&h) {
-                    Ok(staged) => accepted = Some((data.clone(), h, staged)),
-                    Err(r) => outcome = Some(r),
-                },
+            // No size limit here: the leader applied it, and a topic's max.message.bytes can
+            // change on one replica before another.
+            match batch::validate_all(&data, u32::MAX).map_err(|e| match e {
+                BatchError::Corrupt(m) => StorageError::CorruptRecord(m),
+                BatchError::TooLarge { size, max } => StorageError::RecordTooLarge { size, max },
+            }) {
+                Ok(h) if h.len() == 1 => {
+                    let st = self.inner.state.borrow();
+                    let mut staged = HashMap::new();
+                    st.producers.stage(&mut staged, &h[0].1, st.leo);
+                    drop(st);
+                    accepted = Some((data.clone(), h, staged));
+                }
                 Ok(_) => {
                     outcome = Some(Err(StorageError::CorruptRecord(
                         "a replicated entry holds one batch".into(),
@@ -992,6 +1043,12 @@ impl PartitionLog {
             BatchError::Corrupt(m) => StorageError::CorruptRecord(m),
             BatchError::TooLarge { size, max } => StorageError::RecordTooLarge { size, max },
         })
+    }
+
+    /// Starts the leader's checks of the batches it is about to propose ([`Self::check_proposal`]).
+    pub fn proposal_check(&self) -> ProposalCheck {
+        let leo = self.inner.state.borrow().leo;
+        ProposalCheck { staged: HashMap::new(), next: leo, first: leo }
     }
 
     /// The producer table's verdict on `headers`: the staged changes to commit with the write,

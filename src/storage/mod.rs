@@ -148,8 +148,8 @@ pub enum StorageError {
 }
 
 /// What one replicated (Raft) entry became in the log: the offsets it occupies, and for the
-/// producer the outcome of its batch. A refused batch (idempotent duplicate, sequence or epoch
-/// error) still occupies its Raft index: it is stored as a one-record control batch, so every
+/// producer the outcome of its batch. An entry without data, or one that fails validation,
+/// still occupies its Raft index: it is stored as a one-record control batch, so every
 /// replica's log stays batch-for-entry identical.
 #[derive(Debug)]
 pub struct EntryAppend {
@@ -157,6 +157,30 @@ pub struct EntryAppend {
     /// Offset after the entry.
     pub next_offset: i64,
     pub outcome: Result<AppendInfo, StorageError>,
+}
+
+/// The leader's checks of the batches it proposes in one turn
+/// ([`PartitionLog::check_proposal`]): the producer changes of the batches accepted so far,
+/// and the offsets they will take (provisional: only to tell a retry of one of them).
+#[derive(Debug, Clone)]
+pub struct ProposalCheck {
+    pub(crate) staged: std::collections::HashMap<i64, producer::ProducerEntry>,
+    pub(crate) next: i64,
+    /// The log end when the checks started: batches at or above it are not written yet.
+    pub(crate) first: i64,
+}
+
+/// The leader's verdict on a producer batch before proposing it.
+#[derive(Debug)]
+pub enum ProposalVerdict {
+    /// Propose it.
+    Accept,
+    /// An idempotent duplicate of a batch in the log: answer with its offsets, propose nothing.
+    Duplicate(AppendInfo),
+    /// A duplicate of a batch proposed moments ago and not written yet: the producer retries.
+    InFlight,
+    /// Refused: corrupt, too large, out of sequence, or a fenced producer epoch.
+    Refused(StorageError),
 }
 
 /// One batch found by [`PartitionLog::start_replication`]: its base offset and leader epoch

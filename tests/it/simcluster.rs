@@ -99,6 +99,15 @@ struct Node {
     checked_upto: i64,
 }
 
+const PRODUCER_ID: i64 = 1000;
+
+/// One attempt of the idempotent producer: in progress, and how it ended.
+#[derive(Default)]
+struct Attempt {
+    busy: std::cell::Cell<bool>,
+    acked: std::cell::Cell<bool>,
+}
+
 /// An acknowledged proposal: its marker number and where the leader put it.
 struct Ack {
     n: u64,
@@ -111,6 +120,8 @@ struct Stats {
     dropped: u64,
     duplicated: u64,
     proposed: u64,
+    retries: u64,
+    retried_after_deletion: u64,
     deletes: u64,
     crashes: u64,
     armed: u64,
@@ -131,11 +142,17 @@ struct Sim {
     cut: HashSet<(u64, u64)>,
     acks: Rc<RefCell<Vec<Ack>>>,
     next_marker: u64,
+    /// The idempotent producer's batch in flight (bytes, marker, its last attempt) and the
+    /// sequence of its next batch.
+    idem: Option<(Bytes, u64, Rc<Attempt>)>,
+    idem_next_seq: i32,
     /// Every committed batch seen on any node: base offset -> (next offset, bytes).
     committed: BTreeMap<i64, (i64, Bytes)>,
     leaders: HashMap<u64, u64>,
     /// The highest offset a DeleteRecords was proposed at (acknowledged or not).
     deleted_below: i64,
+    /// The highest log start any node had (retention, DeleteRecords, snapshots).
+    max_log_start: i64,
     digest: u32,
     recent: VecDeque<String>,
     step: u64,
@@ -190,6 +207,34 @@ async fn fetch(log: &PartitionLog, offset: i64) -> Result<Vec<Bytes>, String> {
     Ok(out)
 }
 
+/// The batches in a partition directory's segment files, one line each (for a failure).
+fn dump_log(dir: &std::path::Path) -> String {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+    names.retain(|p| p.extension().is_some_and(|e| e == "log"));
+    names.sort();
+    let mut out = String::new();
+    for p in names {
+        let b = std::fs::read(&p).unwrap_or_default();
+        let mut at = 0;
+        while at + 61 <= b.len() {
+            let Some(h) = BatchHeader::parse(&b[at..]) else { break };
+            let len = 12 + h.batch_length.max(0) as usize;
+            out.push_str(&format!(
+                "  {}..{} epoch {} {} pid {} seq {} markers {:?}\n",
+                h.base_offset,
+                h.base_offset + i64::from(h.last_offset_delta) + 1,
+                h.partition_leader_epoch,
+                if h.attributes & 0x20 != 0 { "control" } else { "data" },
+                h.producer_id,
+                h.base_sequence,
+                markers_in(&b[at..(at + len).min(b.len())])
+            ));
+            at += len;
+        }
+    }
+    out
+}
+
 fn next_offset(b: &[u8]) -> (i64, i64) {
     let h = BatchHeader::parse(b).expect("a batch read back from the log parses");
     (h.base_offset, h.base_offset + i64::from(h.last_offset_delta) + 1)
@@ -228,9 +273,12 @@ impl Sim {
             cut: HashSet::new(),
             acks: Rc::new(RefCell::new(Vec::new())),
             next_marker: 0,
+            idem: None,
+            idem_next_seq: 0,
             committed: BTreeMap::new(),
             leaders: HashMap::new(),
             deleted_below: 0,
+            max_log_start: 0,
             digest: 0,
             recent: VecDeque::new(),
             step: 0,
@@ -240,6 +288,11 @@ impl Sim {
     }
 
     fn fail(&self, what: String) -> ! {
+        if verbose() {
+            for n in &self.nodes {
+                eprintln!("node {} log:\n{}", n.id, dump_log(&n.dir.join("sim-0")));
+            }
+        }
         let recent: Vec<&str> = self.recent.iter().map(|s| s.as_str()).collect();
         panic!(
             "simulation seed {} failed at step {}: {what}\nlast events:\n  {}\nreplay: SLUICE_NETSIM_SEED={} SLUICE_NETSIM_SEEDS=1 cargo test --test it simcluster:: -- --nocapture",
@@ -358,6 +411,7 @@ impl Sim {
                 None => state.push_str(&format!(" n{id}:down")),
                 Some(r) => {
                     let log = r.log();
+                    self.max_log_start = self.max_log_start.max(log.log_start_offset());
                     state.push_str(&format!(
                         " n{id}:t{}{}l{} hw{} end{}",
                         r.term(),
@@ -389,6 +443,9 @@ impl Sim {
         for i in 0..self.nodes.len() {
             let Some(r) = self.replica(i) else { continue };
             let log = r.log();
+            if log.is_offline() {
+                continue; // a failed write or fdatasync; the replica stops at its next write
+            }
             let hwm = log.high_watermark();
             let mut at = self.nodes[i].checked_upto.max(log.log_start_offset());
             while at < hwm {
@@ -442,35 +499,97 @@ impl Sim {
         (0..self.nodes.len()).filter(|&i| self.nodes[i].up.is_some()).collect()
     }
 
-    fn propose(&mut self, i: usize, payload: Option<Bytes>) {
+    /// A new batch with the next marker: 1 to 3 records, the first carrying the marker;
+    /// idempotent (producer 1000, epoch 0) from sequence `seq` when given.
+    fn new_batch(&mut self, seq: Option<i32>) -> (Bytes, u64, i32) {
+        let n = self.next_marker;
+        self.next_marker += 1;
+        let records = self.rng.random_range(1..=3);
+        let mut b = BatchBuilder::new(1_700_000_000_000 + n as i64);
+        if let Some(seq) = seq {
+            b = b.producer(PRODUCER_ID, 0, seq);
+        }
+        let pad = "x".repeat(self.rng.random_range(0..300));
+        for k in 0..records {
+            let v = if k == 0 { format!("{}{pad}", marker(self.seed, n)) } else { pad.clone() };
+            b = b.record(None, Some(v.as_bytes()));
+        }
+        (b.build(), n, records)
+    }
+
+    /// The node a client sends to: mostly one that says it leads, sometimes any.
+    fn pick_target(&mut self) -> Option<usize> {
+        let up = self.up_nodes();
+        if up.is_empty() {
+            return None;
+        }
+        let leaders: Vec<usize> = up.iter().copied().filter(|&i| self.replica(i).is_some_and(|r| r.is_leader())).collect();
+        Some(if !leaders.is_empty() && self.rng.random_range(0..10) < 8 {
+            leaders[self.rng.random_range(0..leaders.len())]
+        } else {
+            up[self.rng.random_range(0..up.len())]
+        })
+    }
+
+    /// Proposes `data` on node `i` and waits for the commit, as the Produce handler does for
+    /// acks=all; an acknowledged batch `n` is recorded. `attempt` (idempotent producer) learns
+    /// when the attempt ends and whether it was acknowledged.
+    fn send(&mut self, i: usize, data: Bytes, n: Option<u64>, attempt: Option<Rc<Attempt>>) {
         let Some(r) = self.replica(i) else { return };
-        let (data, n) = match payload {
-            Some(d) => (d, None),
-            None => {
-                let n = self.next_marker;
-                self.next_marker += 1;
-                let records = self.rng.random_range(1..=3);
-                let mut b = BatchBuilder::new(1_700_000_000_000 + n as i64);
-                let pad = "x".repeat(self.rng.random_range(0..300));
-                for k in 0..records {
-                    let v = if k == 0 { format!("{}{pad}", marker(self.seed, n)) } else { pad.clone() };
-                    b = b.record(None, Some(v.as_bytes()));
-                }
-                (b.build(), Some(n))
-            }
-        };
         self.stats.proposed += 1;
         self.event(format!("propose {} to node {}", n.map_or("DeleteRecords".to_string(), |n| format!("#{n}")), self.nodes[i].id));
         let acks = self.acks.clone();
+        if let Some(a) = &attempt {
+            a.busy.set(true);
+        }
         compio::runtime::spawn(async move {
-            let Ok(info) = r.propose(data).await else { return };
-            if r.wait_committed(info.last_offset).await.is_ok() {
-                if let Some(n) = n {
-                    acks.borrow_mut().push(Ack { n, base: info.base_offset });
+            let mut acked = false;
+            if let Ok(info) = r.propose(data).await {
+                if r.wait_committed(info.last_offset).await.is_ok() {
+                    acked = true;
+                    if let Some(n) = n {
+                        acks.borrow_mut().push(Ack { n, base: info.base_offset });
+                    }
                 }
+            }
+            if let Some(a) = attempt {
+                a.busy.set(false);
+                a.acked.set(acked);
             }
         })
         .detach();
+    }
+
+    fn propose(&mut self) {
+        let Some(i) = self.pick_target() else { return };
+        let (data, n, _) = self.new_batch(None);
+        self.send(i, data, Some(n), None);
+    }
+
+    /// The idempotent producer (one batch in flight, like max.in.flight=1): sends its batch,
+    /// and after a failed attempt the same batch again (same sequence) to whichever node now
+    /// leads; the next batch only once this one is acknowledged. A retry of a batch that was
+    /// committed after all must come back as a duplicate with the original offsets.
+    fn produce_idempotent(&mut self) {
+        if let Some((_, _, a)) = &self.idem {
+            if a.busy.get() {
+                return;
+            }
+            if a.acked.get() {
+                self.idem = None;
+            }
+        }
+        if self.idem.is_none() {
+            let seq = self.idem_next_seq;
+            let (data, n, records) = self.new_batch(Some(seq));
+            self.idem_next_seq += records;
+            self.idem = Some((data, n, Rc::new(Attempt::default())));
+        } else {
+            self.stats.retries += 1;
+        }
+        let Some(i) = self.pick_target() else { return };
+        let (data, n, a) = self.idem.clone().expect("set above");
+        self.send(i, data, Some(n), Some(a));
     }
 
     fn deliver_one(&mut self, duplicate: bool) {
@@ -522,19 +641,8 @@ impl Sim {
             0..=449 => self.deliver_one(false),
             450..=469 => self.deliver_one(true),
             470..=699 => self.tick_all(true),
-            700..=839 => {
-                let up = self.up_nodes();
-                if up.is_empty() {
-                    return;
-                }
-                let leaders: Vec<usize> = up.iter().copied().filter(|&i| self.replica(i).is_some_and(|r| r.is_leader())).collect();
-                let i = if !leaders.is_empty() && self.rng.random_range(0..10) < 8 {
-                    leaders[self.rng.random_range(0..leaders.len())]
-                } else {
-                    up[self.rng.random_range(0..up.len())]
-                };
-                self.propose(i, None);
-            }
+            700..=779 => self.propose(),
+            780..=839 => self.produce_idempotent(),
             840..=849 => {
                 // DeleteRecords somewhere in the leader's committed log.
                 let leader = self.up_nodes().into_iter().find(|&i| self.replica(i).is_some_and(|r| r.is_leader()));
@@ -546,7 +654,7 @@ impl Sim {
                         self.deleted_below = self.deleted_below.max(at);
                         self.stats.deletes += 1;
                         self.event(format!("DeleteRecords before {at}"));
-                        self.propose(i, Some(delete_records_entry(at)));
+                        self.send(i, delete_records_entry(at), None, None);
                     }
                 }
             }
@@ -638,12 +746,14 @@ impl Sim {
             self.settle().await;
             self.collect();
             self.observe();
+            self.check_committed().await;
             // A new batch, proposed to the leader every 20 rounds until one is acknowledged
             // (an earlier one may be lost with a leader change).
             let acked = self.acks.borrow().iter().any(|a| a.n >= final_marker);
             if !acked && round % 20 == 0 {
                 if let Some(i) = self.up_nodes().into_iter().find(|&i| self.replica(i).is_some_and(|r| r.is_leader())) {
-                    self.propose(i, None);
+                    let (data, n, _) = self.new_batch(None);
+                    self.send(i, data, Some(n), None);
                 }
             }
             if acked {
@@ -701,7 +811,13 @@ impl Sim {
             for (&base, b) in batches.iter() {
                 for n in markers_in(b) {
                     if let Some(prev) = seen.insert(n, base) {
-                        self.fail(format!("node {id}: batch #{n} is in the log twice: at {prev} and at {base}"));
+                        // Idempotence holds while the producer's batches are in the leader's
+                        // log: retention or DeleteRecords past them drops its state (as in
+                        // Kafka), and a retry after that is a new batch.
+                        if prev >= self.max_log_start {
+                            self.fail(format!("node {id}: batch #{n} is in the log twice: at {prev} and at {base}"));
+                        }
+                        self.stats.retried_after_deletion += 1;
                     }
                 }
             }
@@ -784,6 +900,8 @@ async fn simulated_cluster_keeps_acknowledged_batches_under_network_and_disk_fau
         total.dropped += s.dropped;
         total.duplicated += s.duplicated;
         total.proposed += s.proposed;
+        total.retries += s.retries;
+        total.retried_after_deletion += s.retried_after_deletion;
         total.deletes += s.deletes;
         total.crashes += s.crashes;
         total.armed += s.armed;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use sluice::storage::batch::{self, BatchBuilder, BatchHeader};
-use sluice::storage::{FaultPlan, Fs, LogConfig, PartitionLog, StorageError};
+use sluice::storage::{FaultPlan, Fs, LogConfig, PartitionLog, ProposalVerdict, StorageError};
 
 fn small_cfg() -> LogConfig {
     LogConfig {
@@ -1153,12 +1153,18 @@ async fn replicated_entries_dedup_truncate_and_reset() {
     let e = log.append_entry(b.clone(), 1).await.unwrap();
     assert_eq!((e.base_offset, e.next_offset), (1, 3));
     assert!(!e.outcome.unwrap().duplicate);
-    // The same idempotent batch again (a retry): stored as a control batch, original offsets.
-    let dup = log.append_entry(b, 2).await.unwrap();
-    assert_eq!((dup.base_offset, dup.next_offset), (3, 4));
-    let info = dup.outcome.unwrap();
-    assert!(info.duplicate);
-    assert_eq!((info.base_offset, info.last_offset), (1, 2));
+    // The leader judges a batch before proposing it: the same idempotent batch again (a retry)
+    // is a duplicate with the original offsets, and is not proposed.
+    let mut check = log.proposal_check();
+    match log.check_proposal(&b, &mut check) {
+        ProposalVerdict::Duplicate(info) => assert_eq!((info.base_offset, info.last_offset, info.duplicate), (1, 2, true)),
+        v => panic!("a retry of a written batch: {v:?}"),
+    }
+    // A follower writes what the leader proposed whatever its own producer table says (here
+    // it would call the batch a duplicate: its table can differ from the leader's after a
+    // snapshot or retention), so every replica's log is the same.
+    let verbatim = log.append_entry(b.clone(), 2).await.unwrap();
+    assert_eq!((verbatim.base_offset, verbatim.next_offset), (3, 5));
     // Nothing is readable before it is committed.
     assert_eq!(log.high_watermark(), 0);
     log.set_committed(3);
@@ -1167,7 +1173,8 @@ async fn replicated_entries_dedup_truncate_and_reset() {
     let epochs: Vec<(i64, i32)> = positions.iter().map(|p| (p.base_offset, p.epoch)).collect();
     assert_eq!(epochs, vec![(0, 1), (1, 1), (3, 2)]);
     assert_eq!(log.read_batches(1, 1 << 20).await.unwrap().len(), 2);
-    assert_eq!(log.read_entry_sync(3).unwrap().len(), batch::control_batch(0, batch::CONTROL_TYPE_LEADER_CHANGE).len());
+    assert_eq!(log.read_entry_sync(3).unwrap().len(), b.len());
+    assert_eq!(log.read_entry_sync(0).unwrap().len(), batch::control_batch(0, batch::CONTROL_TYPE_LEADER_CHANGE).len());
     // Dropping the uncommitted suffix (a conflicting new leader) reopens the log without it
     // and rebuilds the producer table: the batch can be accepted again at the cut.
     let log = log.truncate_from(3).await.unwrap();
@@ -1183,6 +1190,34 @@ async fn replicated_entries_dedup_truncate_and_reset() {
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (50, 50));
     let next = log.append_entry(Bytes::new(), 4).await.unwrap();
     assert_eq!(next.base_offset, 50);
+    log.close().await.unwrap();
+}
+
+#[compio::test]
+async fn the_leader_judges_producer_batches_before_proposing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig { message_max_bytes: 2000, ..replicated_cfg() }).await;
+    log.append_entry(idem(7, 0, 0, 2), 1).await.unwrap();
+    let mut check = log.proposal_check();
+    let verdict = |check: &mut _, b: Bytes| format!("{:?}", log.check_proposal(&b, check));
+    // In sequence, then the next one proposed in the same turn: judged after the first.
+    assert_eq!(verdict(&mut check, idem(7, 0, 2, 3)), "Accept");
+    assert_eq!(verdict(&mut check, idem(7, 0, 5, 1)), "Accept");
+    // A retry of one proposed in this turn, not written yet: the producer retries it.
+    assert_eq!(verdict(&mut check, idem(7, 0, 2, 3)), "InFlight");
+    // A retry of a written one: its offsets.
+    assert!(verdict(&mut check, idem(7, 0, 0, 2)).starts_with("Duplicate(AppendInfo { base_offset: 0, last_offset: 1,"));
+    assert!(verdict(&mut check, idem(7, 0, 9, 1)).starts_with("Refused(OutOfOrderSequence"));
+    assert!(verdict(&mut check, idem(7, 1, 3, 1)).starts_with("Refused(OutOfOrderSequence"));
+    assert!(verdict(&mut check, batch_of(1, 3000, 0)).starts_with("Refused(RecordTooLarge"));
+    let two = [batch_of(1, 10, 0), batch_of(1, 10, 0)].concat();
+    assert!(verdict(&mut check, Bytes::from(two)).starts_with("Refused(CorruptRecord"));
+    // A follower takes what the leader sent, even past its own max.message.bytes (a topic
+    // config change reaches replicas at different times) and out of its table's sequence.
+    let big = log.append_entry(batch_of(1, 3000, 0), 1).await.unwrap();
+    assert!(big.outcome.is_ok());
+    let gap = log.append_entry(idem(7, 0, 9, 1), 1).await.unwrap();
+    assert_eq!((gap.base_offset, gap.next_offset), (3, 4));
     log.close().await.unwrap();
 }
 
