@@ -414,6 +414,8 @@ pub struct Replica {
     idle: Cell<bool>,
     /// The driver has exited (stopped).
     exited: Cell<bool>,
+    /// The applied configuration: (voters, outgoing voters of a joint configuration).
+    conf: RefCell<(Vec<u64>, Vec<u64>)>,
 }
 
 impl Replica {
@@ -498,6 +500,16 @@ impl Replica {
             && self.inbox.borrow().is_empty()
             && self.proposals.borrow().is_empty()
             && self.fetch_done.borrow().is_empty()
+    }
+
+    /// The applied configuration: voters, and the outgoing voters while a joint configuration
+    /// (a replica-set change in progress) is in force.
+    pub fn conf(&self) -> (Vec<u64>, Vec<u64>) {
+        self.conf.borrow().clone()
+    }
+
+    fn set_conf(&self, cs: &ConfState) {
+        *self.conf.borrow_mut() = (cs.voters.clone(), cs.voters_outgoing.clone());
     }
 
     /// Whether the driver was stopped (topic deleted, shutdown, or its storage failed).
@@ -645,7 +657,9 @@ pub async fn start(
         ticks_due: Cell::new(0),
         idle: Cell::new(false),
         exited: Cell::new(false),
+        conf: RefCell::new((Vec::new(), Vec::new())),
     });
+    r.set_conf(&node.store().conf);
     compio::runtime::spawn(drive(shard.clone(), r.clone(), node, saved)).detach();
     Ok(r)
 }
@@ -760,6 +774,13 @@ async fn drive(
             if ticks % COMPACT_TICKS == 0 && matches!(r.kind, Kind::Data) {
                 if let Err(e) = compact(&shard, &r, &mut node, &mut saved).await {
                     tracing::warn!(topic = %r.topic, partition = r.group.1, error = %e, "retention failed");
+                    if r.log().is_offline() {
+                        // A failed write took the log offline: this replica can neither append
+                        // nor serve, so it stops as on any other storage failure.
+                        tracing::error!(topic = %r.topic, partition = r.group.1, "replica storage failed; this replica stops");
+                        r.stop();
+                        continue;
+                    }
                 }
             }
             // The preferred leader of a new partition stands again if its first campaign
@@ -773,6 +794,14 @@ async fn drive(
             // A data partition's batches are judged by the leader before they are proposed:
             // one forwarded by a peer (none of ours does) would skip that.
             if matches!(r.kind, Kind::Data) && m.msg_type == raft::eraftpb::MessageType::MsgPropose {
+                continue;
+            }
+            // A leader's heartbeat never commits past what this replica acknowledged. One that
+            // does was meant for an earlier copy of this replica (removed by a reassignment,
+            // its log deleted, added back since): raft-rs would abort on it. Dropped, as a lost
+            // message is.
+            if m.msg_type == raft::eraftpb::MessageType::MsgHeartbeat && m.commit > node.raft.raft_log.last_index() {
+                tracing::warn!(topic = %r.topic, partition = r.group.1, from = m.from, commit = m.commit, last_index = node.raft.raft_log.last_index(), "a heartbeat committing past this replica's log (sent to an earlier copy of it); ignored");
                 continue;
             }
             let _ = node.step(m);
@@ -1226,6 +1255,7 @@ async fn install_snapshot(
         store.snap_term = term;
         store.start_offset = offset;
         store.conf = conf.clone();
+        r.set_conf(&conf);
         store.hard.commit = store.hard.commit.max(index);
         store.forget_recent();
         store.fetched.borrow_mut().clear();
@@ -1366,6 +1396,17 @@ async fn apply(
             Ok(cs) => {
                 tracing::info!(topic = %r.topic, partition = r.group.1, voters = ?cs.voters, outgoing = ?cs.voters_outgoing, "replica set changed");
                 node.mut_store().conf = cs.clone();
+                r.set_conf(&cs);
+                // A leader that is no longer a voter steps down (raft-rs leaves it leading, and
+                // then aborts when it persists its next entries: its own progress is gone).
+                // `reconcile` hands leadership away before removing the leader, but a replica
+                // that became leader with the removal already in its log applies it here.
+                let me = node.raft.id;
+                if node.raft.state == StateRole::Leader && !cs.voters.contains(&me) && !cs.voters_outgoing.contains(&me) {
+                    tracing::info!(topic = %r.topic, partition = r.group.1, "this leader left the replica set; stepping down");
+                    let term = node.raft.term;
+                    node.raft.become_follower(term, raft::INVALID_ID);
+                }
                 saved.conf = Some(SavedConf::of(&cs));
                 let log = r.log();
                 save_hard_state(shard, &log, saved.clone()).await?;
