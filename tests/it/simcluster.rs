@@ -864,13 +864,9 @@ impl Sim {
         self.settle().await;
     }
 
-    /// After the faults: every link healed, every node up and its disk sound. A leader must be
-    /// elected and commit a new batch, and every node must catch up.
-    async fn heal_and_converge(&mut self) -> u64 {
-        self.cut.clear();
-        for i in 0..self.nodes.len() {
-            self.nodes[i].plan.clear();
-        }
+    /// Healing: a replica stopped by a failed write loses power, and every node that lost
+    /// power comes back.
+    async fn restart_all(&mut self) {
         self.reap_stopped().await;
         for i in 0..self.nodes.len() {
             if self.nodes[i].crashed {
@@ -879,6 +875,16 @@ impl Sim {
             }
         }
         self.settle().await;
+    }
+
+    /// After the faults: every link healed, every node up and its disk sound. A leader must be
+    /// elected and commit a new batch, and every node must catch up.
+    async fn heal_and_converge(&mut self) -> u64 {
+        self.cut.clear();
+        for i in 0..self.nodes.len() {
+            self.nodes[i].plan.clear();
+        }
+        self.restart_all().await;
         self.collect();
         let final_marker = self.next_marker;
         for round in 0..HEAL_ROUNDS {
@@ -896,14 +902,7 @@ impl Sim {
             self.settle().await;
             // A log that went offline before the healing (a failed write the replica had not
             // met yet) stops its replica now: that node loses power and comes back.
-            self.reap_stopped().await;
-            for i in 0..self.nodes.len() {
-                if self.nodes[i].crashed {
-                    self.start(i, false).await;
-                    self.event(format!("restart node {} (healing)", self.nodes[i].id));
-                }
-            }
-            self.settle().await;
+            self.restart_all().await;
             self.complete_reassignment().await;
             self.collect();
             self.observe();
