@@ -43,6 +43,21 @@ pub struct TopicMeta {
     /// Cluster mode: reassignments in progress, partition -> target replicas.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub targets: BTreeMap<i32, Vec<u64>>,
+    /// Cluster mode: the Raft id of each replica added by a reassignment, partition -> broker
+    /// -> id (see [`TopicMeta::raft_id`]); a replica placed when the partition was created has
+    /// its broker id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub raft_ids: BTreeMap<i32, BTreeMap<u64, u64>>,
+}
+
+impl TopicMeta {
+    /// The Raft id of `broker`'s replica of partition `p`: the broker id in its low 32 bits,
+    /// and, for a replica added by a reassignment, the metadata log index of that reassignment
+    /// above. A broker removed and added back is a new member under a new id, so messages
+    /// meant for (or sent by) its earlier copy, whose log is gone, are a stranger's.
+    pub fn raft_id(&self, p: i32, broker: u64) -> u64 {
+        self.raft_ids.get(&p).and_then(|m| m.get(&broker)).copied().unwrap_or(broker)
+    }
 }
 
 /// A cluster node as registered in the metadata log: where clients reach it.
@@ -251,6 +266,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn raft_ids_default_to_the_broker_and_survive_json() {
+        let mut t = TopicMeta {
+            name: "t".into(),
+            id: Uuid::new_v4(),
+            partitions: 2,
+            configs: BTreeMap::new(),
+            replicas: vec![vec![1, 2, 3], vec![2, 3, 4]],
+            targets: BTreeMap::new(),
+            raft_ids: BTreeMap::new(),
+        };
+        assert_eq!(t.raft_id(0, 3), 3);
+        // Broker 3 added back to partition 1 by the reassignment at metadata index 41.
+        t.raft_ids.insert(1, BTreeMap::from([(3, 3 | (41 << 32))]));
+        assert_eq!((t.raft_id(0, 3), t.raft_id(1, 3), t.raft_id(1, 2)), (3, 3 | (41 << 32), 2));
+        assert_eq!(crate::cluster::broker_of(t.raft_id(1, 3)), 3);
+        let back: TopicMeta = serde_json::from_slice(&serde_json::to_vec(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
+        // Catalogs written before raft ids existed read back with none.
+        let old = r#"{"name":"t","id":"00000000-0000-0000-0000-000000000001","partitions":1,"configs":{},"replicas":[[1,2,3]]}"#;
+        let old: TopicMeta = serde_json::from_str(old).unwrap();
+        assert!(old.raft_ids.is_empty());
+    }
+
+    #[test]
     fn survives_reopen_and_rejects_garbage() {
         let dir = tempfile::tempdir().unwrap();
         let cat = Catalog::open(dir.path()).unwrap();
@@ -266,6 +305,7 @@ mod tests {
                         configs: BTreeMap::new(),
                         replicas: Vec::new(),
                         targets: BTreeMap::new(),
+                        raft_ids: BTreeMap::new(),
                     },
                 );
                 Ok(())

@@ -129,6 +129,7 @@ pub async fn start(shard: &Rc<Shard>) -> Result<(), StorageError> {
         METADATA_DIR.to_string(),
         Kind::Metadata,
         log,
+        cluster.node_id,
         cluster.voter_ids(),
         false,
     )
@@ -201,7 +202,7 @@ pub async fn propose(shard: &Rc<Shard>, op: MetaOp) -> Result<(), TopicError> {
 }
 
 /// Applies one committed metadata entry (on shard 0, in log order).
-pub async fn apply_entry(shard: &Rc<Shard>, data: &[u8]) {
+pub async fn apply_entry(shard: &Rc<Shard>, data: &[u8], index: u64) {
     let Some((h, records)) = batch::decode_records(data) else {
         tracing::error!("undecodable metadata entry skipped");
         return;
@@ -237,14 +238,15 @@ pub async fn apply_entry(shard: &Rc<Shard>, data: &[u8]) {
                 }
             }
         }
-        let res = apply_op(shard, env.op).await;
+        let res = apply_op(shard, env.op, index).await;
         if let Some(tx) = shard.meta_waiters.borrow_mut().remove(&env.req) {
             let _ = tx.send(res);
         }
     }
 }
 
-async fn apply_op(shard: &Rc<Shard>, op: MetaOp) -> Result<(), TopicError> {
+/// `index`: the metadata log index of the entry (new replicas' Raft ids are made from it).
+async fn apply_op(shard: &Rc<Shard>, op: MetaOp, index: u64) -> Result<(), TopicError> {
     let catalog = shard.shared.catalog.clone();
     let storage = |e: crate::catalog::CatalogError| {
         TopicError::new(ResponseError::KafkaStorageError, e.to_string())
@@ -333,6 +335,13 @@ async fn apply_op(shard: &Rc<Shard>, op: MetaOp) -> Result<(), TopicError> {
         MetaOp::Reassign { name, id, partition, target } => {
             let meta = update_partition(shard, &name, id, partition, move |t| match target {
                 Some(target) if t.replicas.get(partition as usize) != Some(&target) => {
+                    // Each replica this reassignment adds is a new Raft member, under an id no
+                    // earlier copy on that broker had (TopicMeta::raft_id).
+                    let current = t.replicas.get(partition as usize).cloned().unwrap_or_default();
+                    let ids = t.raft_ids.entry(partition).or_default();
+                    for b in target.iter().filter(|b| !current.contains(b)) {
+                        ids.insert(*b, b | (index << 32));
+                    }
                     t.targets.insert(partition, target);
                 }
                 _ => {

@@ -389,6 +389,8 @@ type CommitWaiter = (i64, u64, oneshot::Sender<Result<(), KafkaError>>);
 
 pub struct Replica {
     pub group: GroupKey,
+    /// This replica's Raft id (its broker id, plus an incarnation if a reassignment added it).
+    pub raft_id: u64,
     /// Topic name (the metadata log's directory name for the metadata group).
     pub topic: String,
     pub kind: Kind,
@@ -441,6 +443,10 @@ impl Replica {
 
     /// A Raft message from a peer.
     pub fn deliver(&self, m: Message) {
+        if m.to != self.raft_id {
+            // Meant for another copy of this replica (an earlier one, removed since).
+            return;
+        }
         let mut inbox = self.inbox.borrow_mut();
         if inbox.len() < 16 * 1024 {
             inbox.push(m);
@@ -547,15 +553,19 @@ impl Replica {
     }
 }
 
-/// Opens the Raft state of `log` and starts its driver on this shard. `voters` are the
-/// group's members; `campaign` makes this node stand for election at once (the preferred
-/// leader of a new partition), instead of after an election timeout.
+/// Opens the Raft state of `log` and starts its driver on this shard. `me` is this replica's
+/// Raft id and `voters` the group's members' ([`crate::catalog::TopicMeta::raft_id`]: the
+/// broker id, plus an incarnation for a replica added by a reassignment); `campaign` makes this
+/// node stand for election at once (the preferred leader of a new partition), instead of after
+/// an election timeout.
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     shard: &Rc<Shard>,
     group: GroupKey,
     topic: String,
     kind: Kind,
     log: PartitionLog,
+    me: u64,
     voters: Vec<u64>,
     campaign: bool,
 ) -> Result<Rc<Replica>, StorageError> {
@@ -611,8 +621,9 @@ pub async fn start(
         recent_bytes: 0,
     };
     let election_tick = (shard.config().raft_election_timeout_ms / TICK_MS).max(3) as usize;
+    let _ = &cluster;
     let cfg = raft::Config {
-        id: cluster.node_id,
+        id: me,
         election_tick,
         heartbeat_tick: (election_tick / 5).max(1),
         max_size_per_msg: MAX_SIZE_PER_MSG,
@@ -639,6 +650,7 @@ pub async fn start(
     let (wake_tx, wake_rx) = async_channel::bounded(1);
     let r = Rc::new(Replica {
         group,
+        raft_id: me,
         topic,
         kind,
         log: RefCell::new(log),
@@ -872,7 +884,7 @@ async fn drive(
             let was_leader = role.0 == StateRole::Leader;
             role = now_role;
             r.is_leader.set(role.0 == StateRole::Leader);
-            r.leader.set(role.1);
+            r.leader.set(super::broker_of(role.1));
             r.term.set(role.2);
             if was_leader && role.0 != StateRole::Leader {
                 r.fail_waiters("this broker lost leadership");
@@ -1052,7 +1064,7 @@ fn reconcile(shard: &Rc<Shard>, r: &Rc<Replica>, node: &mut RawNode<LogStore>, d
     let Some(meta) = snap.topic_by_id(&r.group.0) else { return };
     let Some(target) = meta.targets.get(&r.group.1) else {
         if rebalance {
-            prefer_leader(r, node, meta.replicas.get(r.group.1 as usize).and_then(|v| v.first().copied()));
+            prefer_leader(r, node, meta.replicas.get(r.group.1 as usize).and_then(|v| v.first()).map(|b| meta.raft_id(r.group.1, *b)));
         }
         return;
     };
@@ -1060,7 +1072,8 @@ fn reconcile(shard: &Rc<Shard>, r: &Rc<Replica>, node: &mut RawNode<LogStore>, d
     if node.raft.has_pending_conf() || !conf.voters_outgoing.is_empty() {
         return;
     }
-    let mut want = target.clone();
+    // In Raft ids: a replica the reassignment adds joins under a new one.
+    let mut want: Vec<u64> = target.iter().map(|b| meta.raft_id(r.group.1, *b)).collect();
     want.sort_unstable();
     want.dedup();
     let me = node.raft.id;
@@ -1132,7 +1145,8 @@ fn publish_leader(shard: &Rc<Shard>, r: &Rc<Replica>, node: &RawNode<LogStore>) 
     let Some(cluster) = shard.shared.cluster.as_ref() else {
         return;
     };
-    let leader = node.raft.leader_id;
+    // Raft ids to broker ids: Metadata and the leadership table speak of brokers.
+    let leader = super::broker_of(node.raft.leader_id);
     let isr = if node.raft.state == StateRole::Leader {
         let last = node.raft.raft_log.last_index();
         let mut isr: Vec<u64> = node
@@ -1140,14 +1154,14 @@ fn publish_leader(shard: &Rc<Shard>, r: &Rc<Replica>, node: &RawNode<LogStore>) 
             .prs()
             .iter()
             .filter(|(id, pr)| {
-                **id == cluster.node_id || (pr.recent_active && pr.matched + 1000 >= last)
+                **id == node.raft.id || (pr.recent_active && pr.matched + 1000 >= last)
             })
-            .map(|(id, _)| *id)
+            .map(|(id, _)| super::broker_of(*id))
             .collect();
         isr.sort_unstable();
         isr
     } else {
-        r.voters.clone()
+        r.voters.iter().map(|id| super::broker_of(*id)).collect()
     };
     if r.group == super::METADATA_GROUP {
         cluster.set_controller(leader);
@@ -1290,7 +1304,7 @@ const COMPACT_TICKS: u64 = 50;
 
 fn send_messages(shard: &Rc<Shard>, r: &Rc<Replica>, msgs: Vec<Message>) {
     for m in msgs {
-        let to = m.to;
+        let to = super::broker_of(m.to);
         if let Some(frame) = transport::encode_raft(&r.group, &m) {
             transport::send(shard, to, frame);
         }
@@ -1417,7 +1431,7 @@ async fn apply(
     if let Kind::Metadata = r.kind {
         for e in &committed {
             if e.entry_type == EntryType::EntryNormal && !e.data.is_empty() {
-                super::metadata::apply_entry(shard, &e.data).await;
+                super::metadata::apply_entry(shard, &e.data, e.index).await;
             }
         }
     } else {

@@ -200,7 +200,7 @@ pub fn deliver(shard: &Rc<Shard>, frame: Bytes) {
                 tracing::warn!("undecodable Raft message from a peer");
                 return;
             };
-            if msg.to != cluster.node_id {
+            if super::broker_of(msg.to) != cluster.node_id {
                 return;
             }
             let g: GroupKey = (id, p);

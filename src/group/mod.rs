@@ -1082,6 +1082,7 @@ mod tests {
                     configs: Default::default(),
                     replicas: Vec::new(),
                     targets: Default::default(),
+                    raft_ids: Default::default(),
                 },
             );
             Ok::<(), ()>(())

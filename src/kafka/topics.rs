@@ -124,6 +124,7 @@ pub async fn create_topic(
         configs: t.configs,
         replicas: Vec::new(),
         targets: Default::default(),
+        raft_ids: Default::default(),
     };
     if validate_only {
         return Ok(meta);
@@ -192,6 +193,7 @@ async fn create_replicated(
         configs: t.configs,
         replicas,
         targets: Default::default(),
+        raft_ids: Default::default(),
     };
     if validate_only {
         return Ok(meta);

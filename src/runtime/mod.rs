@@ -311,12 +311,15 @@ impl Shard {
         // The preferred leader of a new partition stands at once: the partition is writable
         // without waiting for an election timeout.
         let campaign = new && voters.first() == Some(&node) && log.log_end_offset() == 0;
+        let me = topic.raft_id(partition, node);
+        let voters = voters.iter().map(|b| topic.raft_id(partition, *b)).collect();
         let r = crate::cluster::replica::start(
             self,
             g,
             topic.name.clone(),
             crate::cluster::replica::Kind::Data,
             log,
+            me,
             voters,
             campaign,
         )

@@ -163,6 +163,8 @@ struct Sim {
     /// The partition's replicas (preferred leader first), and a reassignment's target.
     assignment: Vec<u64>,
     target: Option<Vec<u64>>,
+    /// The Raft ids of replicas added by reassignments, by broker.
+    raft_ids: BTreeMap<u64, u64>,
     /// 0 to 3: how many quarters of the crashes and link cuts this seed skips.
     calm: u32,
     digest: u32,
@@ -266,6 +268,7 @@ impl Sim {
             configs,
             replicas: vec![(1..=REPLICAS).collect()],
             targets: BTreeMap::new(),
+            raft_ids: BTreeMap::new(),
         };
         let nodes = (1..=NODES)
             .map(|id| {
@@ -293,6 +296,7 @@ impl Sim {
             max_log_start: 0,
             assignment: (1..=REPLICAS).collect(),
             target: None,
+            raft_ids: BTreeMap::new(),
             calm: (seed % 4) as u32,
             digest: 0,
             recent: VecDeque::new(),
@@ -344,6 +348,9 @@ impl Sim {
         let mut t = self.topic.clone();
         t.replicas = vec![self.assignment.clone()];
         t.targets = self.target.iter().map(|t| (0, t.clone())).collect();
+        if !self.raft_ids.is_empty() {
+            t.raft_ids = BTreeMap::from([(0, self.raft_ids.clone())]);
+        }
         t
     }
 
@@ -810,6 +817,11 @@ impl Sim {
             return;
         }
         self.event(format!("reassign {:?} -> {ids:?}", self.assignment));
+        // A replica the reassignment adds is a new Raft member: a new id (the metadata log
+        // index of the reassignment above the broker id; here the step).
+        for b in ids.iter().filter(|b| !self.assignment.contains(b)) {
+            self.raft_ids.insert(*b, b | (self.step << 32));
+        }
         self.target = Some(ids);
         self.publish_meta();
         // New replicas start with the current voters; the log tells them the rest.
@@ -825,7 +837,8 @@ impl Sim {
     /// their copy.
     async fn complete_reassignment(&mut self) {
         let Some(t) = self.target.clone() else { return };
-        let mut want = t.clone();
+        let meta = self.meta();
+        let mut want: Vec<u64> = t.iter().map(|b| meta.raft_id(0, *b)).collect();
         want.sort_unstable();
         let done = self.up_nodes().into_iter().filter_map(|i| self.replica(i)).any(|r| {
             let (mut v, out) = r.conf();
