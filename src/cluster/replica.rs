@@ -1084,7 +1084,7 @@ fn reconcile(shard: &Rc<Shard>, r: &Rc<Replica>, node: &mut RawNode<LogStore>, d
     };
     let adds: Vec<u64> = want.iter().copied().filter(|id| !conf.voters.contains(id)).collect();
     if !adds.is_empty() {
-        tracing::info!(topic = %r.topic, partition = r.group.1, ?adds, "adding replicas");
+        tracing::info!(topic = %r.topic, partition = r.group.1, brokers = ?brokers(&adds), raft_ids = ?adds, "adding replicas");
         if let Err(e) = node.propose_conf_change(vec![], change(adds, ConfChangeType::AddNode)) {
             tracing::warn!(topic = %r.topic, error = %e, "configuration change not proposed");
         }
@@ -1100,12 +1100,12 @@ fn reconcile(shard: &Rc<Shard>, r: &Rc<Replica>, node: &mut RawNode<LogStore>, d
         if removes.contains(&me) {
             let last = node.raft.raft_log.last_index();
             if let Some(to) = want.iter().copied().find(|id| node.raft.prs().get(*id).is_some_and(|p| p.matched == last)) {
-                tracing::info!(topic = %r.topic, partition = r.group.1, to, "handing leadership to a remaining replica");
+                tracing::info!(topic = %r.topic, partition = r.group.1, to = super::broker_of(to), "handing leadership to a remaining replica");
                 node.transfer_leader(to);
             }
             return;
         }
-        tracing::info!(topic = %r.topic, partition = r.group.1, ?removes, "removing replicas");
+        tracing::info!(topic = %r.topic, partition = r.group.1, brokers = ?brokers(&removes), raft_ids = ?removes, "removing replicas");
         if let Err(e) = node.propose_conf_change(vec![], change(removes, ConfChangeType::RemoveNode)) {
             tracing::warn!(topic = %r.topic, error = %e, "configuration change not proposed");
         }
@@ -1135,9 +1135,14 @@ fn prefer_leader(r: &Rc<Replica>, node: &mut RawNode<LogStore>, preferred: Optio
     let last = node.raft.raft_log.last_index();
     let caught_up = node.raft.prs().get(p).is_some_and(|pr| pr.matched == last && pr.recent_active);
     if caught_up && node.store().conf.voters.contains(&p) {
-        tracing::info!(topic = %r.topic, partition = r.group.1, to = p, "handing leadership to the preferred replica");
+        tracing::info!(topic = %r.topic, partition = r.group.1, to = super::broker_of(p), "handing leadership to the preferred replica");
         node.transfer_leader(p);
     }
+}
+
+/// Brokers of Raft ids, for logs.
+fn brokers(ids: &[u64]) -> Vec<u64> {
+    ids.iter().map(|id| super::broker_of(*id)).collect()
 }
 
 /// Updates the node's leadership table (and the controller id for the metadata group).
@@ -1408,7 +1413,7 @@ async fn apply(
         };
         match node.apply_conf_change(&cc) {
             Ok(cs) => {
-                tracing::info!(topic = %r.topic, partition = r.group.1, voters = ?cs.voters, outgoing = ?cs.voters_outgoing, "replica set changed");
+                tracing::info!(topic = %r.topic, partition = r.group.1, brokers = ?brokers(&cs.voters), outgoing = ?brokers(&cs.voters_outgoing), raft_ids = ?cs.voters, "replica set changed");
                 node.mut_store().conf = cs.clone();
                 r.set_conf(&cs);
                 // A leader that is no longer a voter steps down (raft-rs leaves it leading, and
