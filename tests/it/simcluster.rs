@@ -19,8 +19,12 @@
 //!   random number of bytes (torn) or its next fdatasync fails, the replica stops on the error
 //!   in the middle of whatever it was doing, and the power cut follows.
 //!
-//! Clients propose batches to the node they believe leads (sometimes another one) and wait for
-//! the commit, as the Produce handler does for acks=all; some proposals are DeleteRecords.
+//! Clients send batches to the node they believe leads (sometimes another one), half through
+//! the broker's Produce handler (a v9 acks=all request, decoded response), half straight to
+//! the replica as that handler does, and wait for the commit; an idempotent producer retries a
+//! failed batch; some proposals are DeleteRecords. Four nodes hold the partition's three
+//! replicas; reassignments (applied to every node's catalog as the metadata log would) move
+//! them, and leadership returns to the preferred replica.
 //!
 //! Checked while running: at most one leader per term; every batch below any node's high
 //! watermark is the same, byte for byte, at the same offset, on every node and at every later
@@ -46,7 +50,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use sluice::kafka::handlers::produce;
+use sluice::kafka::{Reply, RequestContext};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sluice::catalog::{Catalog, TopicMeta};
@@ -118,6 +127,8 @@ struct Attempt {
 struct Ack {
     n: u64,
     base: i64,
+    /// Acknowledged by the Produce handler (else by the replica directly).
+    via_kafka: bool,
 }
 
 #[derive(Default, Debug)]
@@ -126,6 +137,7 @@ struct Stats {
     dropped: u64,
     duplicated: u64,
     proposed: u64,
+    acked_via_kafka: u64,
     retries: u64,
     retried_after_deletion: u64,
     reassignments: u64,
@@ -181,6 +193,28 @@ fn voters() -> Vec<(u64, SocketAddr)> {
 
 fn marker(seed: u64, n: u64) -> String {
     format!("<#{seed}:{n}#>")
+}
+
+/// A Produce request (v9, acks=all) with one batch for partition 0 of `topic`, through the
+/// broker's own handler on `shard`, as a client connection would send it: the base offset on
+/// success, None on any error code.
+async fn produce_acks_all(shard: Rc<Shard>, topic: &str, batch: Bytes) -> Option<i64> {
+    let version = 9;
+    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(300_000).with_topic_data(vec![TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch))])]);
+    let mut body = BytesMut::new();
+    req.encode(&mut body, version).ok()?;
+    let header = RequestHeader::default().with_request_api_key(ApiKey::Produce as i16).with_request_api_version(version).with_correlation_id(1);
+    let addr = SocketAddr::from(([127, 0, 0, 1], 9092));
+    let ctx = RequestContext { shard, header, api: ApiKey::Produce, local_addr: addr, peer_addr: addr };
+    let reply = produce::submit(ctx, body.freeze()).await.await;
+    let Reply::Frame(mut frame) = reply else { return None };
+    frame.advance(4);
+    ResponseHeader::decode(&mut frame, ApiKey::Produce.response_header_version(version)).ok()?;
+    let resp = ProduceResponse::decode(&mut frame, version).ok()?;
+    let p = resp.responses.first()?.partition_responses.first()?;
+    (p.error_code == 0).then_some(p.base_offset)
 }
 
 /// The markers in a batch's bytes (records are uncompressed, so values appear verbatim).
@@ -612,21 +646,36 @@ impl Sim {
     /// acks=all; an acknowledged batch `n` is recorded. `attempt` (idempotent producer) learns
     /// when the attempt ends and whether it was acknowledged.
     fn send(&mut self, i: usize, data: Bytes, n: Option<u64>, attempt: Option<Rc<Attempt>>) {
-        let Some(r) = self.replica(i) else { return };
+        let Some((shard, r)) = self.nodes[i].up.clone() else { return };
+        // Half of the producer batches go through the Kafka Produce handler (acks=all), the
+        // rest straight to the replica as the handler would put them.
+        let via_kafka = n.is_some() && self.rng.random_range(0..2) == 0;
         self.stats.proposed += 1;
-        self.event(format!("propose {} to node {}", n.map_or("DeleteRecords".to_string(), |n| format!("#{n}")), self.nodes[i].id));
+        self.event(format!(
+            "{} {} to node {}",
+            if via_kafka { "produce" } else { "propose" },
+            n.map_or("DeleteRecords".to_string(), |n| format!("#{n}")),
+            self.nodes[i].id
+        ));
         let acks = self.acks.clone();
+        let topic = self.topic.name.clone();
         if let Some(a) = &attempt {
             a.busy.set(true);
         }
         compio::runtime::spawn(async move {
             let mut acked = false;
-            if let Ok(info) = r.propose(data).await {
-                if r.wait_committed(info.last_offset).await.is_ok() {
-                    acked = true;
-                    if let Some(n) = n {
-                        acks.borrow_mut().push(Ack { n, base: info.base_offset });
-                    }
+            let base = if via_kafka {
+                produce_acks_all(shard, &topic, data).await
+            } else {
+                match r.propose(data).await {
+                    Ok(info) => r.wait_committed(info.last_offset).await.ok().map(|_| info.base_offset),
+                    Err(_) => None,
+                }
+            };
+            if let Some(base) = base {
+                acked = true;
+                if let Some(n) = n {
+                    acks.borrow_mut().push(Ack { n, base, via_kafka });
                 }
             }
             if let Some(a) = attempt {
@@ -979,6 +1028,7 @@ impl Sim {
             }
         }
         let acks = std::mem::take(&mut *self.acks.borrow_mut());
+        self.stats.acked_via_kafka += acks.iter().filter(|a| a.via_kafka).count() as u64;
         for (id, start, batches) in &logs {
             let mut seen: HashMap<u64, i64> = HashMap::new();
             for (&base, b) in batches.iter() {
@@ -1074,6 +1124,7 @@ async fn simulated_cluster_keeps_acknowledged_batches_under_network_and_disk_fau
         total.dropped += s.dropped;
         total.duplicated += s.duplicated;
         total.proposed += s.proposed;
+        total.acked_via_kafka += s.acked_via_kafka;
         total.retries += s.retries;
         total.retried_after_deletion += s.retried_after_deletion;
         total.reassignments += s.reassignments;
