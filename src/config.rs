@@ -681,6 +681,12 @@ impl BrokerConfig {
             "replication.listener" => self.replication_listen = Some(socket_addr(key, v)?),
             "broker.rack" => {
                 let r = text(key, v)?;
+                if r.len() > limits::BROKER_RACK_BYTES_MAX {
+                    return Err(bad(key, format!("{} bytes; at most {}", r.len(), limits::BROKER_RACK_BYTES_MAX)));
+                }
+                if r.chars().any(char::is_control) {
+                    return Err(bad(key, "control characters in a rack name"));
+                }
                 self.broker_rack = (!r.is_empty()).then_some(r);
             }
             "controller.quorum.voters" => {
@@ -926,6 +932,20 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{key} = {v} does not load back: {e}"));
             }
         }
+    }
+
+    #[test]
+    fn broker_rack_is_bounded() {
+        use toml::Value as V;
+        let mut c = ServeConfig::load(&ServeArgs::default(), env(&[])).unwrap();
+        c.apply("broker.rack", &V::String("eu-west-1a".into()), Source::Default).unwrap();
+        assert_eq!(c.broker.broker_rack.as_deref(), Some("eu-west-1a"));
+        let long = "r".repeat(limits::BROKER_RACK_BYTES_MAX + 1);
+        assert!(c.apply("broker.rack", &V::String(long), Source::Default).is_err());
+        assert!(c.apply("broker.rack", &V::String("a\nb".into()), Source::Default).is_err());
+        assert_eq!(c.broker.broker_rack.as_deref(), Some("eu-west-1a"), "a refused value changes nothing");
+        c.apply("broker.rack", &V::String(String::new()), Source::Default).unwrap();
+        assert_eq!(c.broker.broker_rack, None);
     }
 
     #[test]

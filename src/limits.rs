@@ -148,5 +148,9 @@ pub const GROUP_TICK_INTERVAL_MS: u64 = 100;
 /// Interval between offset-expiry passes (`offsets.retention.minutes`).
 pub const OFFSETS_RETENTION_CHECK_INTERVAL_MS: i64 = 60_000;
 
+/// `broker.rack`: longest rack name (it is copied into every Metadata and DescribeCluster
+/// response and every broker registration).
+pub const BROKER_RACK_BYTES_MAX: usize = 255;
+
 /// Cluster mode: how often a node tells its peers which partitions it leads.
 pub const CLUSTER_LEADER_REPORT_MS: u64 = 500;
