@@ -569,12 +569,12 @@ pub async fn start(
     voters: Vec<u64>,
     campaign: bool,
 ) -> Result<Rc<Replica>, StorageError> {
-    let Some(cluster) = shard.shared.cluster.clone() else {
+    if shard.shared.cluster.is_none() {
         return Err(StorageError::Io {
             path: log.dir().to_path_buf(),
             source: std::io::Error::other("replicas exist only in cluster mode"),
         });
-    };
+    }
     let saved = load_hard_state(shard, &log).await;
     let log = finish_snapshot_install(shard, &topic, group, log, saved.snap).await?;
     let mut hard = HardState {
@@ -621,7 +621,6 @@ pub async fn start(
         recent_bytes: 0,
     };
     let election_tick = (shard.config().raft_election_timeout_ms / TICK_MS).max(3) as usize;
-    let _ = &cluster;
     let cfg = raft::Config {
         id: me,
         election_tick,
