@@ -579,6 +579,17 @@ pub fn log_config(broker: &BrokerConfig, topic: &TopicMeta) -> LogConfig {
     c
 }
 
+/// A shard's inbox loop: runs the jobs other shards send it, in order, until the channel
+/// closes or the broker shuts down (checked after each job; shutdown sends one to wake it).
+pub async fn serve_inbox(shard: Rc<Shard>, inbox: async_channel::Receiver<Job>) {
+    while let Ok(job) = inbox.recv().await {
+        job(shard.clone());
+        if shard.shared.shutdown.load(Ordering::Acquire) {
+            break;
+        }
+    }
+}
+
 pub fn inbox_pair() -> (async_channel::Sender<Job>, async_channel::Receiver<Job>) {
     async_channel::bounded(limits::CROSS_SHARD_QUEUE_JOBS_MAX)
 }

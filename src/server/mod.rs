@@ -273,17 +273,7 @@ async fn shard_main(
         }
     };
     // Inbox first: recovery of other shards' partitions may already need us.
-    let inbox_task = {
-        let shard = shard.clone();
-        compio::runtime::spawn(async move {
-            while let Ok(job) = inbox.recv().await {
-                job(shard.clone());
-                if shard.shared.shutdown.load(Ordering::Acquire) {
-                    break;
-                }
-            }
-        })
-    };
+    let inbox_task = compio::runtime::spawn(crate::runtime::serve_inbox(shard.clone(), inbox));
     shard.open_owned_logs().await;
     let mut cluster_tasks = Vec::new();
     if let Some(repl) = repl {

@@ -61,7 +61,7 @@ use rand::{Rng, SeedableRng};
 use sluice::catalog::{Catalog, TopicMeta};
 use sluice::cluster::replica::{delete_records_entry, Replica};
 use sluice::cluster::{transport, ClusterState, SimHooks};
-use sluice::runtime::{Shard, Shared};
+use sluice::runtime::{inbox_pair, owner_shard, serve_inbox, Shard, Shared};
 use sluice::server::BrokerConfig;
 use sluice::storage::batch::{BatchBuilder, BatchHeader};
 use sluice::storage::{FaultPlan, Fs, PartitionLog};
@@ -70,6 +70,8 @@ use uuid::Uuid;
 /// Nodes in the cluster; the partition has three replicas, moved among them by reassignments.
 const NODES: u64 = 4;
 const REPLICAS: u64 = 3;
+/// Shards per node: the partition lives on one, requests and Raft frames arrive on any.
+const SHARDS: usize = 2;
 const SEEDS_DEFAULT: u64 = 100;
 const STEPS_DEFAULT: u64 = 800;
 const SEED_BASE_DEFAULT: u64 = 0x5EED_0000;
@@ -108,8 +110,9 @@ struct Node {
     up: Option<(Rc<Shard>, Rc<Replica>)>,
     /// Lost power; restarted by a later step.
     crashed: bool,
-    /// Kept so the shard's inbox stays open (jobs to itself run inline; none arrive).
-    _inbox: Option<async_channel::Receiver<sluice::runtime::Job>>,
+    /// Every shard of the running node (the replica's is in `up`); each serves its inbox, so
+    /// work crosses shards as in a broker (Raft frames, Produce requests, their results).
+    shards: Vec<Rc<Shard>>,
     /// Committed batches below this offset were compared already (since its last start).
     checked_upto: i64,
 }
@@ -309,7 +312,7 @@ impl Sim {
                 let plan = FaultPlan::new();
                 plan.track_unsynced(true);
                 plan.serial_io(true);
-                Node { id, dir: dir.path().join(format!("node{id}")), plan, up: None, crashed: false, _inbox: None, checked_upto: 0 }
+                Node { id, dir: dir.path().join(format!("node{id}")), plan, up: None, crashed: false, shards: Vec::new(), checked_upto: 0 }
             })
             .collect();
         Sim {
@@ -358,6 +361,8 @@ impl Sim {
 
     /// Records an event in the trace (digest and the recent-events ring).
     fn event(&mut self, what: String) {
+        // Paths (in error messages) name this run's temporary directory: not part of the trace.
+        let what = what.replace(&self._dir.path().display().to_string(), "<dir>");
         self.digest = crc32c::crc32c_append(self.digest, what.as_bytes());
         if verbose() {
             eprintln!("seed {} step {}: {what}", self.seed, self.step);
@@ -432,18 +437,23 @@ impl Sim {
             d.topics.insert(m.name.clone(), m);
             Ok::<(), ()>(())
         }).unwrap().unwrap();
-        let (tx, rx) = async_channel::bounded(1);
-        let mut shared = Shared::new(config, catalog, vec![tx]);
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..SHARDS).map(|_| inbox_pair()).unzip();
+        let mut shared = Shared::new(config, catalog, senders);
         let own = voters()[i].1;
         shared.cluster = Some(Arc::new(ClusterState::new(n.id, voters(), own).with_sim(self.hooks.clone())));
-        let shard = Rc::new(Shard::new(0, Arc::new(shared), Fs::faulty(n.plan.clone())));
+        let shared = Arc::new(shared);
+        let shards: Vec<Rc<Shard>> = (0..SHARDS).map(|k| Rc::new(Shard::new(k, shared.clone(), Fs::faulty(n.plan.clone())))).collect();
+        for (s, rx) in shards.iter().zip(receivers) {
+            compio::runtime::spawn(serve_inbox(s.clone(), rx)).detach();
+        }
+        let shard = shards[owner_shard(&meta.id, 0, SHARDS)].clone();
         if let Err(e) = shard.open_replica(&meta, 0, new).await {
             self.fail(format!("node {} could not open its replica: {e}", n.id));
         }
         let r = shard.replica(&self.group()).expect("replica started");
         let n = &mut self.nodes[i];
         n.up = Some((shard, r));
-        n._inbox = Some(rx);
+        n.shards = shards;
         n.checked_upto = 0;
     }
 
@@ -452,7 +462,12 @@ impl Sim {
     async fn settle(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut spins = 0u32;
-        let quiet = |sim: &Sim| sim.nodes.iter().all(|n| n.up.as_ref().is_none_or(|(_, r)| r.is_quiet()));
+        let quiet = |sim: &Sim| {
+            sim.nodes.iter().all(|n| {
+                n.up.as_ref().is_none_or(|(_, r)| r.is_quiet())
+                    && n.shards.first().is_none_or(|s| s.shared.inboxes.iter().all(|i| i.is_empty()))
+            })
+        };
         loop {
             YieldOnce(false).await;
             YieldOnce(false).await;
@@ -500,7 +515,7 @@ impl Sim {
         shard.replicas.borrow_mut().clear();
         drop(r);
         drop(shard);
-        self.nodes[i]._inbox = None;
+        self.stop_shards(i).await;
         // Let the log's flusher see the log gone, and the clients their errors.
         self.settle().await;
         let dir = self.nodes[i].dir.join("sim-0");
@@ -509,6 +524,20 @@ impl Sim {
         self.nodes[i].plan.clear();
         self.stats.crashes += 1;
         self.event(format!("crash node {} ({why}); power cut kept: {}", self.nodes[i].id, if what.is_empty() { "nothing unsynced" } else { &what }));
+    }
+
+    /// Ends the inbox loops of node `i`'s shards (as a broker's shutdown does), so that the
+    /// shards, their logs and files go.
+    async fn stop_shards(&mut self, i: usize) {
+        let shards = std::mem::take(&mut self.nodes[i].shards);
+        if let Some(s) = shards.first() {
+            s.shared.shutdown.store(true, std::sync::atomic::Ordering::Release);
+            for inbox in &s.shared.inboxes {
+                let _ = inbox.try_send(Box::new(|_| {}));
+            }
+        }
+        drop(shards);
+        self.settle().await;
     }
 
     fn observe(&mut self) {
@@ -646,10 +675,12 @@ impl Sim {
     /// acks=all; an acknowledged batch `n` is recorded. `attempt` (idempotent producer) learns
     /// when the attempt ends and whether it was acknowledged.
     fn send(&mut self, i: usize, data: Bytes, n: Option<u64>, attempt: Option<Rc<Attempt>>) {
-        let Some((shard, r)) = self.nodes[i].up.clone() else { return };
-        // Half of the producer batches go through the Kafka Produce handler (acks=all), the
-        // rest straight to the replica as the handler would put them.
+        let Some((_, r)) = self.nodes[i].up.clone() else { return };
+        // Half of the producer batches go through the Kafka Produce handler (acks=all) on any
+        // shard of the node (a connection lands on any shard), the rest straight to the
+        // replica as the handler would put them.
         let via_kafka = n.is_some() && self.rng.random_range(0..2) == 0;
+        let shard = self.nodes[i].shards[self.rng.random_range(0..SHARDS)].clone();
         self.stats.proposed += 1;
         self.event(format!(
             "{} {} to node {}",
@@ -728,7 +759,8 @@ impl Sim {
             self.rng.random_range(0..self.net.len())
         };
         let (from, to, frame) = if duplicate { self.net[k].clone() } else { self.net.remove(k) };
-        let target = (to as usize).checked_sub(1).and_then(|i| self.nodes[i].up.as_ref().map(|(s, _)| s.clone()));
+        let shard_k = self.rng.random_range(0..SHARDS);
+        let target = (to as usize).checked_sub(1).and_then(|i| self.nodes[i].up.as_ref().map(|_| self.nodes[i].shards[shard_k].clone()));
         let lost = self.rng.random_range(0..100) < 3;
         match target {
             Some(shard) if !self.cut.contains(&(from, to)) && !lost => {
@@ -918,7 +950,7 @@ impl Sim {
                 self.nodes[i].up = None;
                 drop(r);
                 drop(shard);
-                self.nodes[i]._inbox = None;
+                self.stop_shards(i).await;
                 self.nodes[i].plan.track_unsynced(false);
                 self.nodes[i].plan.track_unsynced(true);
             }
@@ -953,7 +985,8 @@ impl Sim {
             // Deliver everything in flight, in order, then tick everyone.
             let frames = std::mem::take(&mut self.net);
             for (_, to, frame) in frames {
-                if let Some(shard) = self.nodes[to as usize - 1].up.as_ref().map(|(s, _)| s.clone()) {
+                let node = &self.nodes[to as usize - 1];
+                if let Some(shard) = node.up.as_ref().map(|_| node.shards[(to as usize + round as usize) % SHARDS].clone()) {
                     transport::deliver(&shard, frame);
                     self.stats.delivered += 1;
                 }
@@ -1067,6 +1100,7 @@ impl Sim {
                 self.settle().await;
                 shard.replicas.borrow_mut().clear();
             }
+            self.stop_shards(i).await;
         }
         self.settle().await;
     }
