@@ -603,6 +603,16 @@ pub async fn start(
     let start_offset = if snap_offset == i64::MIN { entries.first().map_or(log.log_start_offset(), |e| e.base_offset) } else { snap_offset };
     let commit = committed_hint.clamp(first - 1, first - 1 + entries.len() as u64);
     hard.commit = commit;
+    // Raft's term is never below the term of an entry in the log. Logs written before the
+    // hard state was saved ahead of the entries may break that after a crash: the term is
+    // raised to the last entry's, with no vote (a vote in that term was never sent: vote
+    // answers leave only after the hard state is saved).
+    let last_term = entries.last().map_or(snap_term, |e| e.epoch.max(0) as u64);
+    if hard.term < last_term {
+        tracing::warn!(topic = %topic, partition = group.1, saved_term = hard.term, last_term, "the saved Raft term is below the log's last entry's (a crash before it was saved): raised");
+        hard.term = last_term;
+        hard.vote = 0;
+    }
     let store = LogStore {
         log: log.clone(),
         hard,
@@ -1193,11 +1203,6 @@ async fn handle_ready(
     if !rd.snapshot().is_empty() {
         install_snapshot(shard, r, node, saved, rd.snapshot().clone()).await?;
     }
-    apply(shard, r, node, saved, rd.take_committed_entries()).await?;
-    let entries = rd.take_entries();
-    if !entries.is_empty() {
-        append_entries(shard, r, node, pending, entries).await?;
-    }
     if let Some(hs) = rd.hs() {
         node.mut_store().hard = hs.clone();
         let new = SavedHardState {
@@ -1207,13 +1212,21 @@ async fn handle_ready(
             conf: saved.conf.clone(),
             snap: saved.snap,
         };
-        // Term and vote must be durable before any message that depends on them leaves; the
-        // commit index is only a restart hint, saved along with them.
+        // Term and vote must be durable before any message that depends on them leaves, and
+        // before the entries of this Ready: a crash in between must not leave an entry of a
+        // term newer than the saved one (raft-rs then answers votes with term 0 and aborts;
+        // the cluster simulation found it). The commit index is only a restart hint, saved
+        // along with them.
         if new.term != saved.term || new.vote != saved.vote {
             let log = r.log();
             save_hard_state(shard, &log, new.clone()).await?;
             *saved = new;
         }
+    }
+    apply(shard, r, node, saved, rd.take_committed_entries()).await?;
+    let entries = rd.take_entries();
+    if !entries.is_empty() {
+        append_entries(shard, r, node, pending, entries).await?;
     }
     send_messages(shard, r, rd.take_persisted_messages());
     let mut light = node.advance(rd);

@@ -1,7 +1,8 @@
 //! Deterministic simulation of a replicated partition (TigerBeetle's VOPR idea, at the cluster
-//! level): three nodes run the real replica driver (`cluster::replica`: raft-rs, the segment
-//! log as the Raft log, fdatasync, truncation, snapshots) and the real storage engine, in one
-//! thread, on one compio runtime. The harness owns everything that is not deterministic in a
+//! level): four nodes of two shards each hold a partition's three replicas; each replica is the
+//! real driver (`cluster::replica`: raft-rs, the segment log as the Raft log, fdatasync,
+//! truncation, snapshots, reassignment) on the real storage engine, and each shard serves its
+//! inbox (`runtime::serve_inbox`), all in one thread, on one compio runtime. The harness owns everything that is not deterministic in a
 //! real broker ([`sluice::cluster::SimHooks`]):
 //!
 //! - **the network:** every frame a node sends lands in the harness's in-flight list; a seeded
