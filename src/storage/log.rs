@@ -23,7 +23,7 @@ use compio::fs::File;
 use futures::channel::oneshot;
 use futures::lock::Mutex;
 
-use super::batch::{self, BatchError, BatchHeader, HEADER_BYTES};
+use super::batch::{self, BatchHeader, HEADER_BYTES};
 use super::fs::Fs;
 use super::index::{OffsetIndex, TimeIndex, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use super::producer::{Check, ProducerEntry, ProducerTable, SeqError};
@@ -950,31 +950,13 @@ impl PartitionLog {
             Err(e) => return ProposalVerdict::Refused(e),
         };
         let st = self.inner.state.borrow();
-        for (_, h) in &headers {
-            match st.producers.check(&check.staged, h) {
-                Ok(Check::Accept) => {}
-                // Proposed moments ago, not written yet: the producer's retry of it retries.
-                Ok(Check::Duplicate(d)) if d.base_offset >= check.first => return ProposalVerdict::InFlight,
-                Ok(Check::Duplicate(d)) => {
-                    return ProposalVerdict::Duplicate(AppendInfo {
-                        base_offset: d.base_offset,
-                        last_offset: d.last_offset,
-                        max_timestamp: d.max_timestamp,
-                        log_start_offset: st.log_start,
-                        duplicate: true,
-                    })
-                }
-                Err(SeqError::OutOfOrder { producer_id, expected, got }) => {
-                    return ProposalVerdict::Refused(StorageError::OutOfOrderSequence { producer_id, expected, got })
-                }
-                Err(SeqError::Fenced { producer_id, current_epoch, got }) => {
-                    return ProposalVerdict::Refused(StorageError::ProducerFenced { producer_id, current_epoch, got })
-                }
-            }
-            st.producers.stage(&mut check.staged, h, check.next);
-            check.next += i64::from(h.last_offset_delta) + 1;
+        match stage_producers(&st, &mut check.staged, &mut check.next, &headers) {
+            Ok(()) => ProposalVerdict::Accept,
+            // Proposed moments ago, not written yet: the producer's retry of it retries.
+            Err(Ok(d)) if d.base_offset >= check.first => ProposalVerdict::InFlight,
+            Err(Ok(d)) => ProposalVerdict::Duplicate(d),
+            Err(Err(e)) => ProposalVerdict::Refused(e),
         }
-        ProposalVerdict::Accept
     }
 
     /// Appends one Raft entry (cluster mode) with the Raft term as its leader epoch, at the
@@ -992,10 +974,7 @@ impl PartitionLog {
         if !data.is_empty() {
             // No size limit here: the leader applied it, and a topic's max.message.bytes can
             // change on one replica before another.
-            match batch::validate_all(&data, u32::MAX).map_err(|e| match e {
-                BatchError::Corrupt(m) => StorageError::CorruptRecord(m),
-                BatchError::TooLarge { size, max } => StorageError::RecordTooLarge { size, max },
-            }) {
+            match batch::validate_all(&data, u32::MAX).map_err(StorageError::from) {
                 Ok(h) if h.len() == 1 => {
                     let st = self.inner.state.borrow();
                     let mut staged = HashMap::new();
@@ -1039,10 +1018,7 @@ impl PartitionLog {
 
     fn validate(&self, records: &Bytes) -> Result<Vec<(usize, BatchHeader)>, StorageError> {
         let max = self.inner.state.borrow().config.message_max_bytes;
-        batch::validate_all(records, max).map_err(|e| match e {
-            BatchError::Corrupt(m) => StorageError::CorruptRecord(m),
-            BatchError::TooLarge { size, max } => StorageError::RecordTooLarge { size, max },
-        })
+        batch::validate_all(records, max).map_err(StorageError::from)
     }
 
     /// Starts the leader's checks of the batches it is about to propose ([`Self::check_proposal`]).
@@ -1061,44 +1037,7 @@ impl PartitionLog {
         let st = self.inner.state.borrow();
         let mut staged = HashMap::new();
         let mut next = st.leo;
-        for (_, h) in headers {
-            match st.producers.check(&staged, h) {
-                Ok(Check::Accept) => {}
-                Ok(Check::Duplicate(d)) => {
-                    return Err(Ok(AppendInfo {
-                        base_offset: d.base_offset,
-                        last_offset: d.last_offset,
-                        max_timestamp: d.max_timestamp,
-                        log_start_offset: st.log_start,
-                        duplicate: true,
-                    }));
-                }
-                Err(SeqError::OutOfOrder {
-                    producer_id,
-                    expected,
-                    got,
-                }) => {
-                    return Err(Err(StorageError::OutOfOrderSequence {
-                        producer_id,
-                        expected,
-                        got,
-                    }));
-                }
-                Err(SeqError::Fenced {
-                    producer_id,
-                    current_epoch,
-                    got,
-                }) => {
-                    return Err(Err(StorageError::ProducerFenced {
-                        producer_id,
-                        current_epoch,
-                        got,
-                    }));
-                }
-            }
-            st.producers.stage(&mut staged, h, next);
-            next += i64::from(h.last_offset_delta) + 1;
-        }
+        stage_producers(&st, &mut staged, &mut next, headers)?;
         Ok(staged)
     }
 
@@ -2094,6 +2033,41 @@ impl PartitionLog {
 }
 
 /// The per-log flusher task (see module docs).
+/// Checks `headers` in order against the producer table, with `staged` holding the changes of
+/// batches accepted before them and not written yet, and stages each accepted batch at offset
+/// `*next` on. Err(Ok(original offsets)) for an idempotent duplicate, Err(Err(refusal)) for a
+/// sequence or epoch error.
+fn stage_producers(
+    st: &State,
+    staged: &mut HashMap<i64, ProducerEntry>,
+    next: &mut i64,
+    headers: &[(usize, BatchHeader)],
+) -> Result<(), Result<AppendInfo, StorageError>> {
+    for (_, h) in headers {
+        match st.producers.check(staged, h) {
+            Ok(Check::Accept) => {}
+            Ok(Check::Duplicate(d)) => {
+                return Err(Ok(AppendInfo {
+                    base_offset: d.base_offset,
+                    last_offset: d.last_offset,
+                    max_timestamp: d.max_timestamp,
+                    log_start_offset: st.log_start,
+                    duplicate: true,
+                }));
+            }
+            Err(SeqError::OutOfOrder { producer_id, expected, got }) => {
+                return Err(Err(StorageError::OutOfOrderSequence { producer_id, expected, got }));
+            }
+            Err(SeqError::Fenced { producer_id, current_epoch, got }) => {
+                return Err(Err(StorageError::ProducerFenced { producer_id, current_epoch, got }));
+            }
+        }
+        st.producers.stage(staged, h, *next);
+        *next += i64::from(h.last_offset_delta) + 1;
+    }
+    Ok(())
+}
+
 async fn flusher(weak: Weak<Inner>) {
     loop {
         let wait = {

@@ -147,6 +147,15 @@ pub enum StorageError {
     Offline { path: PathBuf },
 }
 
+impl From<batch::BatchError> for StorageError {
+    fn from(e: batch::BatchError) -> StorageError {
+        match e {
+            batch::BatchError::Corrupt(m) => StorageError::CorruptRecord(m),
+            batch::BatchError::TooLarge { size, max } => StorageError::RecordTooLarge { size, max },
+        }
+    }
+}
+
 /// What one replicated (Raft) entry became in the log: the offsets it occupies, and for the
 /// producer the outcome of its batch. An entry without data, or one that fails validation,
 /// still occupies its Raft index: it is stored as a one-record control batch, so every

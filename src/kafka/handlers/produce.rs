@@ -247,14 +247,7 @@ async fn propose_on_owner(
             let batches = match crate::storage::batch::validate_all(&records, max) {
                 Ok(b) => b,
                 Err(e) => {
-                    let e = match e {
-                        crate::storage::batch::BatchError::Corrupt(m) => {
-                            crate::storage::StorageError::CorruptRecord(m)
-                        }
-                        crate::storage::batch::BatchError::TooLarge { size, max } => {
-                            crate::storage::StorageError::RecordTooLarge { size, max }
-                        }
-                    };
+                    let e = crate::storage::StorageError::from(e);
                     return Err((error::storage(&e), e.to_string()));
                 }
             };
