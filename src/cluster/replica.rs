@@ -833,7 +833,6 @@ async fn drive(
         // enter the log; every replica then writes them as they are.
         let mut check = (matches!(r.kind, Kind::Data) && node.raft.state == StateRole::Leader && !props.is_empty()).then(|| r.log().proposal_check());
         for p in props {
-            let before_check = check.clone();
             if matches!(r.kind, Kind::Data) && node.raft.state != StateRole::Leader {
                 // Never forwarded: only the leader may judge a producer batch.
                 let _ = p.tx.send(Err(not_leader("this broker is not the leader")));
@@ -876,7 +875,9 @@ async fn drive(
                     let _ = p.tx.send(Err(not_leader("forwarded to the leader")));
                 }
                 Err(e) => {
-                    check = before_check;
+                    if let Some(c) = check.as_mut() {
+                        c.undo_last();
+                    }
                     let _ = p.tx.send(Err(not_leader(format!("proposal dropped: {e}"))));
                 }
             }

@@ -27,7 +27,7 @@ use super::batch::{self, BatchHeader, HEADER_BYTES};
 use super::fs::Fs;
 use super::index::{OffsetIndex, TimeIndex, INDEX_ENTRY_BYTES, TIME_INDEX_ENTRY_BYTES};
 use super::producer::{Check, ProducerEntry, ProducerTable, SeqError};
-use super::{ProposalCheck, ProposalVerdict};
+use super::{ProposalCheck, ProposalVerdict, Undo};
 use super::{AppendInfo, EntryAppend, EntryPos, LogConfig, ReadSlice, StorageError};
 use crate::limits::{
     APPEND_BYTES_MAX, BATCH_BYTES_MAX, HEADER_SCAN_READ_BYTES, HWM_WAITERS_PRUNE_COUNT,
@@ -950,8 +950,16 @@ impl PartitionLog {
             Err(e) => return ProposalVerdict::Refused(e),
         };
         let st = self.inner.state.borrow();
+        let h = &headers[0].1;
+        let undo = Undo {
+            next: check.next,
+            producer: h.is_idempotent().then(|| (h.producer_id, check.staged.get(&h.producer_id).cloned())),
+        };
         match stage_producers(&st, &mut check.staged, &mut check.next, &headers) {
-            Ok(()) => ProposalVerdict::Accept,
+            Ok(()) => {
+                check.last = Some(undo);
+                ProposalVerdict::Accept
+            }
             // Proposed moments ago, not written yet: the producer's retry of it retries.
             Err(Ok(d)) if d.base_offset >= check.first => ProposalVerdict::InFlight,
             Err(Ok(d)) => ProposalVerdict::Duplicate(d),
@@ -1024,7 +1032,7 @@ impl PartitionLog {
     /// Starts the leader's checks of the batches it is about to propose ([`Self::check_proposal`]).
     pub fn proposal_check(&self) -> ProposalCheck {
         let leo = self.inner.state.borrow().leo;
-        ProposalCheck { staged: HashMap::new(), next: leo, first: leo }
+        ProposalCheck { staged: HashMap::new(), next: leo, first: leo, last: None }
     }
 
     /// The producer table's verdict on `headers`: the staged changes to commit with the write,

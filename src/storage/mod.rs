@@ -171,12 +171,37 @@ pub struct EntryAppend {
 /// The leader's checks of the batches it proposes in one turn
 /// ([`PartitionLog::check_proposal`]): the producer changes of the batches accepted so far,
 /// and the offsets they will take (provisional: only to tell a retry of one of them).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ProposalCheck {
     pub(crate) staged: std::collections::HashMap<i64, producer::ProducerEntry>,
     pub(crate) next: i64,
     /// The log end when the checks started: batches at or above it are not written yet.
     pub(crate) first: i64,
+    /// What the last accepted batch changed, for [`ProposalCheck::undo_last`].
+    pub(crate) last: Option<Undo>,
+}
+
+/// `next` before the last accepted batch, and (if idempotent) its producer id with that
+/// producer's staged entry before it.
+#[derive(Debug)]
+pub(crate) struct Undo {
+    pub(crate) next: i64,
+    pub(crate) producer: Option<(i64, Option<producer::ProducerEntry>)>,
+}
+
+impl ProposalCheck {
+    /// Forgets the last accepted batch (Raft refused to propose it), so that the batches after
+    /// it are judged as if it had never come.
+    pub fn undo_last(&mut self) {
+        let Some(Undo { next, producer }) = self.last.take() else { return };
+        self.next = next;
+        if let Some((pid, before)) = producer {
+            match before {
+                Some(e) => self.staged.insert(pid, e),
+                None => self.staged.remove(&pid),
+            };
+        }
+    }
 }
 
 /// The leader's verdict on a producer batch before proposing it.

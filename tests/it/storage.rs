@@ -1218,6 +1218,18 @@ async fn the_leader_judges_producer_batches_before_proposing_them() {
     assert!(big.outcome.is_ok());
     let gap = log.append_entry(idem(7, 0, 9, 1), 1).await.unwrap();
     assert_eq!((gap.base_offset, gap.next_offset), (3, 4));
+    // Raft refused to propose the last accepted batch: the batches after it are judged as if
+    // it had never come.
+    let mut check = log.proposal_check();
+    assert_eq!(verdict(&mut check, idem(8, 0, 0, 1)), "Accept");
+    assert_eq!(verdict(&mut check, idem(8, 0, 1, 1)), "Accept");
+    check.undo_last();
+    assert!(verdict(&mut check, idem(8, 0, 2, 1)).starts_with("Refused(OutOfOrderSequence"));
+    assert_eq!(verdict(&mut check, idem(8, 0, 1, 1)), "Accept");
+    let mut check = log.proposal_check();
+    assert_eq!(verdict(&mut check, idem(9, 0, 0, 1)), "Accept");
+    check.undo_last();
+    assert_eq!(verdict(&mut check, idem(9, 0, 0, 1)), "Accept", "not a retry of a batch in flight");
     log.close().await.unwrap();
 }
 
