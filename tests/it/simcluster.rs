@@ -588,32 +588,43 @@ impl Sim {
                 continue; // a failed write or fdatasync; the replica stops at its next write
             }
             let hwm = log.high_watermark();
-            let mut at = self.nodes[i].checked_upto.max(log.log_start_offset());
-            while at < hwm {
-                let batches = match fetch(&log, at).await {
-                    Ok(b) => b,
-                    Err(e) => self.fail(format!("node {} cannot read its committed log at {at} (hwm {hwm}): {e}", self.nodes[i].id)),
-                };
-                if batches.is_empty() {
-                    self.fail(format!("node {}: nothing readable at {at} below its high watermark {hwm}", self.nodes[i].id));
-                }
-                for b in batches {
-                    let (base, next) = next_offset(&b);
-                    if next <= at {
-                        continue;
-                    }
-                    if base >= hwm {
-                        break;
-                    }
-                    if next > hwm {
-                        self.fail(format!("node {}: batch {base}..{next} straddles the high watermark {hwm}", self.nodes[i].id));
-                    }
-                    self.record_committed(self.nodes[i].id, base, next, &b);
-                    at = next;
-                }
+            let from = self.nodes[i].checked_upto.max(log.log_start_offset());
+            let mut at = from;
+            for (base, next, b) in self.read_log(i, &log, from, hwm).await {
+                self.record_committed(self.nodes[i].id, base, next, &b);
+                at = next;
             }
             self.nodes[i].checked_upto = at;
         }
+    }
+
+    /// What a consumer reading node `i`'s log from `from` gets below `until` (a high
+    /// watermark): (base offset, next offset, batch), with no batch across `until`.
+    async fn read_log(&self, i: usize, log: &PartitionLog, from: i64, until: i64) -> Vec<(i64, i64, Bytes)> {
+        let id = self.nodes[i].id;
+        let mut out = Vec::new();
+        let mut at = from;
+        while at < until {
+            let batches = fetch(log, at).await.unwrap_or_else(|e| self.fail(format!("node {id} cannot read its committed log at {at} (below {until}): {e}")));
+            if batches.is_empty() {
+                self.fail(format!("node {id}: nothing readable at {at} below {until}"));
+            }
+            for b in batches {
+                let (base, next) = next_offset(&b);
+                if next <= at {
+                    continue;
+                }
+                if base >= until {
+                    break;
+                }
+                if next > until {
+                    self.fail(format!("node {id}: batch {base}..{next} straddles the high watermark {until}"));
+                }
+                out.push((base, next, b));
+                at = next;
+            }
+        }
+        out
     }
 
     fn record_committed(&mut self, node: u64, base: i64, next: i64, b: &Bytes) {
@@ -1033,20 +1044,9 @@ impl Sim {
         for i in 0..self.nodes.len() {
             let Some(r) = self.replica(i) else { continue };
             let log = r.log();
-            let (start, end) = (log.log_start_offset(), log.log_end_offset());
-            let mut at = start;
-            let mut batches = BTreeMap::new();
-            while at < end {
-                let got = fetch(&log, at).await.unwrap_or_else(|e| self.fail(format!("node {} final read at {at}: {e}", self.nodes[i].id)));
-                if got.is_empty() {
-                    self.fail(format!("node {}: nothing readable at {at} below its log end {end}", self.nodes[i].id));
-                }
-                for b in got {
-                    let (base, next) = next_offset(&b);
-                    batches.insert(base, b);
-                    at = next;
-                }
-            }
+            // After healing, every node's high watermark is its log end.
+            let start = log.log_start_offset();
+            let batches: BTreeMap<i64, Bytes> = self.read_log(i, &log, start, log.log_end_offset()).await.into_iter().map(|(base, _, b)| (base, b)).collect();
             logs.push((self.nodes[i].id, start, batches));
         }
         // Compare on the range every node still has (DeleteRecords and snapshots move each
