@@ -1,0 +1,74 @@
+package dev.sluice.javatests;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.HashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.TimeUnit;
+
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.ConsumerGroupDescription;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.common.GroupType;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+
+/** KafkaConsumer with group.protocol=consumer (KIP-848: ConsumerGroupHeartbeat, server-side assignment). */
+class ConsumerProtocolTest {
+    static final int PARTITIONS = 4;
+    static final int PER_PARTITION = 25;
+
+    @Test
+    @Timeout(180)
+    void twoMembersSplitThenOneLeaves() throws Exception {
+        String topic = Env.unique("kip848");
+        String group = Env.unique("g-kip848");
+        try (Admin admin = Env.admin()) {
+            Env.createTopic(admin, topic, PARTITIONS);
+            Env.produceToPartitions(topic, PARTITIONS, PER_PARTITION, "a");
+            Map<String, Object> conf = Map.of(ConsumerConfig.GROUP_ID_CONFIG, group,
+                ConsumerConfig.GROUP_PROTOCOL_CONFIG, "consumer");
+            try (Member m1 = new Member("m1", conf, topic)) {
+                Env.waitUntil(ClassicGroupTest.WAIT, "m1 alone owns all partitions and read the first batch: " + m1,
+                    () -> ClassicGroupTest.total(m1) == PARTITIONS * PER_PARTITION && m1.partitions().size() == PARTITIONS);
+                try (Member m2 = new Member("m2", conf, topic)) {
+                    Env.waitUntil(ClassicGroupTest.WAIT, "two members split the partitions 2/2: " + m1 + " " + m2, () -> {
+                        Set<Integer> union = new HashSet<>(m1.partitions());
+                        union.addAll(m2.partitions());
+                        return ClassicGroupTest.total(m1, m2) >= 0 && m1.partitions().size() == 2
+                            && m2.partitions().size() == 2 && union.size() == PARTITIONS;
+                    });
+                    ConsumerGroupDescription d = Env.waitUntil(ClassicGroupTest.WAIT, "describeConsumerGroups shows 2 members", () -> {
+                        try {
+                            ConsumerGroupDescription g = admin.describeConsumerGroups(List.of(group)).all()
+                                .get(Env.OP_MS, TimeUnit.MILLISECONDS).get(group);
+                            return g.members().size() == 2 ? g : null;
+                        } catch (Exception e) {
+                            throw new AssertionError("describeConsumerGroups(" + group + ") failed: " + e, e);
+                        }
+                    });
+                    assertEquals(GroupType.CONSUMER, d.type(), "a KIP-848 group: " + d);
+                    Set<Integer> m2Partitions = m2.partitions();
+                    Env.produceToPartitions(topic, PARTITIONS, PER_PARTITION, "b");
+                    Env.waitUntil(ClassicGroupTest.WAIT, "the group consumed the second batch: " + m1 + " " + m2,
+                        () -> ClassicGroupTest.total(m1, m2) == 2 * PARTITIONS * PER_PARTITION);
+                    assertTrue(m2.records.stream().allMatch(r -> m2Partitions.contains(r.partition())),
+                        "m2 read only its partitions: " + m2);
+                    assertEquals(2 * PER_PARTITION, m2.records.size(), "m2 read the second batch of its partitions");
+
+                    m2.stop(); // leaves the group (ConsumerGroupHeartbeat with member epoch -1)
+                    Env.waitUntil(ClassicGroupTest.WAIT, "m1 owns all partitions after m2 left: " + m1,
+                        () -> ClassicGroupTest.total(m1) >= 0 && m1.partitions().size() == PARTITIONS);
+                    Env.produceToPartitions(topic, PARTITIONS, PER_PARTITION, "c");
+                    Env.waitUntil(ClassicGroupTest.WAIT, "m1 consumed the third batch: " + m1,
+                        () -> ClassicGroupTest.total(m1, m2) == 3 * PARTITIONS * PER_PARTITION);
+                    ClassicGroupTest.sleep(500);
+                    ClassicGroupTest.assertConsumedOnce(List.of(m1, m2), 3 * PARTITIONS * PER_PARTITION);
+                }
+            }
+        }
+    }
+}
