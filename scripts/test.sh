@@ -94,6 +94,26 @@ print(f"kafka-python {kafka.__version__}, confluent-kafka {confluent_kafka.__ver
 PY
 
 # ---------------------------------------------------------------------------------------------
+# tests/clients/test_java.py runs the Java client suite of tests/java with Maven: install a JDK
+# and Maven when missing, and resolve the suite's jars and plugins now (online, first run only;
+# cached in ~/.m2) so that the pytest step runs it without the network.
+section "java client tests: JDK, Maven, tests/java dependencies"
+java_missing=()
+command -v javac >/dev/null 2>&1 || java_missing+=(default-jdk-headless)
+command -v mvn >/dev/null 2>&1 || java_missing+=(maven)
+if ((${#java_missing[@]})); then
+    echo "installing: ${java_missing[*]}"
+    command -v apt-get >/dev/null 2>&1 || die "missing ${java_missing[*]} and no apt-get: install them by hand"
+    SUDO=()
+    [[ $(id -u) -eq 0 ]] || SUDO=(sudo -n)
+    export DEBIAN_FRONTEND=noninteractive
+    "${SUDO[@]}" apt-get update -q
+    "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${java_missing[@]}"
+fi
+mvn -B -q -Dstyle.color=never -f "$ROOT/tests/java/pom.xml" test-compile dependency:go-offline surefire:test -Dgroups=resolve-only
+echo "java:    $(javac -version 2>&1), $(mvn -v 2>/dev/null | head -n1 | sed 's/\x1b\[[0-9;]*m//g')"
+
+# ---------------------------------------------------------------------------------------------
 section "3/5 cargo build"
 cargo build --locked --bin sluice
 TARGET_DIR="$(cargo metadata --locked --format-version 1 --no-deps \
