@@ -23,7 +23,8 @@ use crate::client::Client;
 pub struct BenchArgs {
     #[command(subcommand)]
     pub command: Option<BenchCommand>,
-    /// Kafka-compatible broker to test; without it an embedded Sluice broker is started.
+    /// Kafka-compatible broker(s) to test, `host:port[,host:port...]`; without it an embedded
+    /// Sluice broker is started.
     #[arg(long)]
     pub bootstrap: Option<String>,
     /// OpenMessaging Benchmark workload YAML.

@@ -12,7 +12,7 @@ use crate::client::Client;
 /// Inspect a cluster.
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
-    /// Broker to bootstrap from.
+    /// Brokers to bootstrap from: `host:port[,host:port...]`, the first that answers is used.
     #[arg(long, global = true, default_value = super::DEFAULT_BOOTSTRAP, env = "SLUICE_BOOTSTRAP")]
     pub bootstrap: String,
     #[command(subcommand)]

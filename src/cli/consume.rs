@@ -34,6 +34,7 @@ pub struct ConsumeArgs {
     /// Print "key<TAB>value" instead of the value alone.
     #[arg(long)]
     pub print_key: bool,
+    /// Brokers to bootstrap from: `host:port[,host:port...]`, the first that answers is used.
     #[arg(long, default_value = super::DEFAULT_BOOTSTRAP, env = "SLUICE_BOOTSTRAP")]
     pub bootstrap: String,
 }

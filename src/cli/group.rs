@@ -21,7 +21,7 @@ use crate::client::{Client, ClientError};
 /// Manage consumer groups on any Kafka-compatible broker.
 #[derive(Debug, Args)]
 pub struct GroupArgs {
-    /// Broker to bootstrap from.
+    /// Brokers to bootstrap from: `host:port[,host:port...]`, the first that answers is used.
     #[arg(long, global = true, default_value = super::DEFAULT_BOOTSTRAP, env = "SLUICE_BOOTSTRAP")]
     pub bootstrap: String,
     #[command(subcommand)]

@@ -15,7 +15,7 @@ use crate::client::Client;
 /// Move partition replicas between brokers of a cluster.
 #[derive(Debug, Args)]
 pub struct PartitionArgs {
-    /// Broker to bootstrap from.
+    /// Brokers to bootstrap from: `host:port[,host:port...]`, the first that answers is used.
     #[arg(long, global = true, default_value = super::DEFAULT_BOOTSTRAP, env = "SLUICE_BOOTSTRAP")]
     pub bootstrap: String,
     #[command(subcommand)]

@@ -30,6 +30,7 @@ pub struct ProduceArgs {
     /// none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "none")]
     pub compression: String,
+    /// Brokers to bootstrap from: `host:port[,host:port...]`, the first that answers is used.
     #[arg(long, default_value = super::DEFAULT_BOOTSTRAP, env = "SLUICE_BOOTSTRAP")]
     pub bootstrap: String,
 }

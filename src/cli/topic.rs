@@ -8,7 +8,7 @@ use crate::client::Client;
 /// Manage topics on any Kafka-compatible broker.
 #[derive(Debug, Args)]
 pub struct TopicArgs {
-    /// Broker to bootstrap from.
+    /// Brokers to bootstrap from: `host:port[,host:port...]`, the first that answers is used.
     #[arg(long, global = true, default_value = super::DEFAULT_BOOTSTRAP, env = "SLUICE_BOOTSTRAP")]
     pub bootstrap: String,
     #[command(subcommand)]

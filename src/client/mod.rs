@@ -16,7 +16,7 @@ mod error;
 pub mod records;
 mod versions;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
@@ -164,10 +164,13 @@ impl PendingProduce {
     }
 }
 
-/// A client bound to one cluster through its bootstrap address.
+/// A client bound to one cluster through its bootstrap addresses.
 pub struct Client {
     client_id: String,
-    bootstrap: SocketAddr,
+    /// The bootstrap address that answered last.
+    bootstrap: Cell<SocketAddr>,
+    /// Every bootstrap address given (`host:port[,host:port...]`), tried in order.
+    bootstraps: Vec<String>,
     conns: RefCell<HashMap<SocketAddr, Rc<Connection>>>,
     brokers: RefCell<HashMap<i32, BrokerInfo>>,
     topics: RefCell<HashMap<String, TopicInfo>>,
@@ -198,14 +201,41 @@ fn topic_name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_owned()))
 }
 
+/// Splits a bootstrap list as Kafka's tools take it: `host:port[,host:port...]`, spaces
+/// around the commas ignored, empty entries skipped.
+pub fn bootstrap_list(bootstrap: &str) -> Vec<String> {
+    bootstrap.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// Connects to the first of `bootstraps` that resolves and answers; the last error if none.
+async fn connect_any(bootstraps: &[String], client_id: &str) -> Result<(SocketAddr, Rc<Connection>), ClientError> {
+    let mut last = ClientError::Resolve { addr: bootstraps.join(","), reason: "no bootstrap address given".into() };
+    for b in bootstraps {
+        let addr = match resolve(b) {
+            Ok(a) => a,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        match Connection::connect(addr, client_id).await {
+            Ok(conn) => return Ok((addr, conn)),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 impl Client {
-    /// Connects to the bootstrap broker and negotiates versions.
+    /// Connects to the first bootstrap broker of `bootstrap` (`host:port[,host:port...]`, as
+    /// Kafka's tools take it) that answers, and negotiates versions.
     pub async fn connect(bootstrap: &str, client_id: &str) -> Result<Client, ClientError> {
-        let addr = resolve(bootstrap)?;
-        let conn = Connection::connect(addr, client_id).await?;
+        let bootstraps = bootstrap_list(bootstrap);
+        let (addr, conn) = connect_any(&bootstraps, client_id).await?;
         let client = Client {
             client_id: client_id.to_owned(),
-            bootstrap: addr,
+            bootstrap: Cell::new(addr),
+            bootstraps,
             conns: RefCell::new(HashMap::from([(addr, conn)])),
             brokers: RefCell::new(HashMap::new()),
             topics: RefCell::new(HashMap::new()),
@@ -213,9 +243,9 @@ impl Client {
         Ok(client)
     }
 
-    /// The bootstrap address.
+    /// The bootstrap address in use (the one that answered last).
     pub fn bootstrap(&self) -> SocketAddr {
-        self.bootstrap
+        self.bootstrap.get()
     }
 
     async fn conn_to(&self, addr: SocketAddr) -> Result<Rc<Connection>, ClientError> {
@@ -238,16 +268,26 @@ impl Client {
         let resp = conn.call(&req).await?;
         ClientError::check("FindCoordinator", || format!("group '{group}'"), resp.error_code, resp.error_message.as_ref().map(|m| m.as_str()))?;
         let addr = match resolve(&format!("{}:{}", resp.host.as_str(), resp.port)) {
-            Ok(a) if a.ip().is_unspecified() => SocketAddr::new(self.bootstrap.ip(), a.port()),
+            Ok(a) if a.ip().is_unspecified() => SocketAddr::new(self.bootstrap().ip(), a.port()),
             Ok(a) => a,
-            Err(_) => self.bootstrap,
+            Err(_) => self.bootstrap(),
         };
         self.conn_to(addr).await
     }
 
-    /// The connection to the bootstrap broker (reconnecting if it failed).
+    /// The connection to the bootstrap broker (reconnecting if it failed; if it cannot be
+    /// reached, the next bootstrap address that answers).
     pub async fn any_conn(&self) -> Result<Rc<Connection>, ClientError> {
-        self.conn_to(self.bootstrap).await
+        match self.conn_to(self.bootstrap()).await {
+            Ok(c) => Ok(c),
+            Err(e) if self.bootstraps.len() <= 1 => Err(e),
+            Err(_) => {
+                let (addr, conn) = connect_any(&self.bootstraps, &self.client_id).await?;
+                self.bootstrap.set(addr);
+                self.conns.borrow_mut().insert(addr, conn.clone());
+                Ok(conn)
+            }
+        }
     }
 
     /// Fetches metadata for `topics` (all topics if None) and refreshes the cache.
@@ -345,9 +385,9 @@ impl Client {
         };
         // A broker advertising the wildcard address is reached through the bootstrap host.
         let addr = match resolve(&format!("{}:{}", b.host, b.port)) {
-            Ok(a) if a.ip().is_unspecified() => SocketAddr::new(self.bootstrap.ip(), a.port()),
+            Ok(a) if a.ip().is_unspecified() => SocketAddr::new(self.bootstrap().ip(), a.port()),
             Ok(a) => a,
-            Err(_) if self.brokers.borrow().len() == 1 => self.bootstrap,
+            Err(_) if self.brokers.borrow().len() == 1 => self.bootstrap(),
             Err(e) => return Err(e),
         };
         self.conn_to(addr).await
