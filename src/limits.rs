@@ -154,3 +154,12 @@ pub const BROKER_RACK_BYTES_MAX: usize = 255;
 
 /// Cluster mode: how often a node tells its peers which partitions it leads.
 pub const CLUSTER_LEADER_REPORT_MS: u64 = 500;
+
+/// How often a cluster node that has not registered yet checks whether it has, before it
+/// starts accepting client connections.
+pub const JOIN_POLL_INTERVAL_MS: u64 = 20;
+
+/// Broker-side recompression (topic `compression.type` other than `producer`): the most bytes
+/// one batch's records may inflate to before it is refused (MESSAGE_TOO_LARGE), so a
+/// compression bomb costs bounded memory and CPU.
+pub const RECOMPRESS_DECOMPRESSED_BYTES_MAX: u64 = 64 * 1024 * 1024;

@@ -20,7 +20,11 @@ struct Def {
 
 const DEFS: &[Def] = &[
     Def { name: "cleanup.policy", kind: Kind::OneOf(&["delete"]), default: |_| "delete".into() },
-    Def { name: "compression.type", kind: Kind::OneOf(&["producer"]), default: |_| "producer".into() },
+    Def {
+        name: "compression.type",
+        kind: Kind::OneOf(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
+        default: |_| "producer".into(),
+    },
     Def {
         name: "flush.messages",
         kind: Kind::Long { min: 1, max: i64::MAX },

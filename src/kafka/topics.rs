@@ -62,6 +62,42 @@ pub struct NewTopic {
     /// -1 = default (1).
     pub replication_factor: i16,
     pub configs: BTreeMap<String, String>,
+    /// A manual replica assignment (CreateTopics `assignments`): partition i's brokers at
+    /// index i. Empty: the broker places the replicas.
+    pub assignment: Vec<Vec<i32>>,
+}
+
+/// Checks a manual replica assignment as Kafka's controller does and returns it as
+/// broker ids: every list non-empty, without duplicates, all of one length, and naming only
+/// registered brokers (on one node: this broker's `node.id`).
+pub fn check_assignment(shard: &Shard, snap: &crate::catalog::CatalogSnapshot, lists: &[Vec<i32>]) -> Result<Vec<Vec<u64>>, TopicError> {
+    let bad = |m: String| TopicError::new(ResponseError::InvalidReplicaAssignment, m);
+    let rf = lists.first().map_or(0, Vec::len);
+    let mut out = Vec::with_capacity(lists.len());
+    for (p, brokers) in lists.iter().enumerate() {
+        if brokers.is_empty() {
+            return Err(bad(format!("The manual partition assignment of partition {p} is empty.")));
+        }
+        if brokers.len() != rf {
+            return Err(bad("All partitions must have the same number of replicas.".into()));
+        }
+        let mut ids = Vec::with_capacity(brokers.len());
+        for &b in brokers {
+            let known = match &shard.shared.cluster {
+                Some(_) => b >= 0 && snap.data.brokers.contains_key(&(b as u64)),
+                None => b == shard.config().node_id,
+            };
+            if !known {
+                return Err(bad(format!("The manual partition assignment includes broker {b}, but no such broker is registered.")));
+            }
+            if ids.contains(&(b as u64)) {
+                return Err(bad(format!("The manual partition assignment of partition {p} names broker {b} twice.")));
+            }
+            ids.push(b as u64);
+        }
+        out.push(ids);
+    }
+    Ok(out)
 }
 
 /// Validates and creates a topic, opening its partitions on their shards before returning.
@@ -71,7 +107,15 @@ pub async fn create_topic(
     validate_only: bool,
 ) -> Result<TopicMeta, TopicError> {
     validate_topic_name(&t.name)?;
-    let partitions = if t.partitions == -1 {
+    if !t.assignment.is_empty() && (t.partitions != -1 || t.replication_factor != -1) {
+        return Err(TopicError::new(
+            ResponseError::InvalidRequest,
+            "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.",
+        ));
+    }
+    let partitions = if !t.assignment.is_empty() {
+        i32::try_from(t.assignment.len()).unwrap_or(i32::MAX)
+    } else if t.partitions == -1 {
         shard.config().num_partitions
     } else {
         t.partitions
@@ -99,6 +143,7 @@ pub async fn create_topic(
         configs::validate(k, v).map_err(|m| TopicError::new(ResponseError::InvalidConfig, m))?;
     }
     let snap = shard.shared.catalog.snapshot();
+    let assignment = check_assignment(shard, &snap, &t.assignment)?;
     if snap.topic(&t.name).is_some() {
         return Err(TopicError::new(
             ResponseError::TopicAlreadyExists,
@@ -115,7 +160,7 @@ pub async fn create_topic(
         ));
     }
     if clustered {
-        return create_replicated(shard, &snap, t, partitions, validate_only).await;
+        return create_replicated(shard, &snap, t, partitions, assignment, validate_only).await;
     }
     let meta = TopicMeta {
         name: t.name.clone(),
@@ -158,17 +203,20 @@ async fn create_replicated(
     snap: &crate::catalog::CatalogSnapshot,
     t: NewTopic,
     partitions: i32,
+    assignment: Vec<Vec<u64>>,
     validate_only: bool,
 ) -> Result<TopicMeta, TopicError> {
     use crate::cluster::metadata;
     let brokers: Vec<u64> = snap.data.brokers.keys().copied().collect();
     let rf = match (
+        !assignment.is_empty(),
         t.replication_factor,
         shard.config().default_replication_factor,
     ) {
-        (-1, -1) => brokers.len().min(3),
-        (-1, d) => d.max(1) as usize,
-        (r, _) => r.max(0) as usize,
+        (true, _, _) => assignment.first().map_or(0, Vec::len),
+        (false, -1, -1) => brokers.len().min(3),
+        (false, -1, d) => d.max(1) as usize,
+        (false, r, _) => r.max(0) as usize,
     };
     if rf == 0 || rf > brokers.len() {
         return Err(TopicError::new(
@@ -179,13 +227,17 @@ async fn create_replicated(
             ),
         ));
     }
-    let replicas = metadata::place(
-        &brokers,
-        &metadata::racks(snap),
-        &metadata::replica_load(snap),
-        partitions as usize,
-        rf,
-    );
+    let replicas = if assignment.is_empty() {
+        metadata::place(
+            &brokers,
+            &metadata::racks(snap),
+            &metadata::replica_load(snap),
+            partitions as usize,
+            rf,
+        )
+    } else {
+        assignment
+    };
     let meta = TopicMeta {
         name: t.name.clone(),
         id: Uuid::new_v4(),
@@ -208,11 +260,13 @@ async fn create_replicated(
     Ok(meta)
 }
 
-/// Grows a topic to `count` partitions.
+/// Grows a topic to `count` partitions; `assignment` (may be empty) places the new ones by
+/// hand, one broker list per new partition.
 pub async fn add_partitions(
     shard: &Rc<Shard>,
     name: &str,
     count: i32,
+    assignment: &[Vec<i32>],
     validate_only: bool,
 ) -> Result<(), TopicError> {
     let snap = shard.shared.catalog.snapshot();
@@ -240,6 +294,23 @@ pub async fn add_partitions(
             format!("{count} partitions is over the broker's limits"),
         ));
     }
+    let manual = check_assignment(shard, &snap, assignment)?;
+    if !manual.is_empty() {
+        let added = (count - topic.partitions) as usize;
+        if manual.len() != added {
+            return Err(TopicError::new(
+                ResponseError::InvalidReplicaAssignment,
+                format!("Increasing the number of partitions by {added} but {} assignments provided.", manual.len()),
+            ));
+        }
+        let rf = topic.replicas.first().map_or(1, Vec::len);
+        if manual[0].len() != rf {
+            return Err(TopicError::new(
+                ResponseError::InvalidReplicaAssignment,
+                format!("Inconsistent replication factor between partitions, partition 0 has {rf} while the new assignment has {}.", manual[0].len()),
+            ));
+        }
+    }
     if validate_only {
         return Ok(());
     }
@@ -253,13 +324,17 @@ pub async fn add_partitions(
             .min(brokers.len())
             .max(1);
         let mut replicas = topic.replicas.clone();
-        replicas.extend(metadata::place(
-            &brokers,
-            &metadata::racks(&snap),
-            &metadata::replica_load(&snap),
-            (count - topic.partitions) as usize,
-            rf,
-        ));
+        if manual.is_empty() {
+            replicas.extend(metadata::place(
+                &brokers,
+                &metadata::racks(&snap),
+                &metadata::replica_load(&snap),
+                (count - topic.partitions) as usize,
+                rf,
+            ));
+        } else {
+            replicas.extend(manual);
+        }
         let op = metadata::MetaOp::AddPartitions {
             name: name.to_string(),
             id: topic.id,

@@ -61,6 +61,96 @@ pub fn first_record_at_or_after(
     }
 }
 
+/// The codec id of a topic's `compression.type`, or None for `producer` (keep the
+/// producer's codec). `uncompressed` is codec 0.
+pub fn codec_of_compression_type(value: &str) -> Option<i16> {
+    match value {
+        "uncompressed" => Some(CODEC_NONE),
+        "gzip" => Some(CODEC_GZIP),
+        "snappy" => Some(CODEC_SNAPPY),
+        "lz4" => Some(CODEC_LZ4),
+        "zstd" => Some(CODEC_ZSTD),
+        _ => None,
+    }
+}
+
+/// Kafka's broker-side recompression (topic `compression.type` other than `producer`): every
+/// batch of `records` (one or more whole v2 batches) whose codec is not `to` is rewritten with
+/// its records compressed by `to`: the header keeps every field but the codec bits, the length
+/// and the CRC. Returns None when every batch already uses `to` (nothing to do). Each batch's
+/// CRC is checked before its payload is trusted, and at most `decompressed_bytes_max` bytes
+/// are inflated per batch (`TooLarge` past that). Control batches are left as they are.
+pub fn recompress(records: &[u8], to: i16, decompressed_bytes_max: u64) -> Result<Option<bytes::Bytes>, ScanError> {
+    use kafka_protocol::compression::Compressor;
+    let corrupt = |m: String| ScanError::Corrupt(m);
+    let mut batches = Vec::new();
+    let mut pos = 0usize;
+    let mut work = false;
+    while pos < records.len() {
+        let h = BatchHeader::parse(&records[pos..]).ok_or_else(|| corrupt(format!("batch at byte {pos}: header")))?;
+        let end = usize::try_from(h.total_bytes())
+            .ok()
+            .and_then(|t| pos.checked_add(t))
+            .filter(|&e| e >= pos + HEADER_BYTES && e <= records.len())
+            .ok_or_else(|| corrupt(format!("batch at byte {pos}: length")))?;
+        let is_control = h.attributes & 0x20 != 0;
+        work |= !is_control && h.attributes & 0x7 != to;
+        batches.push((pos, end, h, is_control));
+        pos = end;
+    }
+    if !work {
+        return Ok(None);
+    }
+    let mut out = bytes::BytesMut::with_capacity(records.len());
+    for (start, end, h, is_control) in batches {
+        let batch = &records[start..end];
+        if is_control || h.attributes & 0x7 == to {
+            out.extend_from_slice(batch);
+            continue;
+        }
+        let crc = crate::storage::batch::compute_crc(batch);
+        if crc != h.crc {
+            return Err(corrupt(format!("batch at byte {start}: CRC32C mismatch: stored {:#010x}, computed {crc:#010x}", h.crc)));
+        }
+        let exceeded = Rc::new(Cell::new(false));
+        let codec = codec_reader(h.attributes & 0x7, &batch[HEADER_BYTES..], decompressed_bytes_max, &exceeded)?;
+        let mut reader = Bounded { inner: codec, left: decompressed_bytes_max, exceeded: exceeded.clone() };
+        let mut raw = Vec::new();
+        if let Err(e) = reader.read_to_end(&mut raw) {
+            return Err(if exceeded.get() {
+                ScanError::TooLarge { limit_bytes: decompressed_bytes_max }
+            } else {
+                corrupt(format!("batch at byte {start}: {e}"))
+            });
+        }
+        let mut body = bytes::BytesMut::new();
+        let put = |b: &mut bytes::BytesMut| {
+            b.extend_from_slice(&raw);
+            Ok(())
+        };
+        let done = match to {
+            CODEC_NONE => kafka_protocol::compression::None::compress(&mut body, put),
+            CODEC_GZIP => kafka_protocol::compression::Gzip::compress(&mut body, put),
+            CODEC_SNAPPY => kafka_protocol::compression::Snappy::compress(&mut body, put),
+            CODEC_LZ4 => kafka_protocol::compression::Lz4::compress(&mut body, put),
+            CODEC_ZSTD => kafka_protocol::compression::Zstd::compress(&mut body, put),
+            c => return Err(corrupt(format!("unknown compression codec {c}"))),
+        };
+        done.map_err(|e| corrupt(format!("compressing: {e}")))?;
+        let at = out.len();
+        out.extend_from_slice(&batch[..HEADER_BYTES]);
+        out.extend_from_slice(&body);
+        let length = i32::try_from(HEADER_BYTES - crate::storage::batch::LOG_OVERHEAD_BYTES + body.len())
+            .map_err(|_| ScanError::TooLarge { limit_bytes: decompressed_bytes_max })?;
+        let attributes = (h.attributes & !0x7) | to;
+        out[at + 8..at + 12].copy_from_slice(&length.to_be_bytes());
+        out[at + 21..at + 23].copy_from_slice(&attributes.to_be_bytes());
+        let crc = crate::storage::batch::compute_crc(&out[at..]);
+        out[at + 17..at + 21].copy_from_slice(&crc.to_be_bytes());
+    }
+    Ok(Some(out.freeze()))
+}
+
 fn scan(
     h: &BatchHeader,
     r: &mut impl Read,

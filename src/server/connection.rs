@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use compio::io::AsyncWriteExt;
 use compio::driver::ToSharedFd;
 use compio::net::TcpStream;
-use futures::channel::mpsc;
+use futures::channel::{mpsc, oneshot};
 use futures::{SinkExt, StreamExt};
 
 use crate::kafka::handlers;
@@ -73,6 +73,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     });
 
     let mut frames = FrameReader::new(shard.config().socket_request_max_bytes);
+    // The last state-changing request started on this connection: resolves when it finished.
+    // Each such request waits for the one before it, so they take effect in arrival order
+    // (Kafka processes a connection's requests one at a time); Fetch and ApiVersions do not
+    // wait, and Produce does its appends in arrival order in `dispatch` itself.
+    let mut last_ordered: Option<oneshot::Receiver<()>> = None;
     loop {
         if shard.shared.shutdown.load(Ordering::Relaxed) {
             break;
@@ -97,10 +102,27 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
             }
         };
         let ctx = RequestContext { shard: shard.clone(), header, api, local_addr: local, peer_addr: peer };
+        let order = handlers::ordering(api);
+        if order == handlers::RequestOrder::AppendsFirst {
+            // Its appends happen inside `dispatch`: after every earlier state change.
+            if let Some(prev) = last_ordered.take() {
+                let _ = prev.await;
+            }
+        }
         let rest = handlers::dispatch(ctx, body).await;
+        let (prev, done) = if order == handlers::RequestOrder::Chained {
+            let (done_tx, done_rx) = oneshot::channel::<()>();
+            (last_ordered.replace(done_rx), Some(done_tx))
+        } else {
+            (None, None)
+        };
         // The frame's budget is held until the response is built.
         let task = compio::runtime::spawn(async move {
+            if let Some(prev) = prev {
+                let _ = prev.await; // Err(Canceled) also means the earlier request is over
+            }
             let reply = rest.await;
+            drop(done);
             drop(permit);
             reply
         });

@@ -342,29 +342,43 @@ async fn shard_main(
         }
     }
     let mut stopped = Box::pin(inbox_task.fuse());
-    loop {
-        let accept = Box::pin(listener.accept().fuse());
+    // A cluster node serves clients only once its registration is committed, as a Kafka
+    // broker does: before that its Metadata would name no broker and a CreateTopics would
+    // see none. Clients that connect meanwhile wait in the listen backlog.
+    let mut serving = shared.joined();
+    while !serving {
         futures::select! {
-            r = { accept } => match r {
-                Ok((stream, peer)) => {
-                    let open = shared.connections_open.load(Ordering::Relaxed);
-                    if open >= shared.config.max_connections {
-                        shared.connections_rejected_total.fetch_add(1, Ordering::Relaxed);
-                        if crate::metrics::log_allowed("accept.max_connections") {
-                            tracing::warn!(%peer, open, "connection refused: max.connections reached");
-                        }
-                        drop(stream);
-                        continue;
-                    }
-                    crate::metrics::connection_accepted();
-                    compio::runtime::spawn(connection::serve(shard.clone(), stream, peer)).detach();
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    compio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
+            _ = Box::pin(compio::time::sleep(Duration::from_millis(limits::JOIN_POLL_INTERVAL_MS)).fuse()) => {
+                serving = shared.joined();
+            }
             _ = stopped => break,
+        }
+    }
+    if serving {
+        loop {
+            let accept = Box::pin(listener.accept().fuse());
+            futures::select! {
+                r = { accept } => match r {
+                    Ok((stream, peer)) => {
+                        let open = shared.connections_open.load(Ordering::Relaxed);
+                        if open >= shared.config.max_connections {
+                            shared.connections_rejected_total.fetch_add(1, Ordering::Relaxed);
+                            if crate::metrics::log_allowed("accept.max_connections") {
+                                tracing::warn!(%peer, open, "connection refused: max.connections reached");
+                            }
+                            drop(stream);
+                            continue;
+                        }
+                        crate::metrics::connection_accepted();
+                        compio::runtime::spawn(connection::serve(shard.clone(), stream, peer)).detach();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        compio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                _ = stopped => break,
+            }
         }
     }
     drop(housekeeping);

@@ -100,3 +100,34 @@ fn hostile_replication_frames_cost_only_their_connection() {
     assert_eq!(produce_acks_all(&mut c, "t"), 0);
     b.shutdown().unwrap();
 }
+
+/// A cluster node answers clients only once its registration is committed, as a Kafka broker
+/// does: before that its Metadata would list no broker and a CreateTopics would find none
+/// ("Replication factor: 1 larger than available brokers: 0"). A client that connects early
+/// waits in the listen backlog and is answered once the node has registered.
+#[test]
+fn a_node_serves_clients_only_once_registered() {
+    crate::init_logs();
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let voters = vec![(1, free_addr()), (2, free_addr())];
+    let config = |id: u64, dir: &std::path::Path| BrokerConfig {
+        data_dir: dir.to_path_buf(),
+        cores: 2,
+        node_id: id as i32,
+        cluster_voters: voters.clone(),
+        ..BrokerConfig::default()
+    };
+    // Node 1 alone has no quorum, so it cannot register.
+    let b1 = Broker::start(config(1, d1.path())).unwrap();
+    let mut c = Conn::connect(b1.bootstrap());
+    c.stream.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    c.send(&kafka_protocol::messages::MetadataRequest::default().with_topics(Some(vec![])), 12);
+    assert!(c.read_frame().is_none(), "an unregistered node answered a client");
+    let b2 = Broker::start(config(2, d2.path())).unwrap();
+    c.stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    assert!(c.read_frame().is_some(), "no answer once the node could register");
+    // Registered before it answered: a topic can be placed on it at the first try.
+    assert_eq!(create_topic(&mut c, "first", 1, &[]), 0);
+    b1.shutdown().unwrap();
+    b2.shutdown().unwrap();
+}

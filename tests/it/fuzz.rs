@@ -86,7 +86,7 @@ macro_rules! with_request_types {
             CreateTopics => CreateTopicsRequest, DeleteTopics => DeleteTopicsRequest,
             DeleteRecords => DeleteRecordsRequest, InitProducerId => InitProducerIdRequest,
             DescribeConfigs => DescribeConfigsRequest, CreatePartitions => CreatePartitionsRequest,
-            IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
+            IncrementalAlterConfigs => IncrementalAlterConfigsRequest, AlterConfigs => AlterConfigsRequest,
             DescribeCluster => DescribeClusterRequest, FindCoordinator => FindCoordinatorRequest,
             JoinGroup => JoinGroupRequest, SyncGroup => SyncGroupRequest,
             Heartbeat => HeartbeatRequest, LeaveGroup => LeaveGroupRequest,

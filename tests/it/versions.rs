@@ -121,6 +121,16 @@ fn every_supported_version_answers() {
                 .with_value(Some(StrBytes::from_static_str("3600000")))])]);
         assert_eq!(c.call(&req, v).responses[0].error_code, 0, "IncrementalAlterConfigs v{v}");
     }
+    for v in range(ApiKey::AlterConfigs) {
+        use kafka_protocol::messages::alter_configs_request as ac;
+        let req = AlterConfigsRequest::default().with_resources(vec![ac::AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("v"))
+            .with_configs(vec![ac::AlterableConfig::default()
+                .with_name(StrBytes::from_static_str("retention.ms"))
+                .with_value(Some(StrBytes::from_static_str("3600000")))])]);
+        assert_eq!(c.call(&req, v).responses[0].error_code, 0, "AlterConfigs v{v}");
+    }
     for v in range(ApiKey::DescribeCluster) {
         let resp = c.call(&DescribeClusterRequest::default(), v);
         assert_eq!((resp.error_code, resp.brokers.len()), (0, 1), "DescribeCluster v{v}");

@@ -21,8 +21,8 @@ pub async fn handle(ctx: RequestContext, req: CreateTopicsRequest) -> Option<Cre
         let mut result = CreatableTopicResult::default().with_name(t.name.clone());
         let outcome = if i >= limits::TOPICS_PER_REQUEST_MAX {
             Err(TopicError::new(ResponseError::PolicyViolation, "too many topics in one request"))
-        } else if !t.assignments.is_empty() {
-            Err(TopicError::new(ResponseError::InvalidReplicaAssignment, "manual replica assignment is not supported on a single broker"))
+        } else if let Err(e) = consecutive_partitions(&t.assignments) {
+            Err(e)
         } else {
             let mut cfg = BTreeMap::new();
             let mut bad = None;
@@ -37,7 +37,10 @@ pub async fn handle(ctx: RequestContext, req: CreateTopicsRequest) -> Option<Cre
             match bad {
                 Some(e) => Err(e),
                 None => {
-                    let new = NewTopic { name: name.clone(), partitions: t.num_partitions, replication_factor: t.replication_factor, configs: cfg };
+                    let mut lists: Vec<_> = t.assignments.iter().map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect())).collect();
+                    lists.sort_by_key(|(p, _)| *p);
+                    let assignment = lists.into_iter().map(|(_, b)| b).collect();
+                    let new = NewTopic { name: name.clone(), partitions: t.num_partitions, replication_factor: t.replication_factor, configs: cfg, assignment };
                     topics::create_topic(&ctx.shard, new, req.validate_only).await
                 }
             }
@@ -60,7 +63,7 @@ pub async fn handle(ctx: RequestContext, req: CreateTopicsRequest) -> Option<Cre
                 result = result
                     .with_topic_id(meta.id)
                     .with_num_partitions(meta.partitions)
-                    .with_replication_factor(1)
+                    .with_replication_factor(meta.replicas.first().map_or(1, |r| r.len() as i16))
                     .with_configs(Some(configs_out));
             }
             Err(e) => {
@@ -74,4 +77,19 @@ pub async fn handle(ctx: RequestContext, req: CreateTopicsRequest) -> Option<Cre
         results.push(result);
     }
     Some(CreateTopicsResponse::default().with_topics(results))
+}
+
+/// A manual assignment must name partitions 0..n-1, each once (Kafka's controller rule).
+fn consecutive_partitions(assignments: &[kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment]) -> Result<(), TopicError> {
+    let mut seen: Vec<i32> = assignments.iter().map(|a| a.partition_index).collect();
+    seen.sort_unstable();
+    for (i, p) in seen.iter().enumerate() {
+        if *p != i as i32 {
+            return Err(TopicError::new(
+                ResponseError::InvalidReplicaAssignment,
+                "Partitions of a manual assignment must be numbered 0 to n-1, each once.",
+            ));
+        }
+    }
+    Ok(())
 }

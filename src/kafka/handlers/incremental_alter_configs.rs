@@ -92,6 +92,20 @@ async fn alter_topic(
             }
         }
     }
+    apply_topic_configs(ctx, topic, ops, false, validate_only).await
+}
+
+/// Applies `ops` (name, Some(value) = set, None = back to the default) to the configs of
+/// `topic`; with `replace_all` every config not in `ops` goes back to its default first (the
+/// legacy AlterConfigs). The catalog change (in a cluster: the metadata log) is durable before
+/// the owning shards apply the new storage config.
+pub(super) async fn apply_topic_configs(
+    ctx: &RequestContext,
+    topic: String,
+    ops: Vec<(String, Option<String>)>,
+    replace_all: bool,
+    validate_only: bool,
+) -> Result<(), TopicError> {
     if ctx.shard.shared.catalog.snapshot().topic(&topic).is_none() {
         return Err(TopicError::new(
             ResponseError::UnknownTopicOrPartition,
@@ -110,6 +124,9 @@ async fn alter_topic(
             ));
         };
         let mut configs = meta.configs.clone();
+        if replace_all {
+            configs.clear();
+        }
         for (k, v) in ops {
             match v {
                 Some(v) => configs.insert(k, v),
@@ -135,6 +152,9 @@ async fn alter_topic(
                     "topic deleted meanwhile",
                 )
             })?;
+            if replace_all {
+                meta.configs.clear();
+            }
             for (k, v) in ops {
                 match v {
                     Some(v) => meta.configs.insert(k, v),

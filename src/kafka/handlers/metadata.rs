@@ -161,6 +161,7 @@ pub async fn handle(ctx: RequestContext, req: MetadataRequest) -> Option<Metadat
                         partitions: -1,
                         replication_factor: -1,
                         configs: Default::default(),
+                        assignment: Vec::new(),
                     };
                     match topics::create_topic(&ctx.shard, new, false).await {
                         Ok(t) => topics.push(topic_response(&ctx, &t)),

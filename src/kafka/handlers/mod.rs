@@ -1,6 +1,7 @@
 //! One file per Kafka API. Each declares `VERSIONS` (what Sluice answers) and `handle`.
 //! [`APIS`] lists them all: ApiVersions is derived from it and dispatch checks it.
 
+pub mod alter_configs;
 pub mod alter_partition_reassignments;
 pub mod api_versions;
 pub mod consumer_group_describe;
@@ -62,6 +63,7 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::InitProducerId, init_producer_id::VERSIONS),
     spec(ApiKey::DescribeConfigs, describe_configs::VERSIONS),
     spec(ApiKey::CreatePartitions, create_partitions::VERSIONS),
+    spec(ApiKey::AlterConfigs, alter_configs::VERSIONS),
     spec(ApiKey::IncrementalAlterConfigs, incremental_alter_configs::VERSIONS),
     spec(ApiKey::DescribeCluster, describe_cluster::VERSIONS),
     spec(ApiKey::FindCoordinator, find_coordinator::VERSIONS),
@@ -80,6 +82,29 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::AlterPartitionReassignments, alter_partition_reassignments::VERSIONS),
     spec(ApiKey::ListPartitionReassignments, list_partition_reassignments::VERSIONS),
 ];
+
+/// How a request of one connection is ordered against the connection's other requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOrder {
+    /// Runs as soon as it is read, concurrently with earlier requests (Fetch, ApiVersions:
+    /// they change nothing another request of the connection could observe).
+    Free,
+    /// Produce: waits for earlier state-changing requests, then appends before the next
+    /// request is read; its durability wait overlaps later requests.
+    AppendsFirst,
+    /// Every other API: starts only once the previous state-changing request of the
+    /// connection has finished, so commits, membership and admin changes take effect in
+    /// arrival order, as Kafka (which processes a connection's requests one at a time) does.
+    Chained,
+}
+
+pub fn ordering(key: ApiKey) -> RequestOrder {
+    match key {
+        ApiKey::Fetch | ApiKey::ApiVersions => RequestOrder::Free,
+        ApiKey::Produce => RequestOrder::AppendsFirst,
+        _ => RequestOrder::Chained,
+    }
+}
 
 pub fn supported(key: ApiKey) -> Option<VersionRange> {
     APIS.iter().find(|a| a.key == key).map(|a| a.versions)
@@ -167,6 +192,7 @@ async fn dispatch_api(ctx: RequestContext, body: Bytes) -> LocalBoxFuture<'stati
         ApiKey::InitProducerId => route(ctx, body, init_producer_id::handle).boxed_local(),
         ApiKey::DescribeConfigs => route(ctx, body, describe_configs::handle).boxed_local(),
         ApiKey::CreatePartitions => route(ctx, body, create_partitions::handle).boxed_local(),
+        ApiKey::AlterConfigs => route(ctx, body, alter_configs::handle).boxed_local(),
         ApiKey::IncrementalAlterConfigs => route(ctx, body, incremental_alter_configs::handle).boxed_local(),
         ApiKey::DescribeCluster => route(ctx, body, describe_cluster::handle).boxed_local(),
         ApiKey::FindCoordinator => route(ctx, body, find_coordinator::handle).boxed_local(),

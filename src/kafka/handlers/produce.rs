@@ -99,7 +99,27 @@ pub async fn submit(ctx: RequestContext, mut body: Bytes) -> LocalBoxFuture<'sta
             match pre {
                 Some(o) => job.outcome = o,
                 None => {
-                    let records = pd.records.unwrap_or_default();
+                    let mut records = pd.records.unwrap_or_default();
+                    // Topic compression.type other than `producer`: Kafka recompresses on the
+                    // broker. Done here, on the shard that read the request.
+                    let codec = meta
+                        .and_then(|m| m.configs.get("compression.type"))
+                        .and_then(|c| crate::protocol::records::codec_of_compression_type(c));
+                    if let Some(codec) = codec {
+                        match crate::protocol::records::recompress(&records, codec, crate::limits::RECOMPRESS_DECOMPRESSED_BYTES_MAX) {
+                            Ok(Some(b)) => records = b,
+                            Ok(None) => {}
+                            Err(e) => {
+                                let code = match e {
+                                    crate::protocol::records::ScanError::TooLarge { .. } => ResponseError::MessageTooLarge,
+                                    crate::protocol::records::ScanError::Corrupt(_) => ResponseError::CorruptMessage,
+                                };
+                                job.outcome = fail(code, e.to_string());
+                                jobs.push(job);
+                                continue;
+                            }
+                        }
+                    }
                     let topic = job.topic.clone();
                     appends.push((
                         jobs.len(),
