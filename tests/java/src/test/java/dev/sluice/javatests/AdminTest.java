@@ -23,6 +23,7 @@ import org.apache.kafka.clients.admin.AlterConfigOp;
 import org.apache.kafka.clients.admin.Config;
 import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.ConsumerGroupDescription;
+import org.apache.kafka.clients.admin.CreateTopicsOptions;
 import org.apache.kafka.clients.admin.DescribeClusterResult;
 import org.apache.kafka.clients.admin.GroupListing;
 import org.apache.kafka.clients.admin.ListGroupsOptions;
@@ -44,6 +45,9 @@ import org.apache.kafka.common.Node;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.GroupSubscribedToTopicException;
+import org.apache.kafka.common.errors.InvalidConfigurationException;
+import org.apache.kafka.common.errors.InvalidPartitionsException;
+import org.apache.kafka.common.errors.OffsetOutOfRangeException;
 import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
 import org.junit.jupiter.api.Assumptions;
@@ -91,6 +95,12 @@ class AdminTest {
             }
             assertEquals(List.of(0, 1, 2), da.partitions().stream().map(p -> p.partition()).collect(Collectors.toList()));
 
+            String dry = Env.unique("adm-dry");
+            get(admin.createTopics(List.of(new NewTopic(dry, 2, (short) 1)),
+                new CreateTopicsOptions().validateOnly(true)).all());
+            Thread.sleep(300);
+            assertFalse(get(admin.listTopics().names()).contains(dry), "validateOnly creates nothing");
+
             Throwable exists = failureOf(admin.createTopics(List.of(new NewTopic(a, 3, (short) 1))).all());
             assertInstanceOf(TopicExistsException.class, exists, "createTopics of an existing topic");
 
@@ -115,6 +125,8 @@ class AdminTest {
             Env.createTopic(admin, t, 2);
             get(admin.createPartitions(Map.of(t, NewPartitions.increaseTo(5))).all());
             Env.waitForPartitions(admin, t, 5);
+            Throwable fewer = failureOf(admin.createPartitions(Map.of(t, NewPartitions.increaseTo(3))).all());
+            assertInstanceOf(InvalidPartitionsException.class, fewer, "createPartitions to fewer partitions");
             Env.produceToPartitions(t, 5, 3, "a"); // the new partitions take records
             List<ConsumerRecord<String, String>> got = Env.readAll(t, 5, 15);
             assertEquals(15, got.size());
@@ -144,6 +156,11 @@ class AdminTest {
                     && c.get("retention.ms").source() == ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG
                     && "200000".equals(c.get("max.message.bytes").value());
             });
+
+            Throwable bad = failureOf(admin.incrementalAlterConfigs(Map.of(res, List.of(
+                new AlterConfigOp(new ConfigEntry("retention.ms", "not-a-number"), AlterConfigOp.OpType.SET)))).all());
+            assertInstanceOf(InvalidConfigurationException.class, bad, "SET retention.ms=not-a-number");
+            assertEquals("3600000", describe(admin, res).get("retention.ms").value(), "a refused SET changes nothing");
 
             get(admin.incrementalAlterConfigs(Map.of(res, List.of(
                 new AlterConfigOp(new ConfigEntry("retention.ms", ""), AlterConfigOp.OpType.DELETE)))).all());
@@ -220,6 +237,8 @@ class AdminTest {
                 assertEquals(1, d.members().size(), "members of " + d);
                 assertEquals(Set.of(tp0, tp1), d.members().iterator().next().assignment().topicPartitions());
                 assertFalse(d.isSimpleConsumerGroup());
+                assertEquals("range", d.partitionAssignor(), "the classic group's protocol name");
+                assertEquals(org.apache.kafka.common.GroupType.CLASSIC, d.type());
                 assertNotNull(d.coordinator());
 
                 // Kafka refuses to delete offsets of a topic the active group subscribes to.
@@ -268,6 +287,8 @@ class AdminTest {
         try (Admin admin = Env.admin()) {
             Env.createTopic(admin, t, 1);
             Env.produceToPartitions(t, 1, 10, "a");
+            Throwable beyond = failureOf(admin.deleteRecords(Map.of(tp0, RecordsToDelete.beforeOffset(11))).lowWatermarks().get(tp0));
+            assertInstanceOf(OffsetOutOfRangeException.class, beyond, "deleteRecords beyond the high watermark");
             var low = get(admin.deleteRecords(Map.of(tp0, RecordsToDelete.beforeOffset(4))).lowWatermarks().get(tp0));
             assertEquals(4, low.lowWatermark());
             ListOffsetsResult.ListOffsetsResultInfo earliest =

@@ -159,6 +159,10 @@ class ClassicGroupTest {
                 Set<Integer> m2Partitions = m2.partitions();
 
                 m2.stop(); // a static member does not leave on close: its partitions wait for it
+                ConsumerGroupDescription away = admin.describeConsumerGroups(List.of(group)).all()
+                    .get(Env.OP_MS, TimeUnit.MILLISECONDS).get(group);
+                assertEquals(2, away.members().size(),
+                    "the closed static member stays in the group until its session times out: " + away);
                 Env.produceToPartitions(topic, PARTITIONS, PER_PARTITION, "b");
                 Env.waitUntil(WAIT, "m1 consumed the new records of its own partitions: " + m1,
                     () -> total(m1) == PARTITIONS * PER_PARTITION + 2 * PER_PARTITION);

@@ -26,6 +26,8 @@ class ProducerCodecTest {
     static final int PARTITIONS = 3;
     static final int RECORDS = 600;
     static final int KEYS = 20;
+    /** CreateTime of record i is BASE_TS + i. */
+    static final long BASE_TS = System.currentTimeMillis() - 60_000;
 
     @ParameterizedTest(name = "compression.type={0}")
     @ValueSource(strings = {"none", "gzip", "snappy", "lz4", "zstd"})
@@ -47,7 +49,8 @@ class ProducerCodecTest {
         String filler = "sluice-".repeat(20);
         try (KafkaProducer<String, String> producer = Env.producer(conf)) {
             for (int i = 0; i < RECORDS; i++) {
-                ProducerRecord<String, String> r = new ProducerRecord<>(topic, "key-" + (i % KEYS), i + ":" + filler);
+                ProducerRecord<String, String> r = new ProducerRecord<>(topic, null, BASE_TS + i,
+                    "key-" + (i % KEYS), i + ":" + filler);
                 r.headers().add(new RecordHeader("h", ("hv" + i).getBytes()));
                 sent.add(producer.send(r));
             }
@@ -62,6 +65,7 @@ class ProducerCodecTest {
             RecordMetadata md = sent.get(i).get(Env.OP_MS, TimeUnit.MILLISECONDS);
             long expected = nextOffset.getOrDefault(md.partition(), 0L);
             assertEquals(expected, md.offset(), "offset of record " + i + " in partition " + md.partition());
+            assertEquals(BASE_TS + i, md.timestamp(), "RecordMetadata timestamp of record " + i);
             nextOffset.put(md.partition(), expected + 1);
             Integer prev = partitionOfKey.putIfAbsent("key-" + (i % KEYS), md.partition());
             assertTrue(prev == null || prev == md.partition(), "one key, one partition");
@@ -77,6 +81,8 @@ class ProducerCodecTest {
             int index = Integer.parseInt(r.value().substring(0, r.value().indexOf(':')));
             assertEquals("key-" + (index % KEYS), r.key());
             assertEquals("hv" + index, new String(r.headers().lastHeader("h").value()));
+            assertEquals(BASE_TS + index, r.timestamp(), "CreateTime of record " + index);
+            assertEquals(org.apache.kafka.common.record.TimestampType.CREATE_TIME, r.timestampType());
             Integer last = lastIndexOfKey.put(r.key(), index);
             assertTrue(last == null || last < index, "per-key order: " + r.key() + " " + last + " then " + index);
         }
