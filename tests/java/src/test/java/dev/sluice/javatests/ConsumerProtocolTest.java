@@ -11,13 +11,23 @@ import java.util.concurrent.TimeUnit;
 
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.ConsumerGroupDescription;
+import org.apache.kafka.clients.admin.MemberDescription;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.common.GroupState;
 import org.apache.kafka.common.GroupType;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 
 /** KafkaConsumer with group.protocol=consumer (KIP-848: ConsumerGroupHeartbeat, server-side assignment). */
 class ConsumerProtocolTest {
+    static ConsumerGroupDescription describe(Admin admin, String group) {
+        try {
+            return admin.describeConsumerGroups(List.of(group)).all().get(Env.OP_MS, TimeUnit.MILLISECONDS).get(group);
+        } catch (Exception e) {
+            throw new AssertionError("describeConsumerGroups(" + group + ") failed: " + e, e);
+        }
+    }
+
     static final int PARTITIONS = 4;
     static final int PER_PARTITION = 25;
 
@@ -41,16 +51,28 @@ class ConsumerProtocolTest {
                         return ClassicGroupTest.total(m1, m2) >= 0 && m1.partitions().size() == 2
                             && m2.partitions().size() == 2 && union.size() == PARTITIONS;
                     });
-                    ConsumerGroupDescription d = Env.waitUntil(ClassicGroupTest.WAIT, "describeConsumerGroups shows 2 members", () -> {
-                        try {
-                            ConsumerGroupDescription g = admin.describeConsumerGroups(List.of(group)).all()
-                                .get(Env.OP_MS, TimeUnit.MILLISECONDS).get(group);
-                            return g.members().size() == 2 ? g : null;
-                        } catch (Exception e) {
-                            throw new AssertionError("describeConsumerGroups(" + group + ") failed: " + e, e);
-                        }
-                    });
+                    // The coordinator's view once both members reconciled: each member's assignment
+                    // is its target and what its client owns, at the group's epoch.
+                    ConsumerGroupDescription d = Env.waitUntil(ClassicGroupTest.WAIT,
+                        "describeConsumerGroups shows 2 reconciled members", () -> {
+                            ConsumerGroupDescription g = describe(admin, group);
+                            boolean settled = g.members().size() == 2 && g.groupState() == GroupState.STABLE
+                                && g.members().stream().allMatch(mem -> mem.targetAssignment().isPresent()
+                                    && mem.targetAssignment().get().equals(mem.assignment())
+                                    && mem.assignment().topicPartitions().size() == 2);
+                            return settled ? g : null;
+                        });
                     assertEquals(GroupType.CONSUMER, d.type(), "a KIP-848 group: " + d);
+                    assertTrue(d.groupEpoch().isPresent() && d.targetAssignmentEpoch().isPresent(), "epochs: " + d);
+                    assertEquals(d.groupEpoch().get(), d.targetAssignmentEpoch().get(), "target assignment is current: " + d);
+                    assertEquals("uniform", d.partitionAssignor(), "the server-side assignor (Kafka's default): " + d);
+                    for (MemberDescription mem : d.members()) {
+                        assertEquals(d.targetAssignmentEpoch(), mem.memberEpoch(), "member epoch of " + mem);
+                        Member local = mem.clientId().equals("jt-m1") ? m1 : m2;
+                        assertEquals("jt-" + local.name, mem.clientId(), "client id of " + mem);
+                        assertEquals(local.assignment.get(), mem.assignment().topicPartitions(),
+                            "the coordinator's assignment of " + local.name + " is what its client owns");
+                    }
                     Set<Integer> m2Partitions = m2.partitions();
                     Env.produceToPartitions(topic, PARTITIONS, PER_PARTITION, "b");
                     Env.waitUntil(ClassicGroupTest.WAIT, "the group consumed the second batch: " + m1 + " " + m2,
@@ -62,6 +84,11 @@ class ConsumerProtocolTest {
                     m2.stop(); // leaves the group (ConsumerGroupHeartbeat with member epoch -1)
                     Env.waitUntil(ClassicGroupTest.WAIT, "m1 owns all partitions after m2 left: " + m1,
                         () -> ClassicGroupTest.total(m1) >= 0 && m1.partitions().size() == PARTITIONS);
+                    Env.waitUntil(ClassicGroupTest.WAIT, "describeConsumerGroups shows m1 alone with all partitions", () -> {
+                        ConsumerGroupDescription g = describe(admin, group);
+                        return g.members().size() == 1
+                            && g.members().iterator().next().assignment().topicPartitions().size() == PARTITIONS;
+                    });
                     Env.produceToPartitions(topic, PARTITIONS, PER_PARTITION, "c");
                     Env.waitUntil(ClassicGroupTest.WAIT, "m1 consumed the third batch: " + m1,
                         () -> ClassicGroupTest.total(m1, m2) == 3 * PARTITIONS * PER_PARTITION);

@@ -42,7 +42,9 @@ final class Member implements AutoCloseable {
 
     Member(String name, Map<String, Object> conf, String topic) {
         this.name = name;
-        this.consumer = Env.consumer(conf);
+        Map<String, Object> c = new HashMap<>(conf);
+        c.putIfAbsent(org.apache.kafka.clients.consumer.ConsumerConfig.CLIENT_ID_CONFIG, "jt-" + name);
+        this.consumer = Env.consumer(c);
         this.thread = new Thread(() -> run(topic), "member-" + name);
         this.thread.setDaemon(true);
         this.thread.start();
