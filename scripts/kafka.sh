@@ -119,6 +119,27 @@ print(" ".join(map(str, found)))
 PY
 }
 
+# Exit 0 when every given port can be bound on 127.0.0.1 now (waits up to 10 s for the sockets of
+# a killed broker to be released).
+ports_free() {
+    python3 - "$@" <<'PY'
+import socket, sys, time
+deadline = time.monotonic() + 10
+for port in map(int, sys.argv[1:]):
+    while True:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                pass
+        if time.monotonic() > deadline:
+            sys.exit(1)
+        time.sleep(0.1)
+PY
+}
+
 # --- readiness: ApiVersions, then Metadata listing this broker -------------------------------------
 
 # Exit 0 when the broker at 127.0.0.1:$1 answers ApiVersions and a Metadata request that lists at
@@ -163,7 +184,13 @@ PY
 
 # --- start / stop ---------------------------------------------------------------------------------
 
-pid_alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
+# Alive: exists and is not a zombie waiting for its (adoptive) parent to reap it.
+pid_alive() {
+    [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null || return 1
+    local state
+    state="$(sed -n 's/^[0-9]* (.*) \([A-Z]\).*/\1/p' "/proc/$1/stat" 2>/dev/null || true)"
+    [[ "$state" != Z ]]
+}
 
 # The pid in DIR/kafka.pid if that process is alive and is a Kafka broker (not a reused pid).
 running_pid() {
@@ -175,8 +202,17 @@ running_pid() {
     echo "$pid"
 }
 
+# A random cluster id as Kafka writes them (URL-safe base64 of 16 bytes), never starting with "-"
+# (kafka-storage would take it for an option; Kafka's own Uuid.randomUuid avoids it too).
 cluster_id() {
-    python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())'
+    python3 - <<'PY'
+import base64, uuid
+while True:
+    s = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    if not s.startswith("-"):
+        print(s)
+        break
+PY
 }
 
 cmd_start() {
@@ -198,8 +234,17 @@ cmd_start() {
     resolve
     local cp; cp="$(cat "$CP_FILE")"
 
-    local port cport
-    read -r port cport <<<"$(free_ports 2)"
+    # A restart on the same DIR keeps its ports when they are still free, so clients holding the
+    # old bootstrap reconnect; otherwise new ones.
+    local port="" cport=""
+    if [[ -f "$dir/ports" ]]; then
+        read -r port cport <"$dir/ports" || true
+        if ! [[ "$port" =~ ^[0-9]+$ && "$cport" =~ ^[0-9]+$ ]] || ! ports_free "$port" "$cport"; then
+            port="" cport=""
+        fi
+    fi
+    [[ -n "$port" ]] || read -r port cport <<<"$(free_ports 2)"
+    echo "$port $cport" >"$dir/ports"
     local props="$dir/server.properties"
     {
         echo "# written by scripts/kafka.sh start; --set entries last (the last entry of a key wins)"
