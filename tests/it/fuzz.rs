@@ -87,7 +87,7 @@ macro_rules! with_request_types {
             DeleteRecords => DeleteRecordsRequest, InitProducerId => InitProducerIdRequest,
             DescribeConfigs => DescribeConfigsRequest, CreatePartitions => CreatePartitionsRequest,
             IncrementalAlterConfigs => IncrementalAlterConfigsRequest, AlterConfigs => AlterConfigsRequest,
-            DescribeCluster => DescribeClusterRequest, FindCoordinator => FindCoordinatorRequest,
+            DescribeCluster => DescribeClusterRequest, DescribeLogDirs => DescribeLogDirsRequest, FindCoordinator => FindCoordinatorRequest,
             JoinGroup => JoinGroupRequest, SyncGroup => SyncGroupRequest,
             Heartbeat => HeartbeatRequest, LeaveGroup => LeaveGroupRequest,
             OffsetCommit => OffsetCommitRequest, OffsetFetch => OffsetFetchRequest,

@@ -131,6 +131,13 @@ fn every_supported_version_answers() {
                 .with_value(Some(StrBytes::from_static_str("3600000")))])]);
         assert_eq!(c.call(&req, v).responses[0].error_code, 0, "AlterConfigs v{v}");
     }
+    for v in range(ApiKey::DescribeLogDirs) {
+        let resp = c.call(&DescribeLogDirsRequest::default().with_topics(None), v);
+        let dir = &resp.results[0];
+        assert_eq!(dir.error_code, 0, "DescribeLogDirs v{v}");
+        assert!(dir.topics.iter().any(|t| t.name.0.as_str() == "v" && t.partitions.iter().any(|p| p.partition_index == 0 && p.partition_size > 0)), "DescribeLogDirs v{v}: {dir:?}");
+        assert!(v < 4 || dir.total_bytes > 0 && dir.usable_bytes >= 0, "DescribeLogDirs v{v}: {dir:?}");
+    }
     for v in range(ApiKey::DescribeCluster) {
         let resp = c.call(&DescribeClusterRequest::default(), v);
         assert_eq!((resp.error_code, resp.brokers.len()), (0, 1), "DescribeCluster v{v}");

@@ -14,6 +14,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -66,6 +67,7 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::AlterConfigs, alter_configs::VERSIONS),
     spec(ApiKey::IncrementalAlterConfigs, incremental_alter_configs::VERSIONS),
     spec(ApiKey::DescribeCluster, describe_cluster::VERSIONS),
+    spec(ApiKey::DescribeLogDirs, describe_log_dirs::VERSIONS),
     spec(ApiKey::FindCoordinator, find_coordinator::VERSIONS),
     spec(ApiKey::JoinGroup, join_group::VERSIONS),
     spec(ApiKey::SyncGroup, sync_group::VERSIONS),
@@ -195,6 +197,7 @@ async fn dispatch_api(ctx: RequestContext, body: Bytes) -> LocalBoxFuture<'stati
         ApiKey::AlterConfigs => route(ctx, body, alter_configs::handle).boxed_local(),
         ApiKey::IncrementalAlterConfigs => route(ctx, body, incremental_alter_configs::handle).boxed_local(),
         ApiKey::DescribeCluster => route(ctx, body, describe_cluster::handle).boxed_local(),
+        ApiKey::DescribeLogDirs => route(ctx, body, describe_log_dirs::handle).boxed_local(),
         ApiKey::FindCoordinator => route(ctx, body, find_coordinator::handle).boxed_local(),
         ApiKey::JoinGroup => route(ctx, body, join_group::handle).boxed_local(),
         ApiKey::SyncGroup => route(ctx, body, sync_group::handle).boxed_local(),
