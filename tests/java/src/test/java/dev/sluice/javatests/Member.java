@@ -20,6 +20,7 @@ import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.errors.RebalanceInProgressException;
 import org.apache.kafka.common.errors.WakeupException;
 
 /**
@@ -36,6 +37,9 @@ final class Member implements AutoCloseable {
     final AtomicReference<Set<TopicPartition>> assignment = new AtomicReference<>(Set.of());
     final AtomicReference<ConsumerGroupMetadata> groupMetadata = new AtomicReference<>();
     final AtomicReference<Throwable> failure = new AtomicReference<>();
+    final java.util.concurrent.atomic.AtomicInteger deferredCommits = new java.util.concurrent.atomic.AtomicInteger();
+    /** Consumed and not yet committed (only touched by the member's thread). */
+    private final Map<TopicPartition, OffsetAndMetadata> pending = new HashMap<>();
     private final Thread thread;
     private volatile boolean stopping;
     private volatile CloseOptions.GroupMembershipOperation onClose = CloseOptions.GroupMembershipOperation.DEFAULT;
@@ -57,6 +61,7 @@ final class Member implements AutoCloseable {
                 public void onPartitionsRevoked(Collection<TopicPartition> partitions) {
                     events.add("revoked " + sorted(partitions));
                     commitPositions(partitions);
+                    pending.keySet().removeAll(partitions);
                 }
 
                 @Override
@@ -67,18 +72,28 @@ final class Member implements AutoCloseable {
                 @Override
                 public void onPartitionsLost(Collection<TopicPartition> partitions) {
                     events.add("lost " + sorted(partitions));
+                    pending.keySet().removeAll(partitions);
                 }
             });
             while (!stopping) {
                 ConsumerRecords<String, String> batch = consumer.poll(Duration.ofMillis(100));
                 batch.forEach(records::add);
-                if (!batch.isEmpty()) {
-                    Map<TopicPartition, OffsetAndMetadata> offsets = new HashMap<>();
-                    for (TopicPartition tp : batch.partitions()) {
-                        List<ConsumerRecord<String, String>> rs = batch.records(tp);
-                        offsets.put(tp, new OffsetAndMetadata(rs.get(rs.size() - 1).offset() + 1));
+                for (TopicPartition tp : batch.partitions()) {
+                    List<ConsumerRecord<String, String>> rs = batch.records(tp);
+                    pending.put(tp, new OffsetAndMetadata(rs.get(rs.size() - 1).offset() + 1));
+                }
+                // Only partitions still owned: a later commit of a partition that moved could
+                // take its new owner's committed offset back.
+                pending.keySet().retainAll(consumer.assignment());
+                if (!pending.isEmpty()) {
+                    try {
+                        consumer.commitSync(pending, Env.OP);
+                        pending.clear();
+                    } catch (RebalanceInProgressException e) {
+                        // The client is rejoining (cooperative members consume meanwhile): the
+                        // commit waits for the next poll, or for onPartitionsRevoked.
+                        deferredCommits.incrementAndGet();
                     }
-                    consumer.commitSync(offsets, Env.OP);
                 }
                 assignment.set(Set.copyOf(consumer.assignment()));
                 try {
@@ -156,6 +171,7 @@ final class Member implements AutoCloseable {
 
     @Override
     public String toString() {
-        return name + "{partitions=" + partitions() + ", records=" + count() + ", events=" + events + "}";
+        return name + "{partitions=" + partitions() + ", records=" + count() + ", events=" + events
+            + ", deferredCommits=" + deferredCommits + "}";
     }
 }
