@@ -42,6 +42,7 @@ import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.common.GroupState;
 import org.apache.kafka.common.KafkaFuture;
 import org.apache.kafka.common.Node;
+import org.apache.kafka.common.TopicCollection;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.GroupSubscribedToTopicException;
@@ -104,7 +105,19 @@ class AdminTest {
             Throwable exists = failureOf(admin.createTopics(List.of(new NewTopic(a, 3, (short) 1))).all());
             assertInstanceOf(TopicExistsException.class, exists, "createTopics of an existing topic");
 
-            get(admin.deleteTopics(List.of(a, b)).all());
+            // By topic id: describe, and delete b.
+            // Sluice differs: describeTopics by id fails (Metadata v12 topic with an id and the
+            // name ""); see /work/notes/kafka-diffs.md, "AdminTest.createListDescribeDeleteTopics".
+            if (!Env.isSluice()) {
+                Map<org.apache.kafka.common.Uuid, TopicDescription> byId = get(admin.describeTopics(
+                    TopicCollection.ofTopicIds(List.of(da.topicId()))).allTopicIds());
+                assertEquals(a, byId.get(da.topicId()).name(), "describeTopics by topic id");
+                assertEquals(3, byId.get(da.topicId()).partitions().size());
+            }
+            org.apache.kafka.common.Uuid idB = Env.waitForPartitions(admin, b, 1).topicId();
+            get(admin.deleteTopics(TopicCollection.ofTopicIds(List.of(idB))).all());
+
+            get(admin.deleteTopics(List.of(a)).all());
             Env.waitUntil(WAIT, "listTopics no longer shows the deleted topics", () -> {
                 try {
                     Set<String> names = get(admin.listTopics().names());

@@ -2,6 +2,7 @@ package dev.sluice.javatests;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.time.Duration;
@@ -24,6 +25,7 @@ import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.consumer.RangeAssignor;
 import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.errors.FencedInstanceIdException;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -191,6 +193,42 @@ class ClassicGroupTest {
                 } else if (m2 != null) {
                     m2.stop(CloseOptions.GroupMembershipOperation.LEAVE_GROUP);
                 }
+            }
+        }
+    }
+
+    @Test
+    @Timeout(120)
+    void sameInstanceIdFencesTheOlderMember() throws Exception {
+        String topic = Env.unique("fence");
+        String group = Env.unique("g-fence");
+        try (Admin admin = Env.admin()) {
+            Env.createTopic(admin, topic, 2);
+        }
+        Env.produceToPartitions(topic, 2, 10, "a");
+        Map<String, Object> conf = classic(group, RangeAssignor.class.getName());
+        conf.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, 30_000);
+        conf.put(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, group + "-same");
+        Member old = new Member("old", conf, topic);
+        Member newer = null;
+        try {
+            Env.waitUntil(WAIT, "the first member owns both partitions: " + old,
+                () -> total(old) == 20 && old.partitions().size() == 2);
+            Member n = newer = new Member("new", conf, topic);
+            Env.waitUntil(WAIT, "the newer member with the same group.instance.id owns both partitions: " + n,
+                () -> n.partitions().size() == 2);
+            Env.waitUntil(WAIT, "the older member is fenced (its poll throws FencedInstanceIdException): " + old,
+                () -> old.failure.get() != null);
+            assertInstanceOf(FencedInstanceIdException.class, old.failure.get(), "the older member's failure");
+            Env.produceToPartitions(topic, 2, 10, "b");
+            Env.waitUntil(WAIT, "the newer member reads the new records: " + n,
+                () -> n.records.stream().filter(r -> r.value().startsWith("b-")).count() == 20);
+        } finally {
+            old.failure.set(null);
+            old.stop(CloseOptions.GroupMembershipOperation.REMAIN_IN_GROUP);
+            old.failure.set(null);
+            if (newer != null) {
+                newer.stop(CloseOptions.GroupMembershipOperation.LEAVE_GROUP);
             }
         }
     }
