@@ -45,11 +45,13 @@ import org.apache.kafka.common.Node;
 import org.apache.kafka.common.TopicCollection;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.errors.GroupIdNotFoundException;
 import org.apache.kafka.common.errors.GroupSubscribedToTopicException;
 import org.apache.kafka.common.errors.InvalidConfigurationException;
 import org.apache.kafka.common.errors.InvalidPartitionsException;
 import org.apache.kafka.common.errors.OffsetOutOfRangeException;
 import org.apache.kafka.common.errors.TopicExistsException;
+import org.apache.kafka.common.errors.UnknownMemberIdException;
 import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
@@ -254,6 +256,12 @@ class AdminTest {
                 assertEquals(org.apache.kafka.common.GroupType.CLASSIC, d.type());
                 assertNotNull(d.coordinator());
 
+                // Kafka refuses to alter the offsets of a group with members.
+                Throwable active = failureOf(admin.alterConsumerGroupOffsets(group,
+                    Map.of(tp0, new OffsetAndMetadata(1))).all());
+                assertInstanceOf(UnknownMemberIdException.class, active, "alterConsumerGroupOffsets of an active group");
+                assertEquals(10, offsets(admin, group).get(tp0).offset(), "a refused alter changes nothing");
+
                 // Kafka refuses to delete offsets of a topic the active group subscribes to.
                 Throwable refused = failureOf(admin.deleteConsumerGroupOffsets(group, Set.of(tp1)).all());
                 assertInstanceOf(GroupSubscribedToTopicException.class, refused,
@@ -290,6 +298,18 @@ class AdminTest {
                     throw new AssertionError(e);
                 }
             });
+        }
+    }
+
+    @Test
+    void unknownGroup() throws Exception {
+        String group = Env.unique("g-none");
+        try (Admin admin = Env.admin()) {
+            Throwable t = failureOf(admin.describeConsumerGroups(List.of(group)).all());
+            assertInstanceOf(GroupIdNotFoundException.class, t, "describeConsumerGroups of an unknown group");
+            assertEquals(Map.of(), offsets(admin, group), "listConsumerGroupOffsets of an unknown group");
+            Throwable d = failureOf(admin.deleteConsumerGroups(List.of(group)).all());
+            assertInstanceOf(GroupIdNotFoundException.class, d, "deleteConsumerGroups of an unknown group");
         }
     }
 

@@ -19,6 +19,7 @@ import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
+import org.apache.kafka.clients.consumer.SubscriptionPattern;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.errors.RebalanceInProgressException;
 import org.apache.kafka.common.errors.WakeupException;
@@ -45,18 +46,23 @@ final class Member implements AutoCloseable {
     private volatile CloseOptions.GroupMembershipOperation onClose = CloseOptions.GroupMembershipOperation.DEFAULT;
 
     Member(String name, Map<String, Object> conf, String topic) {
+        this(name, conf, topic, null);
+    }
+
+    /** With a pattern: subscribe(SubscriptionPattern) (KIP-848's broker-side regex) instead of the topic. */
+    Member(String name, Map<String, Object> conf, String topic, SubscriptionPattern pattern) {
         this.name = name;
         Map<String, Object> c = new HashMap<>(conf);
         c.putIfAbsent(org.apache.kafka.clients.consumer.ConsumerConfig.CLIENT_ID_CONFIG, "jt-" + name);
         this.consumer = Env.consumer(c);
-        this.thread = new Thread(() -> run(topic), "member-" + name);
+        this.thread = new Thread(() -> run(topic, pattern), "member-" + name);
         this.thread.setDaemon(true);
         this.thread.start();
     }
 
-    private void run(String topic) {
+    private void run(String topic, SubscriptionPattern pattern) {
         try {
-            consumer.subscribe(List.of(topic), new ConsumerRebalanceListener() {
+            ConsumerRebalanceListener listener = new ConsumerRebalanceListener() {
                 @Override
                 public void onPartitionsRevoked(Collection<TopicPartition> partitions) {
                     events.add("revoked " + sorted(partitions));
@@ -74,7 +80,12 @@ final class Member implements AutoCloseable {
                     events.add("lost " + sorted(partitions));
                     pending.keySet().removeAll(partitions);
                 }
-            });
+            };
+            if (pattern != null) {
+                consumer.subscribe(pattern, listener);
+            } else {
+                consumer.subscribe(List.of(topic), listener);
+            }
             while (!stopping) {
                 ConsumerRecords<String, String> batch = consumer.poll(Duration.ofMillis(100));
                 batch.forEach(records::add);
