@@ -1,11 +1,15 @@
 """Helpers for the client tests: a real `sluice serve` process, and client conveniences.
 
 The broker is the built binary ($SLUICE_BIN, else $CARGO_TARGET_DIR/debug/sluice, else
-target/debug/sluice), started on free loopback ports with a fresh data directory.
+target/debug/sluice), started on free loopback ports with a fresh data directory; with
+`pytest --broker kafka`, Apache Kafka instead (KafkaPeer, started by scripts/kafka.sh).
 """
 
+import atexit
 import ctypes
+import gc
 import http.client
+import json
 import logging
 import os
 import random
@@ -215,6 +219,15 @@ class Broker:
         self.kill9()
         return self.start()
 
+    def restart_with(self, settings):
+        """Clean stop, then start again (same data directory and ports) with broker settings
+        {name: value} (Kafka's names; a config file, as `--config` reads it)."""
+        conf = self.workdir / f"{self.name}-settings.toml"
+        conf.write_text("".join(f"{json.dumps(k)} = {json.dumps(v)}\n" for k, v in settings.items()))
+        self.stop()
+        self.extra_args = ["--config", str(conf)]
+        return self.start()
+
     def stop(self):
         """SIGTERM and wait for a clean exit; SIGKILL after BROKER_STOP_TIMEOUT_S.
 
@@ -259,6 +272,183 @@ class Broker:
         if len(text) > LOG_TAIL_BYTES:
             return f"[... {len(text) - LOG_TAIL_BYTES} bytes cut ...]\n" + text[-LOG_TAIL_BYTES:]
         return text
+
+
+KAFKA_SH = REPO_ROOT / "scripts" / "kafka.sh"
+KAFKA_START_TIMEOUT_S = 90.0  # scripts/kafka.sh waits up to 60 s for readiness, plus format
+KAFKA_STOP_TIMEOUT_S = 45.0
+
+
+def _pid_alive(pid):
+    """Exists and is not a zombie (a Kafka started by scripts/kafka.sh is no child of ours)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:][:1] != "Z"
+
+
+class KafkaPeer:
+    """Apache Kafka (single-node KRaft, scripts/kafka.sh) behind the same interface as Broker, for
+    `pytest tests/clients --broker kafka`: start, stop, kill9, restart_after_crash (same
+    directory and ports), alive, bootstrap/host/port, log_text/log_tail, problems."""
+
+    def __init__(self, workdir, name="kafka", settings=None):
+        self.name = name
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = self.workdir / "data"
+        self.log_path = self.workdir / "kafka.log"
+        self.host = "127.0.0.1"
+        self.port = None
+        self.settings = dict(settings or {})  # server.properties entries for `--set`
+        self.starts = 0
+        self.problems = []
+
+    @property
+    def bootstrap(self):
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self):
+        try:
+            return int((self.workdir / "kafka.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def start(self):
+        args = [str(KAFKA_SH), "start", str(self.workdir)]
+        for key, value in self.settings.items():
+            args += ["--set", f"{key}={value}"]
+        self.starts += 1
+        done = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=KAFKA_START_TIMEOUT_S)
+        if done.returncode != 0:
+            raise BrokerError(f"scripts/kafka.sh start failed (exit {done.returncode}):\n"
+                              f"{done.stderr}\n--- kafka.log ---\n{self.log_tail()}")
+        host, _, port = done.stdout.strip().splitlines()[-1].rpartition(":")
+        port = int(port)
+        if self.port is not None and port != self.port:
+            raise BrokerError(f"Kafka restarted on port {port}, not on its old port {self.port}")
+        self.host, self.port = host, port
+        _running_peers.add(self)
+        return self
+
+    def alive(self):
+        pid = self.pid
+        return pid is not None and _pid_alive(pid)
+
+    def kill9(self):
+        pid = self.pid
+        if pid is None:
+            return
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not _pid_alive(pid), BROKER_STOP_TIMEOUT_S, f"Kafka pid {pid} to exit")
+        (self.workdir / "kafka.pid").unlink(missing_ok=True)
+
+    def restart_after_crash(self):
+        self.kill9()
+        return self.start()
+
+    def restart_with(self, settings):
+        """Clean stop, then start again (same directory and ports) with server.properties
+        entries {name: value} added."""
+        self.stop()
+        self.settings.update({k: str(v).lower() if isinstance(v, bool) else str(v)
+                              for k, v in settings.items()})
+        return self.start()
+
+    def stop(self):
+        if self.pid is None:
+            return
+        if not self.alive():
+            self.problems.append("Kafka exited on its own during the test")
+        done = subprocess.run([str(KAFKA_SH), "stop", str(self.workdir)], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=KAFKA_STOP_TIMEOUT_S)
+        if done.returncode != 0 or "SIGKILL" in done.stderr:
+            self.problems.append(f"scripts/kafka.sh stop: exit {done.returncode} {done.stderr.strip()}")
+        _running_peers.discard(self)
+
+    def log_text(self):
+        try:
+            return self.log_path.read_bytes().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self):
+        text = self.log_text()
+        if len(text) > LOG_TAIL_BYTES:
+            return f"[... {len(text) - LOG_TAIL_BYTES} bytes cut ...]\n" + text[-LOG_TAIL_BYTES:]
+        return text
+
+    def reset(self, timeout_s=30.0):
+        """Between two tests on a shared Kafka: deletes every non-internal topic and every
+        consumer group, and waits (bounded) until Metadata lists no topic, so the next test
+        starts as on a fresh broker (a new topic of the same name is a new topic)."""
+        from confluent_kafka import KafkaError, KafkaException
+        admin = admin_client(self.bootstrap)
+        groups = admin.list_consumer_groups(request_timeout=timeout_s).result(timeout_s)
+        group_ids = [g.group_id for g in groups.valid]
+        if group_ids:
+            for future in admin.delete_consumer_groups(group_ids, request_timeout=timeout_s).values():
+                try:
+                    future.result(timeout_s)
+                except Exception:  # noqa: BLE001 (a group with members left: reported below)
+                    pass
+
+        def user_topics():
+            md = admin.list_topics(timeout=timeout_s)
+            return [t for t in md.topics if not t.startswith("__")]
+        # Clients the test dropped without closing may still be collected and, until then, ask
+        # for their topics' metadata, which auto-creates them again: collect them first, and
+        # check that the empty state holds for a moment (bounded rounds).
+        gc.collect()
+        for _ in range(5):
+            topics = user_topics()
+            if topics:
+                for future in admin.delete_topics(topics, operation_timeout=timeout_s,
+                                                  request_timeout=timeout_s).values():
+                    try:
+                        future.result(timeout_s)
+                    except KafkaException as e:
+                        if e.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                            raise
+            wait_until(lambda: not user_topics(), timeout_s, "the shared Kafka to list no topic")
+            time.sleep(0.5)
+            if not user_topics():
+                return
+        raise BrokerError(f"topics keep coming back on the shared Kafka: {user_topics()}")
+
+
+class SharedKafka(KafkaPeer):
+    """One Kafka for the tests that only talk to it (no stop, kill or restart): a start costs
+    Kafka seconds, a reset between tests a fraction of one. Tests that stop or restart the broker
+    are marked `own_broker` and get a KafkaPeer of their own."""
+
+    def _refuse(self, *args, **kwargs):
+        raise BrokerError("this test stops or restarts the broker: mark it "
+                          "@pytest.mark.own_broker so it gets a broker of its own under --broker kafka")
+
+    kill9 = restart_after_crash = restart_with = _refuse
+
+
+_running_peers = set()
+
+
+def _stop_leftover_peers():
+    """Kafka runs detached from pytest (scripts/kafka.sh uses setsid): if pytest ends without a
+    fixture's teardown (an interrupted run), kill what it started, by pid."""
+    for peer in list(_running_peers):
+        pid = peer.pid
+        if pid is not None and _pid_alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+atexit.register(_stop_leftover_peers)
 
 
 def wait_until(predicate, timeout_s, what):

@@ -2,7 +2,11 @@
 
 import subprocess
 
+import pytest
+
 from sluicetest import admin_client, free_port, sluice_binary, wait_for_partitions
+
+pytestmark = pytest.mark.sluice_only(reason="Sluice's own CLI (`sluice topic/produce/consume/bench`)")
 
 CLI_TIMEOUT_S = 30
 

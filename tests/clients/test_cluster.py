@@ -39,6 +39,7 @@ from sluicecluster import Cluster, netem_available, netns_available, wait_for_le
 from sluicetest import LIBRDKAFKA_LOGGER, admin_client, sluice_binary, wait_until
 
 pytestmark = [
+    pytest.mark.sluice_only(reason="a cluster of sluice nodes, driven by `sluice cluster`/`sluice partition`"),
     pytest.mark.skipif(not netns_available(), reason="needs root to create network namespaces"),
     # Three or four brokers, elections and a 30 s fault schedule: more than the suite's 60 s.
     pytest.mark.timeout(240),

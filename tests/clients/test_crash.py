@@ -27,6 +27,8 @@ from confluent_kafka import KafkaException, Producer, TopicPartition
 
 from sluicetest import LIBRDKAFKA_LOGGER, consume_all, consumer, create_topic
 
+pytestmark = pytest.mark.sluice_only(reason='20 kill -9 cycles of the sluice process on its data directory')
+
 TOPIC = "crash"
 PARTITIONS = 3
 CYCLES = int(os.environ.get("SLUICE_CRASH_CYCLES", "20"))

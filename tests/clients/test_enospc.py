@@ -15,6 +15,8 @@ import pytest
 import kafkawire as kw
 from sluicetest import Broker, consume_all, create_topic
 
+pytestmark = pytest.mark.sluice_only(reason="ENOSPC on a tmpfs holding sluice's data directory (starts `sluice serve` itself)")
+
 TMPFS_BYTES = 8 * 1024 * 1024
 FILLER_BYTES = 2 * 1024 * 1024
 RECORD_BYTES = 8 * 1024

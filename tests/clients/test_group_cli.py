@@ -8,9 +8,12 @@ messages the reset points it to.
 import subprocess
 import time
 
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from sluicetest import create_topic, sluice_binary
+
+pytestmark = pytest.mark.sluice_only(reason="Sluice's own CLI (`sluice group ...`)")
 
 CLI_TIMEOUT_S = 30
 TOPIC = "replay"

@@ -16,6 +16,8 @@ import pytest
 
 from sluicetest import (LIBRDKAFKA_LOGGER, create_topic, free_port, wait_until)
 
+pytestmark = pytest.mark.sluice_only(reason="sluice's /metrics endpoint on its admin port")
+
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
 PROMETHEUS_START_TIMEOUT_S = 30.0
 PROMETHEUS_QUERY_TIMEOUT_S = 30.0

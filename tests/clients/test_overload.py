@@ -8,7 +8,12 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from sluicetest import Broker, sluice_binary
+
+pytestmark = pytest.mark.sluice_only(
+    reason="sluice's per-shard request memory budget, its /metrics and RSS (starts `sluice serve` itself)")
 
 BUDGET_BYTES = 1024 * 1024  # about one ~1 MB produce request per shard at a time
 

@@ -8,6 +8,8 @@ from confluent_kafka import Producer
 
 from sluicetest import LIBRDKAFKA_LOGGER, consume_all, create_topic
 
+pytestmark = pytest.mark.own_broker  # every test here kills or stops the broker
+
 TOPIC = "durable"
 PARTITIONS = 3
 N = 2000
