@@ -10,12 +10,16 @@
 #   2. a Python venv at .venv with the pinned clients of tests/clients/requirements.txt;
 #   3. `cargo build` of the `sluice` binary;
 #   4. `cargo test` (unit tests and the tests/it integration binary);
-#   5. `pytest tests/clients` against the built binary (real Kafka clients, raw sockets).
+#   5. `pytest tests/clients` against the built binary (real Kafka clients, raw sockets);
+#   6. the same tests against Apache Kafka 4.x (`pytest tests/clients --broker kafka`, the broker
+#      from scripts/kafka.sh; Java and Maven installed when missing, Kafka's jars resolved into
+#      ~/.m2 on the first run), so the suite stays a spec that Kafka itself meets.
 # Re-running is quick: every install step is skipped when already satisfied.
 # Works from any directory. Exits non-zero on the first failure.
 #
 # Environment: CARGO_TARGET_DIR (respected), PYTHON (interpreter for the venv, default python3),
-# SLUICE_TEST_PYTEST_ARGS (extra pytest arguments, e.g. "-k kcat").
+# SLUICE_TEST_PYTEST_ARGS (extra pytest arguments, e.g. "-k kcat"; used by steps 5 and 6),
+# SLUICE_TEST_KAFKA=0 (skip step 6).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,7 +34,7 @@ VENV="$ROOT/.venv"
 REQUIREMENTS="$ROOT/tests/clients/requirements.txt"
 
 # ---------------------------------------------------------------------------------------------
-section "1/5 system packages"
+section "1/6 system packages"
 missing=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
@@ -66,7 +70,7 @@ echo "python:  $("$PYTHON" --version 2>&1) ($(command -v "$PYTHON"))"
 echo "kcat:    $(kcat -V 2>&1 | grep -m1 Version || true)"
 
 # ---------------------------------------------------------------------------------------------
-section "2/5 python venv (.venv)"
+section "2/6 python venv (.venv)"
 stamp_want="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1) $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
 stamp_file="$VENV/.sluice-requirements"
 venv_ok() {
@@ -114,7 +118,7 @@ mvn -B -q -Dstyle.color=never -f "$ROOT/tests/java/pom.xml" test-compile depende
 echo "java:    $(javac -version 2>&1), $(mvn -v 2>/dev/null | head -n1 | sed 's/\x1b\[[0-9;]*m//g')"
 
 # ---------------------------------------------------------------------------------------------
-section "3/5 cargo build"
+section "3/6 cargo build"
 cargo build --locked --bin sluice
 TARGET_DIR="$(cargo metadata --locked --format-version 1 --no-deps \
     | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
@@ -124,11 +128,11 @@ export SLUICE_BIN
 echo "binary: $SLUICE_BIN"
 
 # ---------------------------------------------------------------------------------------------
-section "4/5 cargo test (unit + tests/it)"
+section "4/6 cargo test (unit + tests/it)"
 cargo test --locked
 
 # ---------------------------------------------------------------------------------------------
-section "5/5 pytest tests/clients (real clients against $SLUICE_BIN)"
+section "5/6 pytest tests/clients (real clients against $SLUICE_BIN)"
 # shellcheck disable=SC2086 # word splitting of the extra arguments is intended
 set +e
 "$VENV/bin/python" -m pytest "$ROOT/tests/clients" -v ${SLUICE_TEST_PYTEST_ARGS:-}
@@ -138,6 +142,40 @@ if [[ $rc -eq 5 ]]; then
     die "pytest collected no tests (exit 5): that is a failure"
 elif [[ $rc -ne 0 ]]; then
     die "pytest failed (exit $rc)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+if [[ "${SLUICE_TEST_KAFKA:-1}" == 0 ]]; then
+    section "6/6 pytest tests/clients --broker kafka: skipped (SLUICE_TEST_KAFKA=0)"
+else
+    section "6/6 pytest tests/clients --broker kafka (the same tests against Apache Kafka)"
+    kafka_missing=()
+    command -v java >/dev/null 2>&1 || kafka_missing+=(default-jdk-headless)
+    command -v mvn >/dev/null 2>&1 || kafka_missing+=(maven)
+    if ((${#kafka_missing[@]})); then
+        echo "installing: ${kafka_missing[*]}"
+        command -v apt-get >/dev/null 2>&1 || die "missing ${kafka_missing[*]} and no apt-get: install them by hand"
+        SUDO=()
+        if [[ $(id -u) -ne 0 ]]; then
+            command -v sudo >/dev/null 2>&1 || die "missing ${kafka_missing[*]}: run as root or install them"
+            SUDO=(sudo -n)
+        fi
+        export DEBIAN_FRONTEND=noninteractive
+        "${SUDO[@]}" apt-get update -q
+        "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${kafka_missing[@]}"
+    fi
+    echo "java:    $(java -version 2>&1 | head -n1)"
+    "$ROOT/scripts/kafka.sh" resolve
+    # shellcheck disable=SC2086 # word splitting of the extra arguments is intended
+    set +e
+    "$VENV/bin/python" -m pytest "$ROOT/tests/clients" -v --broker kafka ${SLUICE_TEST_PYTEST_ARGS:-}
+    rc=$?
+    set -e
+    if [[ $rc -eq 5 ]]; then
+        die "pytest --broker kafka collected no tests (exit 5): that is a failure"
+    elif [[ $rc -ne 0 ]]; then
+        die "pytest --broker kafka failed (exit $rc)"
+    fi
 fi
 
 section "all tests passed"
