@@ -11,8 +11,9 @@ import subprocess
 
 import pytest
 
-from sluicetest import KAFKA_SH, admin_client, consume_all, create_topic, free_port, wait_until
+from sluicetest import REPO_ROOT, admin_client, consume_all, create_topic, free_port, wait_until
 
+KAFKA_SH = REPO_ROOT / "scripts" / "kafka.sh"
 TOOL_TIMEOUT_S = 90.0
 
 
@@ -95,37 +96,8 @@ def produce(bootstrap, topic, per_partition):
     assert p.flush(30) == 0, "messages left unacknowledged"
 
 
-def unsupported_on_sluice(done, broker_kind, api):
-    """A tool failing because Sluice lacks an API: xfail on Sluice; any other failure fails."""
-    if done.returncode != 0 and broker_kind == "sluice" and f"does not support {api}" in done.stderr:
-        pytest.xfail(f"known Sluice difference: Sluice does not offer {api}")
-    assert done.returncode == 0, describe(done)
-
-
-class Gaps:
-    """Known differences of Sluice from Kafka in one test: against Kafka the check must hold;
-    against Sluice a failed check is recorded and the test ends as xfail at finish() (every
-    other step still runs and must pass). A check that holds passes on both."""
-
-    def __init__(self, broker_kind):
-        self.broker_kind = broker_kind
-        self.found = []
-
-    def check(self, ok, what):
-        if ok:
-            return
-        assert self.broker_kind == "sluice", f"against Kafka: {what}"
-        if what not in self.found:
-            self.found.append(what)
-
-    def finish(self):
-        if self.found:
-            pytest.xfail("known Sluice difference: " + "; ".join(self.found))
-
-
 @pytest.mark.timeout(180)
-def test_kafka_topics_seed_command_line(bootstrap, broker_kind):
-    gaps = Gaps(broker_kind)
+def test_kafka_topics_seed_command_line(bootstrap):
     done = tool("kafka-topics", "--create", "--topic", "orders", "--bootstrap-server", bootstrap,
                 "--partitions", "3", "--replication-factor", "1")  # the seed command line, verbatim
     assert "Created topic orders." in done.stdout, describe(done)
@@ -137,11 +109,9 @@ def test_kafka_topics_seed_command_line(bootstrap, broker_kind):
     for p in partitions:
         leader = int(p["Leader"])
         assert leader >= 0 and p["Replicas"] == str(leader) and p["Isr"] == str(leader), p
-        # Kafka 4's describe reads DescribeTopicPartitions (ELR fields, empty here); through the
-        # Metadata fallback the tool prints N/A.
-        gaps.check(p.get("Elr") == "" and p.get("LastKnownElr") == "",
-                   f"describe prints Elr/LastKnownElr {p.get('Elr')!r}/{p.get('LastKnownElr')!r} "
-                   "(Sluice does not offer DescribeTopicPartitions, API 75)")
+        # Kafka 4's describe reads DescribeTopicPartitions (API 75): ELR lists, empty here (through
+        # the Metadata fallback, when a broker lacks API 75, the tool prints N/A).
+        assert p.get("Elr") == "" and p.get("LastKnownElr") == "", p
 
     # A comma-separated --bootstrap-server with a dead address first: the tool moves on.
     dead = f"127.0.0.1:{free_port()}"
@@ -164,7 +134,6 @@ def test_kafka_topics_seed_command_line(bootstrap, broker_kind):
     assert "orders" not in topics_list(bootstrap)
     done = tool("kafka-topics", "--describe", "--topic", "orders", "--bootstrap-server", bootstrap, ok=False)
     assert done.returncode != 0 and "does not exist" in done.stdout + done.stderr, describe(done)
-    gaps.finish()
 
 
 @pytest.mark.timeout(120)
@@ -240,8 +209,7 @@ def test_kafka_consumer_groups(bootstrap):
 
 
 @pytest.mark.timeout(120)
-def test_kafka_configs(bootstrap, broker_kind):
-    gaps = Gaps(broker_kind)
+def test_kafka_configs(bootstrap):
     create_topic(bootstrap, "conf", 1)
     entity = ["--bootstrap-server", bootstrap, "--entity-type", "topics", "--entity-name", "conf"]
 
@@ -252,8 +220,8 @@ def test_kafka_configs(bootstrap, broker_kind):
     assert "Dynamic configs for topic conf are:" in done.stdout, describe(done)
     entries = [line.strip() for line in done.stdout.splitlines() if line.startswith("  ")]
     assert len(entries) == 1 and entries[0].startswith("retention.ms=3600000 sensitive=false"), describe(done)
-    gaps.check("synonyms={DYNAMIC_TOPIC_CONFIG:retention.ms=3600000}" in entries[0],
-               f"DescribeConfigs synonyms: {entries[0]!r}")
+    # DescribeConfigs with include_synonyms: the override names its source.
+    assert "synonyms={DYNAMIC_TOPIC_CONFIG:retention.ms=3600000}" in entries[0], describe(done)
 
     done = tool("kafka-configs", "--alter", *entity, "--delete-config", "retention.ms")
     assert "Completed updating config for topic conf." in done.stdout, describe(done)
@@ -263,7 +231,6 @@ def test_kafka_configs(bootstrap, broker_kind):
                for line in done.stdout.splitlines() if line.startswith("  ")}
     assert entries.get("retention.ms") == "604800000", describe(done)  # back to the default
     assert entries.get("cleanup.policy") == "delete", describe(done)
-    gaps.finish()
 
 
 @pytest.mark.timeout(120)
@@ -319,11 +286,10 @@ def test_broker_api_versions(bootstrap):
 
 
 @pytest.mark.timeout(90)
-def test_kafka_log_dirs(bootstrap, broker_kind):
+def test_kafka_log_dirs(bootstrap):
     create_topic(bootstrap, "dirs", 2)
     produce(bootstrap, "dirs", {0: ["one", "two", "three"]})
-    done = tool("kafka-log-dirs", "--bootstrap-server", bootstrap, "--describe", "--topic-list", "dirs", ok=False)
-    unsupported_on_sluice(done, broker_kind, "DESCRIBE_LOG_DIRS")
+    done = tool("kafka-log-dirs", "--bootstrap-server", bootstrap, "--describe", "--topic-list", "dirs")
     line = next((line for line in done.stdout.splitlines() if line.startswith("{")), None)
     assert line is not None, describe(done)
     brokers = json.loads(line)["brokers"]
@@ -339,13 +305,12 @@ def test_kafka_log_dirs(bootstrap, broker_kind):
 
 
 @pytest.mark.timeout(90)
-def test_kafka_leader_election(bootstrap, broker_kind):
+def test_kafka_leader_election(bootstrap):
     """A single node: every partition already has its preferred leader; Kafka says so and
     exits 0. An unknown partition is reported as not elected."""
     create_topic(bootstrap, "elect", 2)
     done = tool("kafka-leader-election", "--bootstrap-server", bootstrap, "--election-type", "preferred",
-                "--topic", "elect", "--partition", "0", ok=False)
-    unsupported_on_sluice(done, broker_kind, "ELECT_LEADERS")
+                "--topic", "elect", "--partition", "0")
     assert "Valid replica already elected for partitions elect-0" in done.stdout, describe(done)
     done = tool("kafka-leader-election", "--bootstrap-server", bootstrap, "--election-type", "preferred",
                 "--all-topic-partitions")

@@ -96,7 +96,8 @@ macro_rules! with_request_types {
             ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest,
             ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
             AlterPartitionReassignments => AlterPartitionReassignmentsRequest,
-            ListPartitionReassignments => ListPartitionReassignmentsRequest
+            ListPartitionReassignments => ListPartitionReassignmentsRequest,
+            DescribeTopicPartitions => DescribeTopicPartitionsRequest, ElectLeaders => ElectLeadersRequest
         }
     };
 }

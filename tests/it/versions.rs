@@ -174,5 +174,33 @@ fn every_supported_version_answers() {
         let resp = c.call(&ListPartitionReassignmentsRequest::default().with_timeout_ms(5000).with_topics(None), v);
         assert_eq!((resp.error_code, resp.topics.len()), (0, 0), "ListPartitionReassignments v{v}");
     }
+    for v in range(ApiKey::DescribeTopicPartitions) {
+        // Every topic ("v" and what earlier steps created, sorted), paged one partition at a time.
+        let req = DescribeTopicPartitionsRequest::default().with_response_partition_limit(1);
+        let resp = c.call(&req, v);
+        let cursor = resp.next_cursor.expect("a cursor after the first partition");
+        assert_eq!(resp.topics.iter().map(|t| t.partitions.len()).sum::<usize>(), 1, "DescribeTopicPartitions v{v}");
+        let req = DescribeTopicPartitionsRequest::default()
+            .with_topics(vec![describe_topic_partitions_request::TopicRequest::default().with_name(name("v"))])
+            .with_response_partition_limit(100)
+            .with_cursor(Some(describe_topic_partitions_request::Cursor::default().with_topic_name(name("v")).with_partition_index(1)));
+        let resp = c.call(&req, v);
+        let t = &resp.topics[0];
+        assert_eq!((t.error_code, t.topic_id, t.partitions.len(), resp.next_cursor.is_none()), (0, id, 1, true), "DescribeTopicPartitions v{v}: {resp:?}");
+        assert_eq!((t.partitions[0].partition_index, t.partitions[0].leader_id.0 >= 0, t.partitions[0].eligible_leader_replicas.as_deref()), (1, true, Some(&[][..])));
+        assert!(!cursor.topic_name.0.is_empty());
+    }
+    for v in range(ApiKey::ElectLeaders) {
+        // One node leads its partitions already: no election needed (84), unknown topic (3).
+        let req = ElectLeadersRequest::default().with_timeout_ms(5000).with_topic_partitions(Some(vec![
+            elect_leaders_request::TopicPartitions::default().with_topic(name("v")).with_partitions(vec![0, 1]),
+            elect_leaders_request::TopicPartitions::default().with_topic(name("nosuch")).with_partitions(vec![0]),
+        ]));
+        let resp = c.call(&req, v);
+        let codes: Vec<Vec<i16>> = resp.replica_election_results.iter().map(|r| r.partition_result.iter().map(|p| p.error_code).collect()).collect();
+        assert_eq!((resp.error_code, codes), (0, vec![vec![84, 84], vec![3]]), "ElectLeaders v{v}");
+        let all = c.call(&ElectLeadersRequest::default().with_timeout_ms(5000).with_topic_partitions(None), v);
+        assert!(all.replica_election_results.is_empty(), "ElectLeaders v{v} (all partitions): {all:?}");
+    }
     b.shutdown().unwrap();
 }

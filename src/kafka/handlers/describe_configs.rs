@@ -1,7 +1,7 @@
 //! DescribeConfigs for topics (resource type 2) and this broker (type 4).
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym};
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
@@ -24,9 +24,20 @@ fn entry(name: &str, value: String, source: i8, read_only: bool) -> DescribeConf
         .with_read_only(read_only)
 }
 
+/// With `include_synonyms`, Kafka lists where a set value comes from, itself first (a topic's
+/// override: `DYNAMIC_TOPIC_CONFIG:retention.ms=...`, as `kafka-configs --describe` prints it).
+/// A default value gets no synonym here (Sluice's defaults are not broker configs by Kafka's names).
+fn with_synonym(mut e: DescribeConfigsResourceResult) -> DescribeConfigsResourceResult {
+    if e.config_source != SOURCE_DEFAULT {
+        e.synonyms = vec![DescribeConfigsSynonym::default().with_name(e.name.clone()).with_value(e.value.clone()).with_source(e.config_source)];
+    }
+    e
+}
+
 pub async fn handle(ctx: RequestContext, req: DescribeConfigsRequest) -> Option<DescribeConfigsResponse> {
     let broker = ctx.shard.config();
     let mut results = Vec::new();
+    let include_synonyms = req.include_synonyms;
     for r in req.resources {
         // null (and, leniently, an empty list) asks for every config.
         let keys: Option<Vec<String>> = r.configuration_keys.filter(|k| !k.is_empty()).map(|k| k.iter().map(|s| s.to_string()).collect());
@@ -65,6 +76,9 @@ pub async fn handle(ctx: RequestContext, req: DescribeConfigsRequest) -> Option<
                 res.error_code = ResponseError::InvalidRequest.code();
                 res.error_message = Some(StrBytes::from_string(format!("resource type {other} is not supported")));
             }
+        }
+        if include_synonyms {
+            res.configs = res.configs.into_iter().map(with_synonym).collect();
         }
         results.push(res);
     }

@@ -15,7 +15,9 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_topic_partitions;
 pub mod fetch;
+pub mod elect_leaders;
 pub mod find_coordinator;
 pub mod heartbeat;
 pub mod incremental_alter_configs;
@@ -68,6 +70,8 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::IncrementalAlterConfigs, incremental_alter_configs::VERSIONS),
     spec(ApiKey::DescribeCluster, describe_cluster::VERSIONS),
     spec(ApiKey::DescribeLogDirs, describe_log_dirs::VERSIONS),
+    spec(ApiKey::DescribeTopicPartitions, describe_topic_partitions::VERSIONS),
+    spec(ApiKey::ElectLeaders, elect_leaders::VERSIONS),
     spec(ApiKey::FindCoordinator, find_coordinator::VERSIONS),
     spec(ApiKey::JoinGroup, join_group::VERSIONS),
     spec(ApiKey::SyncGroup, sync_group::VERSIONS),
@@ -198,6 +202,8 @@ async fn dispatch_api(ctx: RequestContext, body: Bytes) -> LocalBoxFuture<'stati
         ApiKey::IncrementalAlterConfigs => route(ctx, body, incremental_alter_configs::handle).boxed_local(),
         ApiKey::DescribeCluster => route(ctx, body, describe_cluster::handle).boxed_local(),
         ApiKey::DescribeLogDirs => route(ctx, body, describe_log_dirs::handle).boxed_local(),
+        ApiKey::DescribeTopicPartitions => route(ctx, body, describe_topic_partitions::handle).boxed_local(),
+        ApiKey::ElectLeaders => route(ctx, body, elect_leaders::handle).boxed_local(),
         ApiKey::FindCoordinator => route(ctx, body, find_coordinator::handle).boxed_local(),
         ApiKey::JoinGroup => route(ctx, body, join_group::handle).boxed_local(),
         ApiKey::SyncGroup => route(ctx, body, sync_group::handle).boxed_local(),
