@@ -25,6 +25,7 @@ import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.ConsumerGroupDescription;
 import org.apache.kafka.clients.admin.CreateTopicsOptions;
 import org.apache.kafka.clients.admin.DescribeClusterResult;
+import org.apache.kafka.clients.admin.DescribeConfigsOptions;
 import org.apache.kafka.clients.admin.GroupListing;
 import org.apache.kafka.clients.admin.ListGroupsOptions;
 import org.apache.kafka.clients.admin.ListOffsetsResult;
@@ -49,6 +50,8 @@ import org.apache.kafka.common.errors.GroupIdNotFoundException;
 import org.apache.kafka.common.errors.GroupSubscribedToTopicException;
 import org.apache.kafka.common.errors.InvalidConfigurationException;
 import org.apache.kafka.common.errors.InvalidPartitionsException;
+import org.apache.kafka.common.errors.InvalidReplicationFactorException;
+import org.apache.kafka.common.errors.InvalidTopicException;
 import org.apache.kafka.common.errors.OffsetOutOfRangeException;
 import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.errors.UnknownMemberIdException;
@@ -185,6 +188,67 @@ class AdminTest {
                     && retention.value().equals(c.get("retention.ms").value())
                     && "200000".equals(c.get("max.message.bytes").value());
             });
+        }
+    }
+
+    @Test
+    void configListOpsSynonymsBrokerConfigsAndInvalidTopics() throws Exception {
+        String t = Env.unique("adm-config2");
+        ConfigResource res = new ConfigResource(ConfigResource.Type.TOPIC, t);
+        try (Admin admin = Env.admin()) {
+            Env.createTopic(admin, t, 1);
+            // APPEND and SUBTRACT on a list-valued config.
+            // Sluice differs: refuses APPEND/SUBTRACT (no list-valued topic configs); see
+            // /work/notes/kafka-diffs.md, "AdminTest.configListOpsSynonymsBrokerConfigsAndInvalidTopics".
+            if (!Env.isSluice()) {
+            get(admin.incrementalAlterConfigs(Map.of(res, List.of(
+                new AlterConfigOp(new ConfigEntry("cleanup.policy", "compact"), AlterConfigOp.OpType.APPEND)))).all());
+            Env.waitUntil(WAIT, "cleanup.policy=delete,compact after APPEND compact",
+                () -> "delete,compact".equals(describe(admin, res).get("cleanup.policy").value()));
+            get(admin.incrementalAlterConfigs(Map.of(res, List.of(
+                new AlterConfigOp(new ConfigEntry("cleanup.policy", "delete"), AlterConfigOp.OpType.SUBTRACT)))).all());
+            Env.waitUntil(WAIT, "cleanup.policy=compact after SUBTRACT delete",
+                () -> "compact".equals(describe(admin, res).get("cleanup.policy").value()));
+            }
+
+            // Synonyms: a topic override names the broker default below it.
+            get(admin.incrementalAlterConfigs(Map.of(res, List.of(
+                new AlterConfigOp(new ConfigEntry("retention.ms", "600000"), AlterConfigOp.OpType.SET)))).all());
+            ConfigEntry retention = Env.waitUntil(WAIT, "retention.ms=600000 with synonyms", () -> {
+                try {
+                    ConfigEntry e = get(admin.describeConfigs(List.of(res),
+                        new DescribeConfigsOptions().includeSynonyms(true)).all()).get(res).get("retention.ms");
+                    return "600000".equals(e.value()) ? e : null;
+                } catch (Exception ex) {
+                    throw new AssertionError(ex);
+                }
+            });
+            // Sluice differs: no synonyms and type UNKNOWN; see /work/notes/kafka-diffs.md,
+            // "AdminTest.configListOpsSynonymsBrokerConfigsAndInvalidTopics".
+            if (!Env.isSluice()) {
+                List<ConfigEntry.ConfigSynonym> syn = retention.synonyms();
+                assertFalse(syn.isEmpty(), "synonyms of retention.ms: " + retention);
+                assertEquals(ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG, syn.get(0).source(), "first synonym: " + syn);
+                assertEquals("retention.ms", syn.get(0).name());
+                assertEquals("600000", syn.get(0).value());
+                assertEquals(ConfigEntry.ConfigType.LONG, retention.type(), "type of retention.ms: " + retention);
+            }
+
+            // The broker's own configs.
+            Node node = get(admin.describeCluster().nodes()).iterator().next();
+            ConfigResource broker = new ConfigResource(ConfigResource.Type.BROKER, String.valueOf(node.id()));
+            Config bc = get(admin.describeConfigs(List.of(broker)).all()).get(broker);
+            assertNotNull(bc.get("message.max.bytes"), "broker config message.max.bytes: " + bc);
+            assertNotNull(bc.get("num.partitions"), "broker config num.partitions");
+
+            // Refused topics.
+            Throwable rf = failureOf(admin.createTopics(List.of(new NewTopic(Env.unique("adm-rf"), 1, (short) 3))).all());
+            assertInstanceOf(InvalidReplicationFactorException.class, rf, "replication factor 3 on one broker");
+            Throwable name = failureOf(admin.createTopics(List.of(new NewTopic("bad name!", 1, (short) 1))).all());
+            assertInstanceOf(InvalidTopicException.class, name, "an invalid topic name");
+            Throwable cfg = failureOf(admin.createTopics(List.of(new NewTopic(Env.unique("adm-badcfg"), 1, (short) 1)
+                .configs(Map.of("no.such.config", "1")))).all());
+            assertInstanceOf(InvalidConfigurationException.class, cfg, "an unknown topic config");
         }
     }
 
