@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.time.Duration;
 import java.util.ArrayList;
@@ -30,6 +31,8 @@ import org.apache.kafka.common.errors.RecordTooLargeException;
 import org.apache.kafka.common.header.internals.RecordHeader;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 /** Offsets by time, tiny fetch limits, null keys/values, and a record above message.max.bytes. */
 @Timeout(90)
@@ -174,6 +177,34 @@ class FetchAndOffsetsTest {
             assertEquals(1_000_000, got.get(0).value().length());
             assertNotNull(got.get(1).value());
             assertEquals("z", got.get(1).value());
+        }
+    }
+
+    @ParameterizedTest(name = "group.protocol={0}")
+    @ValueSource(strings = {"classic", "consumer"})
+    void autoCommitAndMetadataCalls(String protocol) throws Exception {
+        String t = Env.unique("autocommit-" + protocol);
+        String group = Env.unique("g-autocommit-" + protocol);
+        try (Admin admin = Env.admin()) {
+            Env.createTopic(admin, t, 2);
+            Env.produceToPartitions(t, 2, 10, "a");
+            Map<String, Object> conf = new HashMap<>();
+            conf.put(ConsumerConfig.GROUP_ID_CONFIG, group);
+            conf.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, protocol);
+            conf.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, true);
+            conf.put(ConsumerConfig.AUTO_COMMIT_INTERVAL_MS_CONFIG, 200);
+            try (KafkaConsumer<String, String> c = Env.consumer(conf)) {
+                assertEquals(2, c.partitionsFor(t, Env.OP).size(), "partitionsFor");
+                assertTrue(c.listTopics(Env.OP).containsKey(t), "listTopics");
+                c.subscribe(List.of(t));
+                List<ConsumerRecord<String, String>> got = read(c, 20);
+                assertEquals(20, got.size());
+            } // close commits what was consumed
+            Map<TopicPartition, Long> committed = new HashMap<>();
+            admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get(Env.OP_MS, TimeUnit.MILLISECONDS)
+                .forEach((tp, om) -> committed.put(tp, om.offset()));
+            assertEquals(Map.of(new TopicPartition(t, 0), 10L, new TopicPartition(t, 1), 10L), committed,
+                "auto-committed offsets after close");
         }
     }
 }
