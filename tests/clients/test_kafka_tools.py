@@ -253,6 +253,20 @@ def test_get_offsets_and_delete_records(bootstrap, tmp_path):
     assert [m.value() for m in consume_all(bootstrap, "trim", 2)] == [f"x{i}".encode() for i in range(2, 5)]
 
 
+@pytest.mark.timeout(120)
+def test_get_offsets_by_timestamp(bootstrap):
+    """--time -3 (max timestamp) and --time <ms>: Kafka answers with the first *record* that has
+    the largest timestamp / a timestamp at or after the time, also inside one batch."""
+    from confluent_kafka import Producer
+    create_topic(bootstrap, "stamps", 1)
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 200})  # one batch
+    for i, ts in enumerate([1000, 3000, 3000, 2000]):
+        p.produce("stamps", value=f"s{i}".encode(), partition=0, timestamp=ts)
+    assert p.flush(30) == 0
+    assert get_offsets(bootstrap, "stamps", -3) == {0: 1}
+    assert get_offsets(bootstrap, "stamps", 1500) == {0: 1}
+
+
 @pytest.mark.timeout(240)
 def test_perf_tests(bootstrap):
     create_topic(bootstrap, "perf", 3)

@@ -37,9 +37,9 @@ pub async fn handle(ctx: RequestContext, req: ListOffsetsRequest) -> Option<List
                 match ts {
                     LATEST => Ok((-1, log.high_watermark())),
                     EARLIEST => Ok((-1, log.log_start_offset())),
-                    MAX_TIMESTAMP => Ok(log.max_timestamp()),
+                    MAX_TIMESTAMP => Ok(max_timestamp_record(&log).await),
                     ts if ts >= 0 => match log.offset_for_timestamp(ts).await {
-                        Ok(Some((batch_offset, batch_ts))) => Ok(first_record_at_or_after(&log, batch_offset, ts).await.unwrap_or((batch_ts, batch_offset))),
+                        Ok(Some((batch_offset, batch_ts))) => Ok(first_record_at_or_after(&log, batch_offset, ts, batch_offset).await.unwrap_or((batch_ts, batch_offset))),
                         Ok(None) => Ok((-1, -1)),
                         Err(e) => Err((error::storage(&e), e.to_string())),
                     },
@@ -62,17 +62,30 @@ pub async fn handle(ctx: RequestContext, req: ListOffsetsRequest) -> Option<List
     Some(ListOffsetsResponse::default().with_topics(topics))
 }
 
+/// MAX_TIMESTAMP (-3): storage knows the largest timestamp and the batch carrying it first;
+/// Kafka (since 3.8, KAFKA-16310) answers with the first *record* of that batch with that
+/// timestamp, not the batch's last offset, so look inside the batch as for a timestamp lookup.
+/// (Falls back to the batch's last offset when the batch cannot be read.)
+async fn max_timestamp_record(log: &crate::storage::PartitionLog) -> (i64, i64) {
+    let (ts, batch_last) = log.max_timestamp();
+    if batch_last < 0 {
+        return (ts, batch_last);
+    }
+    first_record_at_or_after(log, batch_last, ts, log.log_start_offset()).await.unwrap_or((ts, batch_last))
+}
+
 /// Storage finds the first batch whose max timestamp is at or after `ts`; Kafka answers with
 /// the first *record* at or after it, so look inside that batch, streaming through its codec
 /// (protocol/records.rs). None when the batch cannot be read or decoded, or would inflate past
 /// `TIMESTAMP_LOOKUP_DECOMPRESSED_BYTES_MAX` (a compression bomb): the caller then answers with
 /// the batch's base offset, which is at or before the exact answer, so a consumer seeking there
 /// misses nothing (it reads a few earlier records of that batch too).
-async fn first_record_at_or_after(log: &crate::storage::PartitionLog, batch_offset: i64, ts: i64) -> Option<(i64, i64)> {
+/// `batch_offset` is any offset of the batch to look in; records below `min_offset` are skipped.
+async fn first_record_at_or_after(log: &crate::storage::PartitionLog, batch_offset: i64, ts: i64, min_offset: i64) -> Option<(i64, i64)> {
     let slice = log.read(batch_offset, 1, true).await.ok()?;
     let bytes = super::fetch::read_slice(&slice).await.ok()?;
     let limit = crate::limits::TIMESTAMP_LOOKUP_DECOMPRESSED_BYTES_MAX;
-    match crate::protocol::records::first_record_at_or_after(&bytes, ts, batch_offset, limit) {
+    match crate::protocol::records::first_record_at_or_after(&bytes, ts, min_offset, limit) {
         Ok(found) => found,
         Err(e) => {
             if crate::metrics::log_allowed("list_offsets.batch_undecodable") {
