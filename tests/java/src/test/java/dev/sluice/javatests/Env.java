@@ -84,8 +84,10 @@ final class Env {
         p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
         p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
         p.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, (int) OP_MS);
-        p.put(ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG, (int) OP_MS);
-        p.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, 30_000);
+        // Generous: on a loaded 2-core machine a broker (Kafka's JVM above all) can stall for
+        // seconds; a record still fails within a minute.
+        p.put(ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG, 30_000);
+        p.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, 60_000);
         p.put(ProducerConfig.LINGER_MS_CONFIG, 5);
         p.putAll(extra);
         return new KafkaProducer<>(p);
