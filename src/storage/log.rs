@@ -1296,6 +1296,22 @@ impl PartitionLog {
     pub fn high_watermark(&self) -> i64 {
         self.inner.state.borrow().hwm
     }
+    /// The idempotent producers this partition remembers (DescribeProducers): (producer id,
+    /// epoch, last sequence, max timestamp of its last batch), by producer id.
+    pub fn producers(&self) -> Vec<(i64, i16, i32, i64)> {
+        let st = self.inner.state.borrow();
+        let mut v: Vec<_> = st
+            .producers
+            .map
+            .iter()
+            .map(|(&id, e)| {
+                let last = e.batches.back();
+                (id, e.epoch, last.map_or(-1, |b| b.last_seq), last.map_or(-1, |b| b.max_timestamp))
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    }
     /// Every offset below this has been fdatasynced.
     pub fn durable_offset(&self) -> i64 {
         self.inner.state.borrow().durable

@@ -333,3 +333,22 @@ def test_kafka_leader_election(bootstrap):
                 "--topic", "nosuch", "--partition", "0", ok=False)
     out = done.stdout + done.stderr
     assert "UnknownTopicOrPartitionException" in out and "1 replica(s) could not be elected" in out, describe(done)
+
+
+@pytest.mark.timeout(90)
+def test_kafka_transactions_tool(bootstrap):
+    """`kafka-transactions describe-producers` lists a partition's idempotent producer (id,
+    epoch, last sequence, no transaction); `list` shows no transaction (none was started)."""
+    create_topic(bootstrap, "idem", 1)
+    produce(bootstrap, "idem", {0: [f"i{i}" for i in range(4)]})  # idempotent: sequences 0..3
+    done = tool("kafka-transactions", "--bootstrap-server", bootstrap, "describe-producers",
+                "--topic", "idem", "--partition", "0")
+    rows = table(done.stdout, "ProducerId")
+    assert len(rows) == 1, describe(done)
+    row = rows[0]
+    assert int(row["ProducerId"]) >= 0 and int(row["ProducerEpoch"]) >= 0, describe(done)
+    assert row["LastSequence"] == "3" and row["LatestCoordinatorEpoch"] == "-1", describe(done)
+    assert row["CurrentTransactionStartOffset"] == "None" and int(row["LastTimestamp"]) > 0, describe(done)
+
+    done = tool("kafka-transactions", "--bootstrap-server", bootstrap, "list")
+    assert done.stdout.split() == ["TransactionalId", "Coordinator", "ProducerId", "TransactionState"], describe(done)

@@ -97,7 +97,8 @@ macro_rules! with_request_types {
             ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
             AlterPartitionReassignments => AlterPartitionReassignmentsRequest,
             ListPartitionReassignments => ListPartitionReassignmentsRequest,
-            DescribeTopicPartitions => DescribeTopicPartitionsRequest, ElectLeaders => ElectLeadersRequest
+            DescribeTopicPartitions => DescribeTopicPartitionsRequest, ElectLeaders => ElectLeadersRequest,
+            DescribeProducers => DescribeProducersRequest, ListTransactions => ListTransactionsRequest
         }
     };
 }

@@ -202,5 +202,31 @@ fn every_supported_version_answers() {
         let all = c.call(&ElectLeadersRequest::default().with_timeout_ms(5000).with_topic_partitions(None), v);
         assert!(all.replica_election_results.is_empty(), "ElectLeaders v{v} (all partitions): {all:?}");
     }
+    // An idempotent producer (id 4242, epoch 3) writes partition 1 twice (sequences 0..=2).
+    for seq in [0, 2] {
+        let values: &[&[u8]] = if seq == 0 { &[b"p", b"q"] } else { &[b"r"] };
+        let records = wire::batch_with(values, Compression::None, 4242, 3, seq);
+        let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default()
+            .with_name(name("v"))
+            .with_partition_data(vec![PartitionProduceData::default().with_index(1).with_records(Some(records))])]);
+        assert_eq!(c.call(&req, 9).responses[0].partition_responses[0].error_code, 0, "idempotent Produce seq {seq}");
+    }
+    for v in range(ApiKey::DescribeProducers) {
+        let req = DescribeProducersRequest::default().with_topics(vec![
+            describe_producers_request::TopicRequest::default().with_name(name("v")).with_partition_indexes(vec![1, 0, 7]),
+        ]);
+        let resp = c.call(&req, v);
+        let ps = &resp.topics[0].partitions;
+        assert_eq!(ps.iter().map(|p| p.error_code).collect::<Vec<_>>(), vec![0, 0, 3], "DescribeProducers v{v}: {resp:?}");
+        let mine: Vec<_> = ps[0].active_producers.iter().map(|s| (s.producer_id.0, s.producer_epoch, s.last_sequence, s.current_txn_start_offset)).collect();
+        assert_eq!(mine, vec![(4242, 3, 2, -1)], "DescribeProducers v{v}: {resp:?}");
+        assert!(ps[0].active_producers[0].last_timestamp > 0);
+    }
+    for v in range(ApiKey::ListTransactions) {
+        let req = ListTransactionsRequest::default().with_state_filters(vec![StrBytes::from_static_str("Ongoing"), StrBytes::from_static_str("Bogus")]);
+        let resp = c.call(&req, v);
+        assert_eq!((resp.error_code, resp.transaction_states.len()), (0, 0), "ListTransactions v{v}");
+        assert_eq!(resp.unknown_state_filters, vec![StrBytes::from_static_str("Bogus")], "ListTransactions v{v}");
+    }
     b.shutdown().unwrap();
 }

@@ -15,6 +15,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod describe_topic_partitions;
 pub mod fetch;
 pub mod elect_leaders;
@@ -27,6 +28,7 @@ pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
 pub mod list_partition_reassignments;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -72,6 +74,8 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::DescribeLogDirs, describe_log_dirs::VERSIONS),
     spec(ApiKey::DescribeTopicPartitions, describe_topic_partitions::VERSIONS),
     spec(ApiKey::ElectLeaders, elect_leaders::VERSIONS),
+    spec(ApiKey::DescribeProducers, describe_producers::VERSIONS),
+    spec(ApiKey::ListTransactions, list_transactions::VERSIONS),
     spec(ApiKey::FindCoordinator, find_coordinator::VERSIONS),
     spec(ApiKey::JoinGroup, join_group::VERSIONS),
     spec(ApiKey::SyncGroup, sync_group::VERSIONS),
@@ -204,6 +208,8 @@ async fn dispatch_api(ctx: RequestContext, body: Bytes) -> LocalBoxFuture<'stati
         ApiKey::DescribeLogDirs => route(ctx, body, describe_log_dirs::handle).boxed_local(),
         ApiKey::DescribeTopicPartitions => route(ctx, body, describe_topic_partitions::handle).boxed_local(),
         ApiKey::ElectLeaders => route(ctx, body, elect_leaders::handle).boxed_local(),
+        ApiKey::DescribeProducers => route(ctx, body, describe_producers::handle).boxed_local(),
+        ApiKey::ListTransactions => route(ctx, body, list_transactions::handle).boxed_local(),
         ApiKey::FindCoordinator => route(ctx, body, find_coordinator::handle).boxed_local(),
         ApiKey::JoinGroup => route(ctx, body, join_group::handle).boxed_local(),
         ApiKey::SyncGroup => route(ctx, body, sync_group::handle).boxed_local(),
