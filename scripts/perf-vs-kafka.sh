@@ -55,6 +55,235 @@ RELAXED_FLUSH=${RELAXED_FLUSH:-1000000000000}
 SIZE=1024
 PARTS=3
 LOAD_TIMEOUT=${LOAD_TIMEOUT:-45}
+# --- the report (also written by the EXIT trap when a run stops early) ---------------------------
+write_report() {
+python3 - "$RAW" "$REPORT" "$SIZE" "$N_RECORDS" "$WARMUP" "$DURATION" <<'PY'
+import json, os, statistics, sys
+raw, report, size, n_records = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+secs = lambda t: float(t[:-2]) / 1000 if t.endswith("ms") else float(t.rstrip("s"))
+span = secs(sys.argv[5]) + secs(sys.argv[6])
+rows = [json.loads(l) for l in open(f"{raw}/measurements.jsonl")]
+machine = dict(l.rstrip("\n").split(": ", 1) for l in open(f"{raw}/machine.txt") if ": " in l)
+labels = {
+    "kafka-flush1": "Kafka, `log.flush.interval.messages=1`",
+    "sluice-durable": "Sluice, default (fdatasync before ack)",
+    "kafka-default": "Kafka, default (no fsync)",
+    "sluice-relaxed": "Sluice, `log.flush.interval.messages` huge (no fsync)",
+    "kafka3-flush1": "Kafka ×3, `log.flush.interval.messages=1`",
+    "kafka3-default": "Kafka ×3, default flush",
+    "sluice3": "Sluice ×3 (Raft, majority fdatasync)",
+}
+
+def fmt(v, nd=0):
+    if v is None: return "-"
+    return f"{v:,.{nd}f}"
+
+def stat(vals, nd=0):
+    vals = [v for v in vals if v is not None]
+    if not vals: return "failed"
+    m = statistics.median(vals)
+    if len(vals) == 1: return fmt(m, nd)
+    return f"{fmt(m, nd)} ({fmt(min(vals), nd)}–{fmt(max(vals), nd)})"
+
+def med(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+def parse_producer(path):
+    # "300000 records sent, 85000.1 records/sec (83.01 MB/sec), ..."
+    lines = open(path, errors="replace").read().splitlines()
+    for line in reversed(lines):
+        if "records sent" in line and "99.9th" in line:
+            p = line.split()
+            return {"msgs": int(p[0]), "msgs_s": float(p[3]), "mb_s": float(p[5].strip("("))}
+    # timed out: the periodic lines (records acknowledged in each window and their rate)
+    n = t = 0.0
+    for line in lines:
+        if "records sent" in line:
+            p = line.split()
+            try:
+                n += int(p[0]); t += int(p[0]) / float(p[3])
+            except (ValueError, ZeroDivisionError):
+                pass
+    if n and t:
+        return {"msgs": int(n), "msgs_s": n / t, "mb_s": n * size / 1048576 / t, "partial": True}
+    return None
+
+def parse_consumer(path):
+    lines = [l for l in open(path, errors="replace").read().splitlines() if l.strip()]
+    head = next((i for i, l in enumerate(lines) if l.startswith("start.time")), None)
+    if head is None or head + 1 >= len(lines): return None
+    keys = [k.strip() for k in lines[head].split(",")]
+    vals = [v.strip() for v in lines[head + 1].split(",")]
+    d = dict(zip(keys, vals))
+    try:
+        return {"msgs": int(d["data.consumed.in.nMsg"]), "mb": float(d["data.consumed.in.MB"]),
+                "fetch_mb_s": float(d["fetch.MB.sec"]), "fetch_msgs_s": float(d["fetch.nMsg.sec"]),
+                "mb_s": float(d["MB.sec"])}
+    except (KeyError, ValueError):
+        return None
+
+def parse_bench(path):
+    try: d = json.load(open(path))
+    except (OSError, ValueError): return None
+    if "throughput" not in d and "workload" in d:
+        d = d["workload"]["phases"][-1]["results"]
+    d["_span_s"] = span
+    return d
+
+last = {}
+for i, r in enumerate(rows):
+    last[(r["class"], r.get("setup"), r["test"], r.get("rep"))] = i
+retried = [r for i, r in enumerate(rows) if last[(r["class"], r.get("setup"), r["test"], r.get("rep"))] != i]
+failed = [r for r in rows if r.get("rc", 0) != 0]
+rows = [r for i, r in enumerate(rows) if last[(r["class"], r.get("setup"), r["test"], r.get("rep"))] == i]
+params = dict(kv.split("=", 1) for kv in machine.get("params", "").split())
+n_records = int(params.get("N_RECORDS", n_records))
+classes = []
+for r in rows:
+    if r["class"] not in classes: classes.append(r["class"])
+
+out = []
+w = out.append
+w(f"# Sluice vs Apache Kafka, side by side, {machine.get('started', '')[:10]}")
+w("")
+w(os.environ.get("NOTE") or "One run of `scripts/perf-vs-kafka.sh`. Absolute figures move between machines and hours "
+  "(see the load averages below); the ratios within one class, measured side by side, are the point.")
+w("")
+w("## Machine, versions, parameters")
+w("")
+for k in ["cpu", "cores", "ram", "kernel", "fs of the data dir", "java", "kafka", "sluice", "params",
+          "started", "finished", "uptime before", "uptime after"]:
+    w(f"- {k}: {machine.get(k, '?')}")
+w(f"- 1-minute load average during the run (`{os.path.basename(raw)}/load.log`): "
+  + ", ".join(l.split()[0] + " " + l.split()[1] for l in open(f"{raw}/load.log")))
+w("")
+w("## Commands")
+w("")
+w("```sh")
+w("scripts/perf-vs-kafka.sh    # everything below, in this order; exact argv of each step in "
+  f"{os.path.basename(raw)}/commands.log")
+w(f"# topic: sluice topic create pvk-perf --partitions 3 --replication-factor RF --bootstrap B")
+w(f"# producer: scripts/kafka.sh tool kafka-producer-perf-test --topic pvk-perf --num-records {n_records} \\")
+w(f"#   --record-size {size} --throughput -1 --bootstrap-server B --command-property acks=all")
+w(f"# consumer: scripts/kafka.sh tool kafka-consumer-perf-test --bootstrap-server B --topic pvk-perf \\")
+w(f"#   --num-records {n_records} --group pvk-consumer-REP --timeout 10000")
+w(f"# max:      sluice bench --bootstrap B --topics 1 --partitions 3 --message-size {size} --acks all \\")
+w(f"#   --replication-factor RF --rate 0 --warmup W --duration D --quiet --json F")
+w(f"# latency:  the same with --rate R, R = 10 % and 50 % of Kafka's median `max` in that class")
+w("```")
+w("")
+w("Each class runs its two brokers at the same time and alternates every load between them "
+  "(Kafka first in odd repeats, Sluice first in even ones). Cells are the median over the repeats "
+  "with the range (min–max) in brackets. Broker CPU is utime+stime of the broker process(es) from "
+  "`/proc/<pid>/stat` before and after the load (the whole load: client start-up included), "
+  "divided by the payload bytes it moved (producer: bytes acknowledged; consumer: bytes read; "
+  "`sluice bench` max: bytes produced, each also consumed once). Producer = Kafka's Java "
+  "`kafka-producer-perf-test` with its defaults (batch.size 16 KiB, linger.ms 5) and acks=all. "
+  "Consumer = `kafka-consumer-perf-test`, fetch MB/s (excluding the group join), from the page "
+  "cache: both brokers send segment bytes to the socket without a user-space copy (Kafka: "
+  "sendfile on a PLAINTEXT listener; Sluice: io_uring splice).")
+w("")
+
+headline = []
+for cls in classes:
+    crow = [r for r in rows if r["class"] == cls and r["test"] != "rates"]
+    rates = next((r for r in rows if r["class"] == cls and r["test"] == "rates"), None)
+    setups = []
+    for r in crow:
+        if r["setup"] not in setups: setups.append(r["setup"])
+    setups.sort(key=lambda s: not s.startswith("kafka"))
+    w(f"## {cls}")
+    w("")
+    w("| broker | producer msg/s | producer MB/s | broker CPU s/GB (producer) | consumer fetch MB/s | broker CPU s/GB (consumer) | `sluice bench` max msg/s | broker CPU s/GB (max) |")
+    w("|---|---|---|---|---|---|---|---|")
+    summary = {}
+    for s in setups:
+        prod, cons, mx = [], [], []
+        for r in crow:
+            if r["setup"] != s: continue
+            f = f"{raw}/{r['out']}"
+            if r["test"] == "producer":
+                p = parse_producer(f)
+                if p and r["rc"] != 0 and not p.get("partial"): p = None
+                prod.append((p, r["broker_cpu_s"]))
+            elif r["test"] == "consumer":
+                c = parse_consumer(f) if r["rc"] == 0 else None
+                cons.append((c, r["broker_cpu_s"]))
+            elif r["test"] == "max":
+                b = parse_bench(f.replace(".txt", ".json")) if r["rc"] == 0 else None
+                mx.append((b, r["broker_cpu_s"]))
+        p_rate = [p["msgs_s"] if p else None for p, _ in prod]
+        p_mb = [p["mb_s"] if p else None for p, _ in prod]
+        p_cpu = [cpu / (p["msgs"] * size / 1e9) if p else None for p, cpu in prod]
+        c_mb = [c["fetch_mb_s"] if c else None for c, _ in cons]
+        c_cpu = [cpu / (c["mb"] * 1048576 / 1e9) if c and c["mb"] > 0 else None for c, cpu in cons]
+        m_rate = [b["throughput"]["msgs_per_s"] if b else None for b, _ in mx]
+        m_cpu = []
+        for b, cpu in mx:
+            # CPU over the whole bench (warm-up + measured + drain): per byte produced in that time,
+            # estimated as rate x (warm-up + measured)
+            if b and b.get("_span_s"):
+                m_cpu.append(cpu / (b["throughput"]["msgs_per_s"] * b["_span_s"] * size / 1e9))
+            else:
+                m_cpu.append(None)
+        summary[s] = dict(prod=med(p_rate), cons=med(c_mb), max=med(m_rate), pcpu=med(p_cpu), ccpu=med(c_cpu))
+        w(f"| {labels.get(s, s)} | {stat(p_rate)} | {stat(p_mb, 1)} | {stat(p_cpu, 1)} | {stat(c_mb, 0)} | {stat(c_cpu, 1)} | {stat(m_rate)} | {stat(m_cpu, 1)} |")
+    if len(setups) == 2 and all(summary[x]["prod"] for x in setups):
+        k, s = setups
+        ratio = lambda key: (f"{summary[s][key] / summary[k][key]:.2f}×" if summary[s][key] and summary[k][key] else "-")
+        w(f"| **Sluice / Kafka (medians)** | {ratio('prod')} | | {ratio('pcpu')} | {ratio('cons')} | {ratio('ccpu')} | {ratio('max')} | |")
+        headline.append((cls, k, s, summary))
+    w("")
+    if rates:
+        w(f"Latency with `sluice bench` (open loop, from each message's intended send time), at 10 % and 50 % "
+          f"of Kafka's median max in this class ({rates['kafka_max']:,} msg/s): ms, median over the repeats; "
+          f"p99 range in the last column.")
+        w("")
+        w("| broker | target msg/s | achieved msg/s | publish p50 / p99 / p99.9 / max | end-to-end p50 / p99 / p99.9 / max | e2e p99 range | broker CPU s/GB |")
+        w("|---|---|---|---|---|---|---|")
+        for test, rate in (("lat10", rates["r10"]), ("lat50", rates["r50"])):
+            for s in setups:
+                bs = []
+                for r in crow:
+                    if r["setup"] == s and r["test"] == test:
+                        b = parse_bench(f"{raw}/{r['out']}".replace(".txt", ".json")) if r["rc"] == 0 else None
+                        bs.append((b, r["broker_cpu_s"]))
+                ok = [(b, c) for b, c in bs if b]
+                if not ok:
+                    w(f"| {labels.get(s, s)} | {rate:,} | failed | | | | |"); continue
+                def q(key, p): return med([b[key][p] / 1000 for b, _ in ok if b[key].get(p) is not None])
+                lat = lambda key: " / ".join(fmt(q(key, p), 2) for p in ("p50", "p99", "p999", "max"))
+                e99 = [b["e2e_latency_us"]["p99"] / 1000 for b, _ in ok if b["e2e_latency_us"].get("p99") is not None]
+                got = med([b["throughput"]["msgs_per_s"] for b, _ in ok])
+                cpu = med([c / (b["throughput"]["msgs_per_s"] * b["_span_s"] * size / 1e9) for b, c in ok if b.get("_span_s")])
+                w(f"| {labels.get(s, s)} | {rate:,} | {fmt(got)} | {lat('publish_latency_us')} | {lat('e2e_latency_us')} | "
+                  f"{fmt(min(e99), 2)}–{fmt(max(e99), 2)} | {fmt(cpu, 1)} |")
+        w("")
+
+if failed:
+    w("## Loads that failed or timed out")
+    w("")
+    w("A failed `sluice bench` load is run once more; the first attempt's output is kept as "
+      "`*.failed.txt`. A producer that hit the time bound (exit 124) is counted from its periodic lines.")
+    w("")
+    for r in failed:
+        again, where = "", r["out"]
+        if any(r is x for x in retried):
+            again, where = " (run again)", where.replace(".txt", ".failed.txt")
+        w(f"- {r['class']}: {r['setup']} {r['test']} repeat {r['rep']}: exit {r['rc']}{again} (output: `{os.path.basename(raw)}/{where}`)")
+    w("")
+w("## Not measured")
+w("")
+w("- librdkafka's `rdkafka_performance`: not packaged by Debian (only the library is), and building it "
+  "from fetched source was out of scope for this script; the neutral client here is Kafka's own Java "
+  "`kafka-producer-perf-test` / `kafka-consumer-perf-test`.")
+w("")
+text = "\n".join(out) + "\n"
+open(report, "w").write(text)
+PY
+}
+
 RAW=${REPORT%.md}
 if ((REPORT_ONLY)); then
   [[ -s "$RAW/measurements.jsonl" ]] || { echo "no $RAW/measurements.jsonl" >&2; exit 1; }
@@ -97,15 +326,20 @@ stop_pids() { # SIGTERM to all at once (a KRaft quorum losing its voters one by 
   done
   for p in "$@"; do kill -KILL "$p" 2>/dev/null || true; done
 }
+REPORTED=0
 cleanup() {
   set +e
   local p d
+  if ((!REPORTED)) && [[ -s "$RAW/measurements.jsonl" ]]; then
+    echo "finished: STOPPED EARLY at $(date -u +%FT%TZ) (exit $1)" >> "$RAW/machine.txt"
+    write_report && echo "wrote $REPORT (partial)" >&2
+  fi
   stop_pids "${SLUICE_PIDS[@]}" "${KAFKA3_PIDS[@]}"
   for d in "${KAFKA_DIRS[@]}"; do scripts/kafka.sh stop "$d" >/dev/null 2>&1; done
   wait 2>/dev/null
   if [[ -n "${KEEP:-}" ]]; then echo "kept $SCRATCH" >&2; else rm -rf "$SCRATCH"; fi
 }
-trap cleanup EXIT
+trap 'cleanup $?' EXIT
 trap 'exit 130' INT TERM
 
 free_ports() { # N distinct free 127.0.0.1 ports below the ephemeral range
@@ -428,230 +662,6 @@ echo "finished: $(date -u +%FT%TZ)" >> "$RAW/machine.txt"
 
 fi  # REPORT_ONLY
 
-# --- the report --------------------------------------------------------------------------------------
-python3 - "$RAW" "$REPORT" "$SIZE" "$N_RECORDS" "$WARMUP" "$DURATION" <<'PY'
-import json, os, statistics, sys
-raw, report, size, n_records = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-secs = lambda t: float(t[:-2]) / 1000 if t.endswith("ms") else float(t.rstrip("s"))
-span = secs(sys.argv[5]) + secs(sys.argv[6])
-rows = [json.loads(l) for l in open(f"{raw}/measurements.jsonl")]
-machine = dict(l.rstrip("\n").split(": ", 1) for l in open(f"{raw}/machine.txt") if ": " in l)
-labels = {
-    "kafka-flush1": "Kafka, `log.flush.interval.messages=1`",
-    "sluice-durable": "Sluice, default (fdatasync before ack)",
-    "kafka-default": "Kafka, default (no fsync)",
-    "sluice-relaxed": "Sluice, `log.flush.interval.messages` huge (no fsync)",
-    "kafka3-flush1": "Kafka ×3, `log.flush.interval.messages=1`",
-    "kafka3-default": "Kafka ×3, default flush",
-    "sluice3": "Sluice ×3 (Raft, majority fdatasync)",
-}
-
-def fmt(v, nd=0):
-    if v is None: return "-"
-    return f"{v:,.{nd}f}"
-
-def stat(vals, nd=0):
-    vals = [v for v in vals if v is not None]
-    if not vals: return "failed"
-    m = statistics.median(vals)
-    if len(vals) == 1: return fmt(m, nd)
-    return f"{fmt(m, nd)} ({fmt(min(vals), nd)}–{fmt(max(vals), nd)})"
-
-def med(vals):
-    vals = [v for v in vals if v is not None]
-    return statistics.median(vals) if vals else None
-
-def parse_producer(path):
-    # "300000 records sent, 85000.1 records/sec (83.01 MB/sec), ..."
-    lines = open(path, errors="replace").read().splitlines()
-    for line in reversed(lines):
-        if "records sent" in line and "99.9th" in line:
-            p = line.split()
-            return {"msgs": int(p[0]), "msgs_s": float(p[3]), "mb_s": float(p[5].strip("("))}
-    # timed out: the periodic lines (records acknowledged in each window and their rate)
-    n = t = 0.0
-    for line in lines:
-        if "records sent" in line:
-            p = line.split()
-            try:
-                n += int(p[0]); t += int(p[0]) / float(p[3])
-            except (ValueError, ZeroDivisionError):
-                pass
-    if n and t:
-        return {"msgs": int(n), "msgs_s": n / t, "mb_s": n * size / 1048576 / t, "partial": True}
-    return None
-
-def parse_consumer(path):
-    lines = [l for l in open(path, errors="replace").read().splitlines() if l.strip()]
-    head = next((i for i, l in enumerate(lines) if l.startswith("start.time")), None)
-    if head is None or head + 1 >= len(lines): return None
-    keys = [k.strip() for k in lines[head].split(",")]
-    vals = [v.strip() for v in lines[head + 1].split(",")]
-    d = dict(zip(keys, vals))
-    try:
-        return {"msgs": int(d["data.consumed.in.nMsg"]), "mb": float(d["data.consumed.in.MB"]),
-                "fetch_mb_s": float(d["fetch.MB.sec"]), "fetch_msgs_s": float(d["fetch.nMsg.sec"]),
-                "mb_s": float(d["MB.sec"])}
-    except (KeyError, ValueError):
-        return None
-
-def parse_bench(path):
-    try: d = json.load(open(path))
-    except (OSError, ValueError): return None
-    if "throughput" not in d and "workload" in d:
-        d = d["workload"]["phases"][-1]["results"]
-    d["_span_s"] = span
-    return d
-
-last = {}
-for i, r in enumerate(rows):
-    last[(r["class"], r.get("setup"), r["test"], r.get("rep"))] = i
-retried = [r for i, r in enumerate(rows) if last[(r["class"], r.get("setup"), r["test"], r.get("rep"))] != i]
-failed = [r for r in rows if r.get("rc", 0) != 0]
-rows = [r for i, r in enumerate(rows) if last[(r["class"], r.get("setup"), r["test"], r.get("rep"))] == i]
-params = dict(kv.split("=", 1) for kv in machine.get("params", "").split())
-n_records = int(params.get("N_RECORDS", n_records))
-classes = []
-for r in rows:
-    if r["class"] not in classes: classes.append(r["class"])
-
-out = []
-w = out.append
-w(f"# Sluice vs Apache Kafka, side by side, {machine.get('started', '')[:10]}")
-w("")
-w(os.environ.get("NOTE") or "One run of `scripts/perf-vs-kafka.sh`. Absolute figures move between machines and hours "
-  "(see the load averages below); the ratios within one class, measured side by side, are the point.")
-w("")
-w("## Machine, versions, parameters")
-w("")
-for k in ["cpu", "cores", "ram", "kernel", "fs of the data dir", "java", "kafka", "sluice", "params",
-          "started", "finished", "uptime before", "uptime after"]:
-    w(f"- {k}: {machine.get(k, '?')}")
-w(f"- 1-minute load average during the run (`{os.path.basename(raw)}/load.log`): "
-  + ", ".join(l.split()[0] + " " + l.split()[1] for l in open(f"{raw}/load.log")))
-w("")
-w("## Commands")
-w("")
-w("```sh")
-w("scripts/perf-vs-kafka.sh    # everything below, in this order; exact argv of each step in "
-  f"{os.path.basename(raw)}/commands.log")
-w(f"# topic: sluice topic create pvk-perf --partitions 3 --replication-factor RF --bootstrap B")
-w(f"# producer: scripts/kafka.sh tool kafka-producer-perf-test --topic pvk-perf --num-records {n_records} \\")
-w(f"#   --record-size {size} --throughput -1 --bootstrap-server B --command-property acks=all")
-w(f"# consumer: scripts/kafka.sh tool kafka-consumer-perf-test --bootstrap-server B --topic pvk-perf \\")
-w(f"#   --num-records {n_records} --group pvk-consumer-REP --timeout 10000")
-w(f"# max:      sluice bench --bootstrap B --topics 1 --partitions 3 --message-size {size} --acks all \\")
-w(f"#   --replication-factor RF --rate 0 --warmup W --duration D --quiet --json F")
-w(f"# latency:  the same with --rate R, R = 10 % and 50 % of Kafka's median `max` in that class")
-w("```")
-w("")
-w("Each class runs its two brokers at the same time and alternates every load between them "
-  "(Kafka first in odd repeats, Sluice first in even ones). Cells are the median over the repeats "
-  "with the range (min–max) in brackets. Broker CPU is utime+stime of the broker process(es) from "
-  "`/proc/<pid>/stat` before and after the load (the whole load: client start-up included), "
-  "divided by the payload bytes it moved (producer: bytes acknowledged; consumer: bytes read; "
-  "`sluice bench` max: bytes produced, each also consumed once). Producer = Kafka's Java "
-  "`kafka-producer-perf-test` with its defaults (batch.size 16 KiB, linger.ms 5) and acks=all. "
-  "Consumer = `kafka-consumer-perf-test`, fetch MB/s (excluding the group join), from the page "
-  "cache: both brokers send segment bytes to the socket without a user-space copy (Kafka: "
-  "sendfile on a PLAINTEXT listener; Sluice: io_uring splice).")
-w("")
-
-headline = []
-for cls in classes:
-    crow = [r for r in rows if r["class"] == cls and r["test"] != "rates"]
-    rates = next((r for r in rows if r["class"] == cls and r["test"] == "rates"), None)
-    setups = []
-    for r in crow:
-        if r["setup"] not in setups: setups.append(r["setup"])
-    setups.sort(key=lambda s: not s.startswith("kafka"))
-    w(f"## {cls}")
-    w("")
-    w("| broker | producer msg/s | producer MB/s | broker CPU s/GB (producer) | consumer fetch MB/s | broker CPU s/GB (consumer) | `sluice bench` max msg/s | broker CPU s/GB (max) |")
-    w("|---|---|---|---|---|---|---|---|")
-    summary = {}
-    for s in setups:
-        prod, cons, mx = [], [], []
-        for r in crow:
-            if r["setup"] != s: continue
-            f = f"{raw}/{r['out']}"
-            if r["test"] == "producer":
-                p = parse_producer(f)
-                if p and r["rc"] != 0 and not p.get("partial"): p = None
-                prod.append((p, r["broker_cpu_s"]))
-            elif r["test"] == "consumer":
-                c = parse_consumer(f) if r["rc"] == 0 else None
-                cons.append((c, r["broker_cpu_s"]))
-            elif r["test"] == "max":
-                b = parse_bench(f.replace(".txt", ".json")) if r["rc"] == 0 else None
-                mx.append((b, r["broker_cpu_s"]))
-        p_rate = [p["msgs_s"] if p else None for p, _ in prod]
-        p_mb = [p["mb_s"] if p else None for p, _ in prod]
-        p_cpu = [cpu / (p["msgs"] * size / 1e9) if p else None for p, cpu in prod]
-        c_mb = [c["fetch_mb_s"] if c else None for c, _ in cons]
-        c_cpu = [cpu / (c["mb"] * 1048576 / 1e9) if c and c["mb"] > 0 else None for c, cpu in cons]
-        m_rate = [b["throughput"]["msgs_per_s"] if b else None for b, _ in mx]
-        m_cpu = []
-        for b, cpu in mx:
-            # CPU over the whole bench (warm-up + measured + drain): per byte produced in that time,
-            # estimated as rate x (warm-up + measured)
-            if b and b.get("_span_s"):
-                m_cpu.append(cpu / (b["throughput"]["msgs_per_s"] * b["_span_s"] * size / 1e9))
-            else:
-                m_cpu.append(None)
-        summary[s] = dict(prod=med(p_rate), cons=med(c_mb), max=med(m_rate), pcpu=med(p_cpu), ccpu=med(c_cpu))
-        w(f"| {labels.get(s, s)} | {stat(p_rate)} | {stat(p_mb, 1)} | {stat(p_cpu, 1)} | {stat(c_mb, 0)} | {stat(c_cpu, 1)} | {stat(m_rate)} | {stat(m_cpu, 1)} |")
-    if len(setups) == 2 and all(summary[x]["prod"] for x in setups):
-        k, s = setups
-        ratio = lambda key: (f"{summary[s][key] / summary[k][key]:.2f}×" if summary[s][key] and summary[k][key] else "-")
-        w(f"| **Sluice / Kafka (medians)** | {ratio('prod')} | | {ratio('pcpu')} | {ratio('cons')} | {ratio('ccpu')} | {ratio('max')} | |")
-        headline.append((cls, k, s, summary))
-    w("")
-    if rates:
-        w(f"Latency with `sluice bench` (open loop, from each message's intended send time), at 10 % and 50 % "
-          f"of Kafka's median max in this class ({rates['kafka_max']:,} msg/s): ms, median over the repeats; "
-          f"p99 range in the last column.")
-        w("")
-        w("| broker | target msg/s | achieved msg/s | publish p50 / p99 / p99.9 / max | end-to-end p50 / p99 / p99.9 / max | e2e p99 range | broker CPU s/GB |")
-        w("|---|---|---|---|---|---|---|")
-        for test, rate in (("lat10", rates["r10"]), ("lat50", rates["r50"])):
-            for s in setups:
-                bs = []
-                for r in crow:
-                    if r["setup"] == s and r["test"] == test:
-                        b = parse_bench(f"{raw}/{r['out']}".replace(".txt", ".json")) if r["rc"] == 0 else None
-                        bs.append((b, r["broker_cpu_s"]))
-                ok = [(b, c) for b, c in bs if b]
-                if not ok:
-                    w(f"| {labels.get(s, s)} | {rate:,} | failed | | | | |"); continue
-                def q(key, p): return med([b[key][p] / 1000 for b, _ in ok if b[key].get(p) is not None])
-                lat = lambda key: " / ".join(fmt(q(key, p), 2) for p in ("p50", "p99", "p999", "max"))
-                e99 = [b["e2e_latency_us"]["p99"] / 1000 for b, _ in ok if b["e2e_latency_us"].get("p99") is not None]
-                got = med([b["throughput"]["msgs_per_s"] for b, _ in ok])
-                cpu = med([c / (b["throughput"]["msgs_per_s"] * b["_span_s"] * size / 1e9) for b, c in ok if b.get("_span_s")])
-                w(f"| {labels.get(s, s)} | {rate:,} | {fmt(got)} | {lat('publish_latency_us')} | {lat('e2e_latency_us')} | "
-                  f"{fmt(min(e99), 2)}–{fmt(max(e99), 2)} | {fmt(cpu, 1)} |")
-        w("")
-
-if failed:
-    w("## Loads that failed or timed out")
-    w("")
-    w("A failed `sluice bench` load is run once more; the first attempt's output is kept as "
-      "`*.failed.txt`. A producer that hit the time bound (exit 124) is counted from its periodic lines.")
-    w("")
-    for r in failed:
-        again, where = "", r["out"]
-        if any(r is x for x in retried):
-            again, where = " (run again)", where.replace(".txt", ".failed.txt")
-        w(f"- {r['class']}: {r['setup']} {r['test']} repeat {r['rep']}: exit {r['rc']}{again} (output: `{os.path.basename(raw)}/{where}`)")
-    w("")
-w("## Not measured")
-w("")
-w("- librdkafka's `rdkafka_performance`: not packaged by Debian (only the library is), and building it "
-  "from fetched source was out of scope for this script; the neutral client here is Kafka's own Java "
-  "`kafka-producer-perf-test` / `kafka-consumer-perf-test`.")
-w("")
-text = "\n".join(out) + "\n"
-open(report, "w").write(text)
-PY
+write_report
+REPORTED=1
 echo "wrote $REPORT" >&2
