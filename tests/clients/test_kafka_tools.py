@@ -352,3 +352,13 @@ def test_kafka_transactions_tool(bootstrap):
 
     done = tool("kafka-transactions", "--bootstrap-server", bootstrap, "list")
     assert done.stdout.split() == ["TransactionalId", "Coordinator", "ProducerId", "TransactionState"], describe(done)
+
+
+@pytest.mark.timeout(60)
+def test_kafka_acls_without_authorizer(bootstrap):
+    """No authorizer (Kafka's default, Sluice always): listing or adding ACLs fails with
+    SecurityDisabledException and Kafka's message."""
+    for args in (["--list"], ["--add", "--allow-principal", "User:alice", "--operation", "Read", "--topic", "orders"]):
+        done = tool("kafka-acls", "--bootstrap-server", bootstrap, *args, ok=False)
+        assert done.returncode != 0, describe(done)
+        assert "SecurityDisabledException: No Authorizer is configured on the broker" in done.stdout + done.stderr, describe(done)

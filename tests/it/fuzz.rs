@@ -98,7 +98,8 @@ macro_rules! with_request_types {
             AlterPartitionReassignments => AlterPartitionReassignmentsRequest,
             ListPartitionReassignments => ListPartitionReassignmentsRequest,
             DescribeTopicPartitions => DescribeTopicPartitionsRequest, ElectLeaders => ElectLeadersRequest,
-            DescribeProducers => DescribeProducersRequest, ListTransactions => ListTransactionsRequest
+            DescribeProducers => DescribeProducersRequest, ListTransactions => ListTransactionsRequest,
+            DescribeAcls => DescribeAclsRequest, CreateAcls => CreateAclsRequest, DeleteAcls => DeleteAclsRequest
         }
     };
 }

@@ -228,5 +228,18 @@ fn every_supported_version_answers() {
         assert_eq!((resp.error_code, resp.transaction_states.len()), (0, 0), "ListTransactions v{v}");
         assert_eq!(resp.unknown_state_filters, vec![StrBytes::from_static_str("Bogus")], "ListTransactions v{v}");
     }
+    // No authorizer: SECURITY_DISABLED (54), as Kafka without authorizer.class.name answers.
+    for v in range(ApiKey::DescribeAcls) {
+        let resp = c.call(&DescribeAclsRequest::default().with_resource_type_filter(1).with_pattern_type_filter(1).with_operation(1).with_permission_type(1), v);
+        assert_eq!(resp.error_code, 54, "DescribeAcls v{v}");
+    }
+    for v in range(ApiKey::CreateAcls) {
+        let resp = c.call(&CreateAclsRequest::default().with_creations(vec![create_acls_request::AclCreation::default()]), v);
+        assert_eq!(resp.results.iter().map(|r| r.error_code).collect::<Vec<_>>(), vec![54], "CreateAcls v{v}");
+    }
+    for v in range(ApiKey::DeleteAcls) {
+        let resp = c.call(&DeleteAclsRequest::default().with_filters(vec![delete_acls_request::DeleteAclsFilter::default()]), v);
+        assert_eq!(resp.filter_results.iter().map(|r| r.error_code).collect::<Vec<_>>(), vec![54], "DeleteAcls v{v}");
+    }
     b.shutdown().unwrap();
 }

@@ -1,6 +1,7 @@
 //! One file per Kafka API. Each declares `VERSIONS` (what Sluice answers) and `handle`.
 //! [`APIS`] lists them all: ApiVersions is derived from it and dispatch checks it.
 
+pub mod acls;
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
 pub mod api_versions;
@@ -76,6 +77,9 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::ElectLeaders, elect_leaders::VERSIONS),
     spec(ApiKey::DescribeProducers, describe_producers::VERSIONS),
     spec(ApiKey::ListTransactions, list_transactions::VERSIONS),
+    spec(ApiKey::DescribeAcls, acls::DESCRIBE_VERSIONS),
+    spec(ApiKey::CreateAcls, acls::CREATE_VERSIONS),
+    spec(ApiKey::DeleteAcls, acls::DELETE_VERSIONS),
     spec(ApiKey::FindCoordinator, find_coordinator::VERSIONS),
     spec(ApiKey::JoinGroup, join_group::VERSIONS),
     spec(ApiKey::SyncGroup, sync_group::VERSIONS),
@@ -210,6 +214,9 @@ async fn dispatch_api(ctx: RequestContext, body: Bytes) -> LocalBoxFuture<'stati
         ApiKey::ElectLeaders => route(ctx, body, elect_leaders::handle).boxed_local(),
         ApiKey::DescribeProducers => route(ctx, body, describe_producers::handle).boxed_local(),
         ApiKey::ListTransactions => route(ctx, body, list_transactions::handle).boxed_local(),
+        ApiKey::DescribeAcls => route(ctx, body, acls::describe).boxed_local(),
+        ApiKey::CreateAcls => route(ctx, body, acls::create).boxed_local(),
+        ApiKey::DeleteAcls => route(ctx, body, acls::delete).boxed_local(),
         ApiKey::FindCoordinator => route(ctx, body, find_coordinator::handle).boxed_local(),
         ApiKey::JoinGroup => route(ctx, body, join_group::handle).boxed_local(),
         ApiKey::SyncGroup => route(ctx, body, sync_group::handle).boxed_local(),
