@@ -130,4 +130,61 @@ class ConsumerProtocolTest {
             }
         }
     }
+
+    @Test
+    @Timeout(150)
+    void staticMemberRestartsWithItsPartitions() throws Exception {
+        String topic = Env.unique("kip848static");
+        String group = Env.unique("g-kip848static");
+        try (Admin admin = Env.admin()) {
+            Env.createTopic(admin, topic, PARTITIONS);
+            Env.produceToPartitions(topic, PARTITIONS, PER_PARTITION, "a");
+            Map<String, Object> conf1 = new java.util.HashMap<>(Map.of(ConsumerConfig.GROUP_ID_CONFIG, group,
+                ConsumerConfig.GROUP_PROTOCOL_CONFIG, "consumer"));
+            Map<String, Object> conf2 = new java.util.HashMap<>(conf1);
+            conf1.put(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, group + "-i1");
+            conf2.put(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, group + "-i2");
+            Member m1 = new Member("m1", conf1, topic);
+            Member m2 = null;
+            Member again = null;
+            try {
+                Env.waitUntil(ClassicGroupTest.WAIT, "m1 alone owns all partitions: " + m1,
+                    () -> ClassicGroupTest.total(m1) == PARTITIONS * PER_PARTITION && m1.partitions().size() == PARTITIONS);
+                Member first = m2 = new Member("m2", conf2, topic);
+                Env.waitUntil(ClassicGroupTest.WAIT, "two static members split the partitions 2/2: " + m1 + " " + first,
+                    () -> ClassicGroupTest.total(m1, first) >= 0 && m1.partitions().size() == 2 && first.partitions().size() == 2);
+                Env.waitUntil(ClassicGroupTest.WAIT, "the group settles", () -> {
+                    int before = m1.events.size();
+                    ClassicGroupTest.sleep(1500);
+                    return m1.events.size() == before && m1.partitions().size() == 2;
+                });
+                int m1Events = m1.events.size();
+                Set<Integer> m1Partitions = m1.partitions();
+                Set<Integer> m2Partitions = m2.partitions();
+
+                m2.stop(); // a static member leaves temporarily (member epoch -2): its partitions wait for it
+                Env.produceToPartitions(topic, PARTITIONS, PER_PARTITION, "b");
+                Env.waitUntil(ClassicGroupTest.WAIT, "m1 consumed the new records of its own partitions: " + m1,
+                    () -> ClassicGroupTest.total(m1) == PARTITIONS * PER_PARTITION + 2 * PER_PARTITION);
+                ClassicGroupTest.sleep(2000);
+                assertEquals(m1Partitions, m1.partitions(), "m1 did not take m2's partitions while m2 was away");
+
+                Member second = again = new Member("m2-restarted", conf2, topic);
+                Env.waitUntil(ClassicGroupTest.WAIT, "the restarted m2 has its partitions back and read what was produced meanwhile: " + second,
+                    () -> ClassicGroupTest.total(second) == 2 * PER_PARTITION && second.partitions().equals(m2Partitions));
+                ClassicGroupTest.sleep(1000);
+                ClassicGroupTest.total(m1, second);
+                assertEquals(m1Partitions, m1.partitions(), "m1 kept its partitions");
+                assertEquals(m1Events, m1.events.size(), "m1 saw no revoke/assign while m2 restarted: " + m1.events);
+                ClassicGroupTest.assertConsumedOnce(List.of(m1, m2, second), 2 * PARTITIONS * PER_PARTITION);
+            } finally {
+                m1.stop(org.apache.kafka.clients.consumer.CloseOptions.GroupMembershipOperation.LEAVE_GROUP);
+                if (again != null) {
+                    again.stop(org.apache.kafka.clients.consumer.CloseOptions.GroupMembershipOperation.LEAVE_GROUP);
+                } else if (m2 != null) {
+                    m2.stop(org.apache.kafka.clients.consumer.CloseOptions.GroupMembershipOperation.LEAVE_GROUP);
+                }
+            }
+        }
+    }
 }
