@@ -362,3 +362,10 @@ def test_kafka_acls_without_authorizer(bootstrap):
         done = tool("kafka-acls", "--bootstrap-server", bootstrap, *args, ok=False)
         assert done.returncode != 0, describe(done)
         assert "SecurityDisabledException: No Authorizer is configured on the broker" in done.stdout + done.stderr, describe(done)
+
+
+@pytest.mark.timeout(60)
+def test_kafka_client_metrics_list(bootstrap):
+    """No client-metrics subscription exists (ListConfigResources): an empty list, exit 0."""
+    done = tool("kafka-client-metrics", "--bootstrap-server", bootstrap, "--list")
+    assert done.stdout.strip() == "", describe(done)

@@ -99,7 +99,8 @@ macro_rules! with_request_types {
             ListPartitionReassignments => ListPartitionReassignmentsRequest,
             DescribeTopicPartitions => DescribeTopicPartitionsRequest, ElectLeaders => ElectLeadersRequest,
             DescribeProducers => DescribeProducersRequest, ListTransactions => ListTransactionsRequest,
-            DescribeAcls => DescribeAclsRequest, CreateAcls => CreateAclsRequest, DeleteAcls => DeleteAclsRequest
+            DescribeAcls => DescribeAclsRequest, CreateAcls => CreateAclsRequest, DeleteAcls => DeleteAclsRequest,
+            ListConfigResources => ListConfigResourcesRequest
         }
     };
 }

@@ -241,5 +241,9 @@ fn every_supported_version_answers() {
         let resp = c.call(&DeleteAclsRequest::default().with_filters(vec![delete_acls_request::DeleteAclsFilter::default()]), v);
         assert_eq!(resp.filter_results.iter().map(|r| r.error_code).collect::<Vec<_>>(), vec![54], "DeleteAcls v{v}");
     }
+    for v in range(ApiKey::ListConfigResources) {
+        let resp = c.call(&ListConfigResourcesRequest::default(), v);
+        assert_eq!((resp.error_code, resp.config_resources.len()), (0, 0), "ListConfigResources v{v}: no client-metrics subscriptions");
+    }
     b.shutdown().unwrap();
 }

@@ -28,6 +28,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_config_resources;
 pub mod list_partition_reassignments;
 pub mod list_transactions;
 pub mod metadata;
@@ -80,6 +81,7 @@ pub const APIS: &[ApiSpec] = &[
     spec(ApiKey::DescribeAcls, acls::DESCRIBE_VERSIONS),
     spec(ApiKey::CreateAcls, acls::CREATE_VERSIONS),
     spec(ApiKey::DeleteAcls, acls::DELETE_VERSIONS),
+    spec(ApiKey::ListConfigResources, list_config_resources::VERSIONS),
     spec(ApiKey::FindCoordinator, find_coordinator::VERSIONS),
     spec(ApiKey::JoinGroup, join_group::VERSIONS),
     spec(ApiKey::SyncGroup, sync_group::VERSIONS),
@@ -217,6 +219,7 @@ async fn dispatch_api(ctx: RequestContext, body: Bytes) -> LocalBoxFuture<'stati
         ApiKey::DescribeAcls => route(ctx, body, acls::describe).boxed_local(),
         ApiKey::CreateAcls => route(ctx, body, acls::create).boxed_local(),
         ApiKey::DeleteAcls => route(ctx, body, acls::delete).boxed_local(),
+        ApiKey::ListConfigResources => route(ctx, body, list_config_resources::handle).boxed_local(),
         ApiKey::FindCoordinator => route(ctx, body, find_coordinator::handle).boxed_local(),
         ApiKey::JoinGroup => route(ctx, body, join_group::handle).boxed_local(),
         ApiKey::SyncGroup => route(ctx, body, sync_group::handle).boxed_local(),
