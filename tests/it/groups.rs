@@ -715,6 +715,13 @@ fn commits_from_members_are_fenced_and_a_busy_group_cannot_be_deleted() {
     assert_eq!(dg.groups[0].group_state.to_string(), "Stable");
     assert_eq!(dg.groups[0].members.len(), 2);
     assert_eq!(dg.groups[0].protocol_data.to_string(), "range");
+    // v6 (KIP-1043): the same answer for a live group; GROUP_ID_NOT_FOUND for one that does
+    // not exist, which v5 describes as Dead without an error.
+    let dg = c.call(&DescribeGroupsRequest::default().with_groups(vec![GroupId(s(g)), GroupId(s("never-used"))]), 6);
+    assert_eq!((dg.groups[0].error_code, dg.groups[0].members.len()), (0, 2));
+    assert_eq!(dg.groups[1].error_code, ResponseError::GroupIdNotFound.code());
+    let dg = c.call(&DescribeGroupsRequest::default().with_groups(vec![GroupId(s("never-used"))]), 5);
+    assert_eq!((dg.groups[0].error_code, dg.groups[0].group_state.to_string()), (0, "Dead".to_string()));
     broker.shutdown().unwrap();
 }
 

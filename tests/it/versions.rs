@@ -36,6 +36,10 @@ fn every_supported_version_answers() {
     let mut c = Conn::connect(b.bootstrap());
     assert_eq!(create_topic(&mut c, "v", 2, &[]), 0);
     let id = c.call(&MetadataRequest::default().with_topics(None), 12).topics[0].topic_id;
+    // By id, with the empty name the Java client sends (MetadataRequest's name has no null
+    // default): the id wins, as in Kafka.
+    let by_id = c.call(&MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default().with_topic_id(id).with_name(Some(name("")))])), 12);
+    assert_eq!((by_id.topics[0].error_code, by_id.topics[0].topic_id), (0, id), "Metadata v12 by id: {by_id:?}");
 
     for v in range(ApiKey::Metadata) {
         let topics = if v == 0 { vec![MetadataRequestTopic::default().with_name(Some(name("v")))] } else { vec![] };

@@ -8,12 +8,13 @@ use crate::group;
 use crate::kafka::RequestContext;
 use crate::limits;
 
-pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
+pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 6 };
 
 pub async fn handle(
     ctx: RequestContext,
     req: DescribeGroupsRequest,
 ) -> Option<DescribeGroupsResponse> {
+    let version = ctx.version();
     let mut out = Vec::new();
     for gid in req.groups.into_iter().take(limits::TOPICS_PER_REQUEST_MAX) {
         let id = gid.0.to_string();
@@ -36,6 +37,17 @@ pub async fn handle(
         .await
         {
             Err(e) => out.push(d.with_error_code(e.code())),
+            // v6 (KIP-1043) answers GROUP_ID_NOT_FOUND for a group that does not exist, where
+            // older versions describe it as Dead; the Java client turns it into
+            // GroupIdNotFoundException.
+            Ok(g) if version >= 6 && g.state == "Dead" && g.members.is_empty() => {
+                let msg = format!("Group {} not found.", d.group_id.0.as_str());
+                out.push(
+                    d.with_error_code(kafka_protocol::error::ResponseError::GroupIdNotFound.code())
+                        .with_error_message(Some(StrBytes::from_string(msg)))
+                        .with_group_state(StrBytes::from_static_str("Dead")),
+                );
+            }
             Ok(g) => {
                 let members = g
                     .members

@@ -126,7 +126,9 @@ pub async fn handle(ctx: RequestContext, req: MetadataRequest) -> Option<Metadat
         let requested = req.topics.unwrap_or_default();
         for rt in requested.into_iter().take(limits::TOPICS_PER_REQUEST_MAX) {
             let snap = ctx.shard.shared.catalog.snapshot();
-            let name = rt.name.map(|n| n.0.to_string());
+            // A non-zero topic id wins over the name, as in Kafka: the Java client sends
+            // `{topic_id, name: ""}` when it describes topics by id.
+            let name = if rt.topic_id.is_nil() { rt.name.map(|n| n.0.to_string()) } else { None };
             let found = match &name {
                 Some(n) => snap.topic(n).cloned(),
                 None => snap.topic_by_id(&rt.topic_id).cloned(),
