@@ -53,6 +53,24 @@ const DEFS: &[Def] = &[
     Def { name: "segment.ms", kind: Kind::Long { min: 1, max: i64::MAX }, default: |_| (7 * 24 * 3600 * 1000i64).to_string() },
 ];
 
+/// Kafka's ConfigType of a config (DescribeConfigs v3+): UNKNOWN 0, BOOLEAN 1, STRING 2, INT 3,
+/// SHORT 4, LONG 5, DOUBLE 6, LIST 7, CLASS 8, PASSWORD 9; as Kafka's ConfigDef declares them.
+pub fn config_type(name: &str) -> i8 {
+    match name {
+        "cleanup.policy" | "log.cleanup.policy" | "listeners" | "advertised.listeners" | "log.dirs" => 7,
+        "compression.type" | "message.timestamp.type" | "log.dir" | "broker.rack" => 2,
+        "segment.bytes" | "max.message.bytes" | "index.interval.bytes" | "min.insync.replicas" | "message.max.bytes"
+        | "log.segment.bytes" | "num.partitions" | "node.id" | "broker.id" | "socket.request.max.bytes" | "max.connections"
+        | "queued.max.requests" | "group.min.session.timeout.ms" | "group.max.session.timeout.ms" | "group.max.size"
+        | "group.initial.rebalance.delay.ms" | "offsets.retention.minutes" | "offset.metadata.max.bytes" => 3,
+        "default.replication.factor" => 3,
+        "retention.ms" | "retention.bytes" | "segment.ms" | "flush.messages" | "flush.ms" | "log.retention.ms"
+        | "log.retention.bytes" | "log.flush.interval.messages" | "log.flush.interval.ms" | "queued.max.request.bytes" => 5,
+        "auto.create.topics.enable" => 1,
+        _ => 0,
+    }
+}
+
 /// Checks one topic config; the error says what is wrong, for the response's error message.
 pub fn validate(name: &str, value: &str) -> Result<(), String> {
     let def = DEFS.iter().find(|d| d.name == name).ok_or_else(|| format!("Unknown topic config name: {name}"))?;

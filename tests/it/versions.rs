@@ -114,6 +114,11 @@ fn every_supported_version_answers() {
         ]);
         let resp = c.call(&req, v);
         assert!(resp.results.iter().all(|r| r.error_code == 0 && !r.configs.is_empty()), "DescribeConfigs v{v}: {:?}", resp.results);
+        // v3+ carries Kafka's ConfigType: retention.ms is a LONG (5), cleanup.policy a LIST (7).
+        let ty = |n: &str| resp.results.iter().flat_map(|r| r.configs.iter()).find(|c| c.name.as_str() == n).map(|c| c.config_type);
+        if v >= 3 {
+            assert_eq!((ty("retention.ms"), ty("cleanup.policy")), (Some(5), Some(7)), "DescribeConfigs v{v}");
+        }
     }
     for v in range(ApiKey::IncrementalAlterConfigs) {
         let req = IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()

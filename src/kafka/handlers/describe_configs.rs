@@ -22,6 +22,7 @@ fn entry(name: &str, value: String, source: i8, read_only: bool) -> DescribeConf
         .with_value(Some(StrBytes::from_string(value)))
         .with_config_source(source)
         .with_read_only(read_only)
+        .with_config_type(configs::config_type(name))
 }
 
 /// With `include_synonyms`, Kafka lists where a set value comes from, itself first (a topic's
