@@ -213,6 +213,51 @@ def test_kafka_consumer_groups(bootstrap):
     assert "tools-g" not in done.stdout.split(), describe(done)
 
 
+@pytest.mark.timeout(150)
+def test_kafka_consumer_groups_active_member(bootstrap):
+    """While a console consumer is a member: --members and --describe show its id, host and
+    client id; --reset-offsets is refused (the group is Stable)."""
+    from confluent_kafka import ConsumerGroupState, KafkaException
+    create_topic(bootstrap, "live", 2)
+    member = subprocess.Popen([str(KAFKA_SH), "tool", "kafka-console-consumer", "--bootstrap-server", bootstrap,
+                               "--topic", "live", "--group", "live-g", "--timeout-ms", "90000"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        admin = admin_client(bootstrap)
+
+        def stable():
+            try:
+                d = admin.describe_consumer_groups(["live-g"], request_timeout=10)["live-g"].result(10)
+            except KafkaException:  # NOT_COORDINATOR while Kafka loads the group's offsets partition
+                return None
+            return d.state == ConsumerGroupState.STABLE and len(d.members) == 1 and d.members[0].assignment.topic_partitions
+        wait_until(stable, 60, "the console consumer to join live-g")
+
+        done = tool("kafka-consumer-groups", "--bootstrap-server", bootstrap, "--describe", "--group", "live-g", "--members")
+        rows = table(done.stdout, "GROUP")
+        assert len(rows) == 1 and rows[0]["#PARTITIONS"] == "2", describe(done)
+        assert rows[0]["CONSUMER-ID"].startswith("console-consumer-") and rows[0]["HOST"] == "/127.0.0.1", describe(done)
+        assert rows[0]["CLIENT-ID"] == "console-consumer", describe(done)
+
+        done = tool("kafka-consumer-groups", "--bootstrap-server", bootstrap, "--describe", "--group", "live-g")
+        rows = table(done.stdout, "GROUP")
+        assert sorted(int(r["PARTITION"]) for r in rows) == [0, 1], describe(done)
+        assert all(r["CONSUMER-ID"].startswith("console-consumer-") and r["CLIENT-ID"] == "console-consumer" for r in rows), describe(done)
+
+        done = tool("kafka-consumer-groups", "--bootstrap-server", bootstrap, "--reset-offsets", "--group", "live-g",
+                    "--topic", "live", "--to-earliest", "--execute")
+        assert ("Assignments can only be reset if the group 'live-g' is inactive, but the current state is Stable."
+                in done.stdout + done.stderr), describe(done)
+        assert table(done.stdout, "GROUP") == [], describe(done)
+    finally:
+        member.terminate()
+        try:
+            member.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            member.kill()
+            member.wait(timeout=10)
+
+
 @pytest.mark.timeout(120)
 def test_kafka_configs(bootstrap):
     create_topic(bootstrap, "conf", 1)
