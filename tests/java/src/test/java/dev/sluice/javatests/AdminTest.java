@@ -142,6 +142,7 @@ class AdminTest {
             Env.createTopic(admin, t, 2);
             get(admin.createPartitions(Map.of(t, NewPartitions.increaseTo(5))).all());
             Env.waitForPartitions(admin, t, 5);
+            Env.waitForLeadersServing(t, 5);
             Throwable fewer = failureOf(admin.createPartitions(Map.of(t, NewPartitions.increaseTo(3))).all());
             assertInstanceOf(InvalidPartitionsException.class, fewer, "createPartitions to fewer partitions");
             Env.produceToPartitions(t, 5, 3, "a"); // the new partitions take records

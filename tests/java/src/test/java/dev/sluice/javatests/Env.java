@@ -111,6 +111,25 @@ final class Env {
         admin.createTopics(List.of(new NewTopic(name, partitions, (short) 1)))
             .all().get(OP_MS, TimeUnit.MILLISECONDS);
         waitForPartitions(admin, name, partitions);
+        waitForLeadersServing(name, partitions);
+    }
+
+    /**
+     * Metadata can name a leader a moment before that broker serves the partition (Kafka answers
+     * NOT_LEADER_OR_FOLLOWER meanwhile). An idempotent producer with 5 requests in flight can then
+     * have its first batch refused and the next ones accepted (Kafka takes a first sequence other
+     * than 0 from a producer it has no state for), and the retried first batch is refused with
+     * OutOfOrderSequence until the delivery timeout: seen against Kafka 4.4 on a loaded machine.
+     * ListOffsets through the consumer retries until every leader answers.
+     */
+    static void waitForLeadersServing(String name, int partitions) {
+        List<TopicPartition> tps = new ArrayList<>();
+        for (int p = 0; p < partitions; p++) {
+            tps.add(new TopicPartition(name, p));
+        }
+        try (KafkaConsumer<String, String> c = consumer(Map.of())) {
+            c.endOffsets(tps, OP);
+        }
     }
 
     static TopicDescription waitForPartitions(Admin admin, String name, int partitions) {
