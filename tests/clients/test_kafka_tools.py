@@ -419,3 +419,35 @@ def test_kafka_client_metrics_list(bootstrap):
     """No client-metrics subscription exists (ListConfigResources): an empty list, exit 0."""
     done = tool("kafka-client-metrics", "--bootstrap-server", bootstrap, "--list")
     assert done.stdout.strip() == "", describe(done)
+
+
+@pytest.mark.timeout(120)
+def test_kafka_reassign_partitions_one_node(bootstrap, tmp_path):
+    """One broker: --generate proposes the partitions where they are, --execute of that plan
+    succeeds (nothing moves), --verify reports it completed and clears the replication throttles
+    (deletes of broker and topic configs that are not set)."""
+    admin = create_topic(bootstrap, "moved", 2)
+    (node,) = admin.list_topics(timeout=10).brokers
+    move = tmp_path / "move.json"
+    move.write_text(json.dumps({"version": 1, "topics": [{"topic": "moved"}]}))
+    done = tool("kafka-reassign-partitions", "--bootstrap-server", bootstrap, "--topics-to-move-json-file", move,
+                "--broker-list", node, "--generate")
+    lines = done.stdout.splitlines()
+    at = lines.index("Proposed partition reassignment configuration")
+    plan = json.loads(lines[at + 1])
+    assert sorted((p["topic"], p["partition"], p["replicas"]) for p in plan["partitions"]) == \
+        [("moved", 0, [node]), ("moved", 1, [node])], describe(done)
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(lines[at + 1])
+
+    done = tool("kafka-reassign-partitions", "--bootstrap-server", bootstrap, "--reassignment-json-file", plan_file,
+                "--execute")
+    assert "Successfully started partition reassignment" in done.stdout, describe(done)
+    assert "Error" not in done.stdout + done.stderr, describe(done)
+
+    done = tool("kafka-reassign-partitions", "--bootstrap-server", bootstrap, "--reassignment-json-file", plan_file,
+                "--verify")
+    for p in (0, 1):
+        assert f"Reassignment of partition moved-{p} is completed." in done.stdout, describe(done)
+    assert "Clearing topic-level throttles on topic moved" in done.stdout, describe(done)
+    assert "Error" not in done.stdout + done.stderr, describe(done)

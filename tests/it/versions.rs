@@ -175,9 +175,17 @@ fn every_supported_version_answers() {
         assert_eq!(c.call(&req, v).responses[0].error_code, 0, "DeleteTopics v{v}");
     }
     for v in range(ApiKey::AlterPartitionReassignments) {
-        // A one-node broker refuses clearly (nothing to move replicas to).
-        let resp = c.call(&AlterPartitionReassignmentsRequest::default().with_timeout_ms(5000), v);
-        assert_eq!(resp.error_code, 42, "AlterPartitionReassignments v{v}: INVALID_REQUEST");
+        // A one-node broker: "move" to itself succeeds (nothing moves), elsewhere is refused per
+        // partition (INVALID_REPLICA_ASSIGNMENT 39), a cancel finds nothing (85), unknown (3).
+        use kafka_protocol::messages::alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
+        let me = c.call(&MetadataRequest::default().with_topics(None), 12).brokers[0].node_id;
+        let part = |p: i32, r: Option<Vec<i32>>| ReassignablePartition::default().with_partition_index(p).with_replicas(r.map(|r| r.into_iter().map(BrokerId).collect()));
+        let req = AlterPartitionReassignmentsRequest::default().with_timeout_ms(5000).with_topics(vec![
+            ReassignableTopic::default().with_name(name("v")).with_partitions(vec![part(0, Some(vec![me.0])), part(1, Some(vec![me.0 + 7])), part(1, None), part(9, Some(vec![me.0]))]),
+        ]);
+        let resp = c.call(&req, v);
+        let codes: Vec<i16> = resp.responses[0].partitions.iter().map(|p| p.error_code).collect();
+        assert_eq!((resp.error_code, codes), (0, vec![0, 39, 85, 3]), "AlterPartitionReassignments v{v}");
     }
     for v in range(ApiKey::ListPartitionReassignments) {
         let resp = c.call(&ListPartitionReassignmentsRequest::default().with_timeout_ms(5000).with_topics(None), v);

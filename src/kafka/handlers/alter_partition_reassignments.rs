@@ -1,7 +1,9 @@
 //! AlterPartitionReassignments (cluster mode): move partitions to new replica sets. The change
 //! goes through the metadata log; the partition's Raft leader then changes the group's voters
 //! step by step (see `cluster::replica::reconcile`). A null replica list cancels a reassignment
-//! that has not completed.
+//! that has not completed. A one-node broker has nowhere to move a replica: each partition's
+//! answer says so, except that moving it to this node (where it is) succeeds at once, as on a
+//! one-node Kafka (`kafka-reassign-partitions --execute` with the plan `--generate` proposes).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::alter_partition_reassignments_response::{ReassignablePartitionResponse, ReassignableTopicResponse};
@@ -16,19 +18,17 @@ pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
 
 pub async fn handle(ctx: RequestContext, req: AlterPartitionReassignmentsRequest) -> Option<AlterPartitionReassignmentsResponse> {
     let resp = AlterPartitionReassignmentsResponse::default();
-    if ctx.shard.shared.cluster.is_none() {
-        return Some(
-            resp.with_error_code(ResponseError::InvalidRequest.code())
-                .with_error_message(Some(StrBytes::from_static_str("this broker is not part of a cluster (start it with --node-id and --cluster)"))),
-        );
-    }
     let mut responses = Vec::new();
     for t in req.topics.into_iter().take(limits::TOPICS_PER_REQUEST_MAX) {
         let name = t.name.0.to_string();
         let mut partitions = Vec::new();
         for p in t.partitions.into_iter().take(limits::PARTITIONS_PER_TOPIC_MAX as usize) {
             let target = p.replicas.map(|r| r.into_iter().map(|b| b.0 as u64).collect::<Vec<u64>>());
-            let r = reassign(&ctx, &name, p.partition_index, target).await;
+            let r = if ctx.shard.shared.cluster.is_none() {
+                one_node(&ctx, &name, p.partition_index, target)
+            } else {
+                reassign(&ctx, &name, p.partition_index, target).await
+            };
             let mut pr = ReassignablePartitionResponse::default().with_partition_index(p.partition_index);
             if let Err((code, msg)) = r {
                 pr.error_code = code.code();
@@ -39,6 +39,23 @@ pub async fn handle(ctx: RequestContext, req: AlterPartitionReassignmentsRequest
         responses.push(ReassignableTopicResponse::default().with_name(t.name).with_partitions(partitions));
     }
     Some(resp.with_responses(responses))
+}
+
+/// A one-node broker: the only valid target is this node alone, where the partition already is.
+fn one_node(ctx: &RequestContext, name: &str, partition: i32, target: Option<Vec<u64>>) -> Result<(), (ResponseError, String)> {
+    let exists = ctx.shard.shared.catalog.snapshot().topic(name).is_some_and(|m| partition >= 0 && partition < m.partitions);
+    if !exists {
+        return Err((ResponseError::UnknownTopicOrPartition, format!("{name}-{partition} does not exist")));
+    }
+    let node = ctx.shard.config().node_id;
+    match target {
+        None => Err((ResponseError::NoReassignmentInProgress, format!("no reassignment of {name}-{partition} is in progress"))),
+        Some(t) if t.len() == 1 && i64::try_from(t[0]).ok() == Some(i64::from(node)) => Ok(()),
+        Some(t) => Err((
+            ResponseError::InvalidReplicaAssignment,
+            format!("replicas {t:?}: this broker (node {node}) is not part of a cluster, its partitions stay on it (start it with --node-id and --cluster to move them)"),
+        )),
+    }
 }
 
 async fn reassign(ctx: &RequestContext, name: &str, partition: i32, target: Option<Vec<u64>>) -> Result<(), (ResponseError, String)> {

@@ -1,12 +1,15 @@
 //! IncrementalAlterConfigs for topic configs: SET (0) and DELETE (1). The catalog change is
-//! durable before the owning shards apply the new storage config.
+//! durable before the owning shards apply the new storage config. As on Kafka, deleting a config
+//! that is not set succeeds: a topic config Sluice does not know (e.g. the replication throttles
+//! `kafka-reassign-partitions --verify` clears) is never set, and this broker's configs are all
+//! static, so deleting any of them changes nothing; setting one is refused.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
-use crate::kafka::handlers::describe_configs::RESOURCE_TOPIC;
+use crate::kafka::handlers::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::kafka::topics::TopicError;
 use crate::kafka::{configs, RequestContext};
 use crate::runtime::{log_config, owner_shard};
@@ -49,6 +52,9 @@ async fn alter_topic(
     changes: Vec<kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig>,
     validate_only: bool,
 ) -> Result<(), TopicError> {
+    if resource_type == RESOURCE_BROKER && changes.iter().all(|c| c.config_operation == OP_DELETE) {
+        return Ok(());
+    }
     if resource_type != RESOURCE_TOPIC {
         return Err(TopicError::new(
             ResponseError::InvalidRequest,
@@ -71,16 +77,10 @@ async fn alter_topic(
                 ))
             }
             (OP_DELETE, _) => {
-                configs::validate(&name, "0")
-                    .or_else(|m| {
-                        if m.starts_with("Unknown") {
-                            Err(m)
-                        } else {
-                            Ok(())
-                        }
-                    })
-                    .map_err(|m| TopicError::new(ResponseError::InvalidConfig, m))?;
-                ops.push((name, None));
+                // An unknown name is never set: nothing to delete.
+                if !configs::validate(&name, "0").is_err_and(|m| m.starts_with("Unknown")) {
+                    ops.push((name, None));
+                }
             }
             (op, _) => {
                 return Err(TopicError::new(
