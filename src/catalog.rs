@@ -60,6 +60,11 @@ impl TopicMeta {
     }
 }
 
+/// The broker of a partition replica's Raft id ([`TopicMeta::raft_id`]): its low 32 bits.
+pub fn broker_of(raft_id: u64) -> u64 {
+    raft_id & 0xFFFF_FFFF
+}
+
 /// A cluster node as registered in the metadata log: where clients reach it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerMeta {
@@ -280,7 +285,7 @@ mod tests {
         // Broker 3 added back to partition 1 by the reassignment at metadata index 41.
         t.raft_ids.insert(1, BTreeMap::from([(3, 3 | (41 << 32))]));
         assert_eq!((t.raft_id(0, 3), t.raft_id(1, 3), t.raft_id(1, 2)), (3, 3 | (41 << 32), 2));
-        assert_eq!(crate::cluster::broker_of(t.raft_id(1, 3)), 3);
+        assert_eq!(broker_of(t.raft_id(1, 3)), 3);
         let back: TopicMeta = serde_json::from_slice(&serde_json::to_vec(&t).unwrap()).unwrap();
         assert_eq!(back, t);
         // Catalogs written before raft ids existed read back with none.

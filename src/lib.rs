@@ -10,6 +10,7 @@
 //! - [`metrics`]: per-shard recorders, aggregated at scrape time into `/metrics`.
 pub mod limits;
 pub mod metrics;
+pub mod recorder;
 pub mod catalog;
 pub mod config;
 pub mod group;
@@ -18,6 +19,7 @@ pub mod protocol;
 pub mod runtime;
 pub mod server;
 pub mod storage;
+pub mod budget;
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -310,7 +310,7 @@ fn write_json(path: &Path, doc: &serde_json::Value) -> anyhow::Result<()> {
 }
 
 fn create_topics(bootstrap: &str, topics: &[String], partitions: usize, replication_factor: i16) -> anyhow::Result<()> {
-    crate::cli::block_on(async {
+    crate::client::block_on(async {
         let client = Client::connect(bootstrap, "sluice-bench").await?;
         for t in topics {
             client.create_topic(t, partitions as i32, replication_factor, &[]).await?;
@@ -339,7 +339,7 @@ fn create_topics(bootstrap: &str, topics: &[String], partitions: usize, replicat
 }
 
 fn delete_topics(bootstrap: &str, topics: &[String]) -> anyhow::Result<()> {
-    crate::cli::block_on(async {
+    crate::client::block_on(async {
         let client = Client::connect(bootstrap, "sluice-bench").await?;
         for t in topics {
             client.delete_topic(t).await?;

@@ -725,7 +725,7 @@ impl ProducerTask {
             KeyDistribution::RoundRobin => (i % keys.len() as u64) as usize,
             _ => rng.random_range(0..keys.len()),
         };
-        let p = crate::cli::partition_for_key(&keys[k], self.spec.partitions.len()) as usize;
+        let p = crate::client::partitioner::partition_for_key(&keys[k], self.spec.partitions.len()) as usize;
         Some((k as u32, p))
     }
 

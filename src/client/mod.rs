@@ -13,12 +13,14 @@
 
 mod conn;
 mod error;
+pub mod partitioner;
 pub mod records;
 mod versions;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::future::Future;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -679,3 +681,11 @@ pub async fn fetch_on(
     let fut = submit_fetch_on(conn, parts, max_wait_ms, min_bytes).await?;
     flatten_fetch(fut.wait().await?)
 }
+
+/// Runs `fut` to completion on a fresh single-threaded compio runtime.
+pub fn block_on<T>(fut: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let rt = compio::runtime::Runtime::new()
+        .map_err(|e| anyhow::anyhow!("cannot start the io_uring runtime: {e}"))?;
+    rt.block_on(fut)
+}
+

@@ -31,10 +31,7 @@ pub type GroupKey = (Uuid, i32);
 
 pub const METADATA_GROUP: GroupKey = (Uuid::nil(), 0);
 
-/// The broker of a partition replica's Raft id ([`crate::catalog::TopicMeta::raft_id`]).
-pub fn broker_of(raft_id: u64) -> u64 {
-    raft_id & 0xFFFF_FFFF
-}
+pub use crate::catalog::broker_of;
 
 /// Directory name of the metadata log under the data directory.
 pub const METADATA_DIR: &str = "__cluster_metadata-0";

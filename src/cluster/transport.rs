@@ -93,7 +93,7 @@ pub fn send(shard: &Rc<Shard>, to: u64, frame: Bytes) {
             .clone()
     };
     if tx.try_send(frame).is_err() {
-        crate::metrics::raft_message_dropped();
+        crate::recorder::raft_message_dropped();
     }
 }
 

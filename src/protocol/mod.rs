@@ -15,7 +15,7 @@ use compio::io::AsyncRead;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
-use crate::server::budget::{Budget, Permit};
+use crate::budget::{Budget, Permit};
 
 /// Bytes reserved per socket read when the buffer has no room left.
 const READ_CHUNK_BYTES: usize = 64 * 1024;

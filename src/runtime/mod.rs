@@ -159,7 +159,7 @@ pub struct Shard {
     logs: RefCell<HashMap<PartitionKey, (Uuid, PartitionLog)>>,
     opening: futures::lock::Mutex<()>,
     /// Request bytes this shard's connections may hold unanswered.
-    pub budget: Rc<crate::server::budget::Budget>,
+    pub budget: Rc<crate::budget::Budget>,
     /// The consumer groups this shard coordinates (see [`crate::group`]).
     pub groups: crate::group::Coordinator,
     /// Cluster mode: the Raft groups this shard drives (its partitions' replicas; on shard 0
@@ -185,7 +185,7 @@ pub struct Shard {
 
 impl Shard {
     pub fn new(id: usize, shared: Arc<Shared>, fs: Fs) -> Self {
-        let budget = crate::server::budget::Budget::new(shared.config.queued_max_request_bytes);
+        let budget = crate::budget::Budget::new(shared.config.queued_max_request_bytes);
         let groups = crate::group::Coordinator::new(&shared.config);
         let n = shared.shard_count();
         let waiting = (0..n).map(|_| RefCell::new(VecDeque::new())).collect();
@@ -253,7 +253,7 @@ impl Shard {
         let job: Job = Box::new(f);
         if let Some(inbox) = self.shared.inboxes.get(target) {
             if inbox.try_send(job).is_err() {
-                crate::metrics::inbox_full();
+                crate::recorder::inbox_full();
             }
         }
     }
@@ -348,7 +348,7 @@ impl Shard {
             job
         };
         // A full inbox is back-pressure: counted, then the sender waits.
-        crate::metrics::inbox_full();
+        crate::recorder::inbox_full();
         waiting.borrow_mut().push_back(job);
         if !self.pumping[target].replace(true) {
             let me = self.clone();

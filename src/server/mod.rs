@@ -6,7 +6,6 @@
 //! its cross-shard inbox and its housekeeping timer until shutdown.
 
 pub mod admin;
-pub mod budget;
 pub mod connection;
 #[cfg(test)]
 mod cross_shard_tests;
@@ -334,7 +333,7 @@ async fn shard_main(
             }
         })
     };
-    compio::runtime::spawn(crate::metrics::stall_ticker(id)).detach();
+    compio::runtime::spawn(crate::recorder::stall_ticker(id)).detach();
     if let Some(admin) = admin {
         match compio::net::TcpListener::from_std(admin) {
             Ok(l) => compio::runtime::spawn(admin::serve(l, shard.clone())).detach(),
@@ -363,13 +362,13 @@ async fn shard_main(
                         let open = shared.connections_open.load(Ordering::Relaxed);
                         if open >= shared.config.max_connections {
                             shared.connections_rejected_total.fetch_add(1, Ordering::Relaxed);
-                            if crate::metrics::log_allowed("accept.max_connections") {
+                            if crate::recorder::log_allowed("accept.max_connections") {
                                 tracing::warn!(%peer, open, "connection refused: max.connections reached");
                             }
                             drop(stream);
                             continue;
                         }
-                        crate::metrics::connection_accepted();
+                        crate::recorder::connection_accepted();
                         compio::runtime::spawn(connection::serve(shard.clone(), stream, peer)).detach();
                     }
                     Err(e) => {

@@ -1240,7 +1240,7 @@ impl PartitionLog {
             }
         }
         if !files.is_empty() {
-            crate::metrics::fsync_done(started.elapsed());
+            crate::recorder::fsync_done(started.elapsed());
         }
         let mut st = self.inner.state.borrow_mut();
         if st.offline {

@@ -5,6 +5,7 @@ mod client;
 mod cluster;
 mod config;
 mod groups;
+mod layers;
 mod metrics;
 mod fuzz;
 mod sim;

@@ -140,7 +140,7 @@ pub async fn handle(ctx: RequestContext, req: FetchRequest) -> Reply {
             let (p, off) = (w.partition, w.fetch_offset);
             let r = on_partition(&ctx.shard, w.owner, topic.clone(), p, move |log| async move {
                 log.read(off, budget, min_one).await.map_err(|e| {
-                    if !matches!(e, crate::storage::StorageError::OffsetOutOfRange { .. }) && crate::metrics::log_allowed("fetch.read_failed") {
+                    if !matches!(e, crate::storage::StorageError::OffsetOutOfRange { .. }) && crate::recorder::log_allowed("fetch.read_failed") {
                         tracing::warn!(topic = %topic, partition = p, error = %e, "read failed");
                     }
                     (error::storage(&e), e.to_string())
@@ -158,12 +158,12 @@ pub async fn handle(ctx: RequestContext, req: FetchRequest) -> Reply {
                     } else if slice.len <= INLINE_RECORDS_BYTES_MAX {
                         match read_slice(&slice).await {
                             Ok(bytes) => {
-                                crate::metrics::topic_out(w.topic.as_deref().unwrap_or(""), &bytes);
+                                crate::recorder::topic_out(w.topic.as_deref().unwrap_or(""), &bytes);
                                 total += bytes.len();
                                 po.records = RecordsOut::Bytes(bytes);
                             }
                             Err(e) => {
-                                if crate::metrics::log_allowed("fetch.segment_read_failed") {
+                                if crate::recorder::log_allowed("fetch.segment_read_failed") {
                                     tracing::error!(partition = w.partition, error = %e, "reading segment failed");
                                 }
                                 po.error_code = ResponseError::KafkaStorageError.code();
@@ -171,7 +171,7 @@ pub async fn handle(ctx: RequestContext, req: FetchRequest) -> Reply {
                             }
                         }
                     } else {
-                        crate::metrics::topic_out_zero_copy(w.topic.as_deref().unwrap_or(""), slice.len);
+                        crate::recorder::topic_out_zero_copy(w.topic.as_deref().unwrap_or(""), slice.len);
                         total += slice.len as usize;
                         po.records = RecordsOut::File { file: slice.file.clone(), position: slice.position, len: slice.len };
                     }

@@ -15,7 +15,7 @@ pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
 pub async fn handle(ctx: RequestContext, req: InitProducerIdRequest) -> Option<InitProducerIdResponse> {
     let resp = InitProducerIdResponse::default();
     if req.transactional_id.is_some() {
-        if crate::metrics::log_allowed("init_producer_id.transactional") {
+        if crate::recorder::log_allowed("init_producer_id.transactional") {
             tracing::warn!(peer = %ctx.peer_addr, "transactional producer refused: transactions are not supported yet");
         }
         return Some(resp.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code()).with_producer_id(ProducerId(-1)).with_producer_epoch(-1));

@@ -88,7 +88,7 @@ async fn first_record_at_or_after(log: &crate::storage::PartitionLog, batch_offs
     match crate::protocol::records::first_record_at_or_after(&bytes, ts, min_offset, limit) {
         Ok(found) => found,
         Err(e) => {
-            if crate::metrics::log_allowed("list_offsets.batch_undecodable") {
+            if crate::recorder::log_allowed("list_offsets.batch_undecodable") {
                 let dir = log.dir().display();
                 tracing::warn!(%dir, batch_offset, error = %e, "ListOffsets by timestamp: answering with the batch's base offset");
             }

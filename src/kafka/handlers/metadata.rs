@@ -179,7 +179,7 @@ pub async fn handle(ctx: RequestContext, req: MetadataRequest) -> Option<Metadat
                             }
                         }
                         Err(e) => {
-                            if crate::metrics::log_allowed("metadata.auto_create_failed") {
+                            if crate::recorder::log_allowed("metadata.auto_create_failed") {
                                 tracing::warn!(topic = %n, error = %e.message, "auto-creation failed");
                             }
                             topics.push(error_topic(

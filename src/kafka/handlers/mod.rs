@@ -176,7 +176,7 @@ pub async fn dispatch(ctx: RequestContext, body: Bytes) -> LocalBoxFuture<'stati
     let rest = dispatch_api(ctx, body).await;
     async move {
         let reply = rest.await;
-        crate::metrics::request_done(api, started.elapsed(), matches!(reply, Reply::Close(_)));
+        crate::recorder::request_done(api, started.elapsed(), matches!(reply, Reply::Close(_)));
         reply
     }
     .boxed_local()

@@ -226,14 +226,14 @@ async fn append_on_owner(
                 e,
                 crate::storage::StorageError::CorruptRecord(_)
                     | crate::storage::StorageError::RecordTooLarge { .. }
-            ) && crate::metrics::log_allowed("produce.append_failed")
+            ) && crate::recorder::log_allowed("produce.append_failed")
             {
                 tracing::warn!(topic = %topic, partition = p, error = %e, "append failed");
             }
             (error::storage(&e), e.to_string())
         });
         if let Some(info) = r.as_ref().ok().filter(|i| !i.duplicate) {
-            crate::metrics::topic_in(
+            crate::recorder::topic_in(
                 &topic,
                 bytes,
                 (info.last_offset - info.base_offset + 1).max(0) as u64,
@@ -300,7 +300,7 @@ async fn propose_on_owner(
         .await;
     let r = r.unwrap_or_else(|e| Err((error::shard_gone(&e), e.to_string())));
     if let Some(info) = r.as_ref().ok().filter(|i| !i.duplicate) {
-        crate::metrics::topic_in(
+        crate::recorder::topic_in(
             &topic,
             bytes,
             (info.last_offset - info.base_offset + 1).max(0) as u64,
