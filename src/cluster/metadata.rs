@@ -22,11 +22,41 @@ use super::{METADATA_DIR, METADATA_GROUP};
 use crate::catalog::{BrokerMeta, TopicMeta};
 use crate::group::offsets::{Committed, OffsetRecord};
 use crate::group::OffsetReplicator;
-use crate::kafka::topics::TopicError;
+use super::{ClusterOf, ClusterShard};
 use crate::runtime::{owner_shard, Shard};
 use crate::storage::{batch, LogConfig, PartitionLog, StorageError};
+use crate::group::GroupShard;
 
 /// How long a proposer waits for its operation to be applied.
+/// Why a metadata operation failed; `kafka::error` maps the kind to Kafka's error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct MetaError {
+    pub kind: MetaErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaErrorKind {
+    /// The broker does not run in cluster mode.
+    NotACluster,
+    /// This node cannot take metadata changes now (its metadata log is not open).
+    NotController,
+    /// Not committed within the proposal timeout (no quorum?).
+    Timeout,
+    /// The catalog or a log could not be written.
+    Storage,
+    TopicExists,
+    UnknownTopic,
+    Internal,
+}
+
+impl MetaError {
+    pub fn new(kind: MetaErrorKind, message: impl Into<String>) -> MetaError {
+        MetaError { kind, message: message.into() }
+    }
+}
+
 const PROPOSE_TIMEOUT_MS: u64 = 15_000;
 const PROPOSE_RETRY_MS: u64 = 1_000;
 
@@ -113,7 +143,7 @@ struct Envelope {
 
 /// Opens the metadata log and starts its replica on shard 0.
 pub async fn start(shard: &Rc<Shard>) -> Result<(), StorageError> {
-    let Some(cluster) = shard.shared.cluster.clone() else {
+    let Some(cluster) = shard.shared.cluster().cloned() else {
         return Ok(());
     };
     let dir = shard.shared.config.data_dir.join(METADATA_DIR);
@@ -134,23 +164,23 @@ pub async fn start(shard: &Rc<Shard>) -> Result<(), StorageError> {
         false,
     )
     .await?;
-    shard.replicas.borrow_mut().insert(METADATA_GROUP, r);
+    shard.cl().replicas.borrow_mut().insert(METADATA_GROUP, r);
     Ok(())
 }
 
 /// Proposes `op` and waits until it is applied on this node (from any shard).
-pub async fn propose(shard: &Rc<Shard>, op: MetaOp) -> Result<(), TopicError> {
+pub async fn propose(shard: &Rc<Shard>, op: MetaOp) -> Result<(), MetaError> {
     let r = shard
         .run_on(0, move |s| async move {
-            let Some(cluster) = s.shared.cluster.clone() else {
-                return Err(TopicError::new(
-                    ResponseError::InvalidRequest,
+            let Some(cluster) = s.shared.cluster().cloned() else {
+                return Err(MetaError::new(
+                    MetaErrorKind::NotACluster,
                     "not a cluster",
                 ));
             };
             let Some(meta) = s.replica(&METADATA_GROUP) else {
-                return Err(TopicError::new(
-                    ResponseError::NotController,
+                return Err(MetaError::new(
+                    MetaErrorKind::NotController,
                     "the metadata log is not open",
                 ));
             };
@@ -161,12 +191,12 @@ pub async fn propose(shard: &Rc<Shard>, op: MetaOp) -> Result<(), TopicError> {
                 op,
             };
             let value = serde_json::to_vec(&env)
-                .map_err(|e| TopicError::new(ResponseError::UnknownServerError, e.to_string()))?;
+                .map_err(|e| MetaError::new(MetaErrorKind::Internal, e.to_string()))?;
             let data = batch::BatchBuilder::new(crate::runtime::now_ms())
                 .record(None, Some(&value))
                 .build();
             let (tx, mut rx) = oneshot::channel();
-            s.meta_waiters.borrow_mut().insert(req, tx);
+            s.cl().meta_waiters.borrow_mut().insert(req, tx);
             let deadline = Instant::now() + Duration::from_millis(PROPOSE_TIMEOUT_MS);
             loop {
                 // The reply of propose only says whether this node could append it; the
@@ -186,16 +216,16 @@ pub async fn propose(shard: &Rc<Shard>, op: MetaOp) -> Result<(), TopicError> {
                     Err(_) => break,
                 }
             }
-            s.meta_waiters.borrow_mut().remove(&req);
-            Err(TopicError::new(
-                ResponseError::RequestTimedOut,
+            s.cl().meta_waiters.borrow_mut().remove(&req);
+            Err(MetaError::new(
+                MetaErrorKind::Timeout,
                 "the cluster metadata change was not committed in time (no quorum?)",
             ))
         })
         .await;
     r.unwrap_or_else(|e| {
-        Err(TopicError::new(
-            ResponseError::UnknownServerError,
+        Err(MetaError::new(
+            MetaErrorKind::Internal,
             e.to_string(),
         ))
     })
@@ -225,7 +255,8 @@ pub async fn apply_entry(shard: &Rc<Shard>, data: &[u8], index: u64) {
         );
         if offsets_op {
             // The same on every node: every node applies the same entries in the same order.
-            let mut seen = shard.meta_applied_reqs.borrow_mut();
+            let cl = shard.cl();
+            let mut seen = cl.meta_applied_reqs.borrow_mut();
             if seen.0.contains(&env.req) {
                 tracing::debug!(req = env.req, "duplicate offsets operation skipped");
                 continue;
@@ -239,27 +270,27 @@ pub async fn apply_entry(shard: &Rc<Shard>, data: &[u8], index: u64) {
             }
         }
         let res = apply_op(shard, env.op, index).await;
-        if let Some(tx) = shard.meta_waiters.borrow_mut().remove(&env.req) {
+        if let Some(tx) = shard.cl().meta_waiters.borrow_mut().remove(&env.req) {
             let _ = tx.send(res);
         }
     }
 }
 
 /// `index`: the metadata log index of the entry (new replicas' Raft ids are made from it).
-async fn apply_op(shard: &Rc<Shard>, op: MetaOp, index: u64) -> Result<(), TopicError> {
+async fn apply_op(shard: &Rc<Shard>, op: MetaOp, index: u64) -> Result<(), MetaError> {
     let catalog = shard.shared.catalog.clone();
     let storage = |e: crate::catalog::CatalogError| {
-        TopicError::new(ResponseError::KafkaStorageError, e.to_string())
+        MetaError::new(MetaErrorKind::Storage, e.to_string())
     };
     match op {
         MetaOp::AddNode { id, addr } => {
-            if let (Some(c), Ok(a)) = (shard.shared.cluster.as_ref(), addr.parse()) {
+            if let (Some(c), Ok(a)) = (shard.shared.cluster(), addr.parse()) {
                 c.add_peer(id, a);
             }
             catalog
                 .update(move |d| {
                     d.nodes.insert(id, addr);
-                    Ok::<(), TopicError>(())
+                    Ok::<(), MetaError>(())
                 })
                 .await
                 .map_err(storage)??;
@@ -269,7 +300,7 @@ async fn apply_op(shard: &Rc<Shard>, op: MetaOp, index: u64) -> Result<(), Topic
             catalog
                 .update(move |d| {
                     d.brokers.insert(id, BrokerMeta { host, port, rack });
-                    Ok::<(), TopicError>(())
+                    Ok::<(), MetaError>(())
                 })
                 .await
                 .map_err(storage)??;
@@ -280,8 +311,8 @@ async fn apply_op(shard: &Rc<Shard>, op: MetaOp, index: u64) -> Result<(), Topic
             let created = catalog
                 .update(move |d| match d.topics.get(&t.name) {
                     Some(old) if old.id == t.id => Ok(false),
-                    Some(_) => Err(TopicError::new(
-                        ResponseError::TopicAlreadyExists,
+                    Some(_) => Err(MetaError::new(
+                        MetaErrorKind::TopicExists,
                         format!("Topic '{}' already exists.", t.name),
                     )),
                     None => {
@@ -302,7 +333,7 @@ async fn apply_op(shard: &Rc<Shard>, op: MetaOp, index: u64) -> Result<(), Topic
             let removed = catalog
                 .update(move |d| match d.topics.get(&n) {
                     Some(t) if t.id == id => Ok(d.topics.remove(&n)),
-                    _ => Ok::<_, TopicError>(None),
+                    _ => Ok::<_, MetaError>(None),
                 })
                 .await
                 .map_err(storage)??;
@@ -312,7 +343,7 @@ async fn apply_op(shard: &Rc<Shard>, op: MetaOp, index: u64) -> Result<(), Topic
                     let topic = meta.name.clone();
                     let _ = shard
                         .run_on(owner_shard(&meta.id, p, n), move |s| async move {
-                            s.remove_log(&topic, p).await
+                            crate::cluster::remove_replica(&s, &topic, p).await
                         })
                         .await;
                 }
@@ -366,11 +397,11 @@ async fn apply_op(shard: &Rc<Shard>, op: MetaOp, index: u64) -> Result<(), Topic
             })
             .await?;
             tracing::info!(topic = %name, partition, ?replicas, "reassignment done");
-            if let Some(cluster) = shard.shared.cluster.clone() {
+            if let Some(cluster) = shard.shared.cluster().cloned() {
                 if !replicas.contains(&cluster.node_id) {
                     let topic = meta.name.clone();
                     let owner = owner_shard(&meta.id, partition, shard.shared.shard_count());
-                    let _ = shard.run_on(owner, move |s| async move { s.remove_log(&topic, partition).await }).await;
+                    let _ = shard.run_on(owner, move |s| async move { crate::cluster::remove_replica(&s, &topic, partition).await }).await;
                 }
             }
             Ok(())
@@ -435,7 +466,7 @@ async fn update_topic(
     name: &str,
     id: Uuid,
     change: impl FnOnce(&mut TopicMeta) + Send + 'static,
-) -> Result<TopicMeta, TopicError> {
+) -> Result<TopicMeta, MetaError> {
     let n = name.to_string();
     shard
         .shared
@@ -445,10 +476,10 @@ async fn update_topic(
                 change(t);
                 Ok(t.clone())
             }
-            _ => Err(TopicError::new(ResponseError::UnknownTopicOrPartition, format!("Topic '{n}' does not exist."))),
+            _ => Err(MetaError::new(MetaErrorKind::UnknownTopic, format!("Topic '{n}' does not exist."))),
         })
         .await
-        .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?
+        .map_err(|e| MetaError::new(MetaErrorKind::Storage, e.to_string()))?
 }
 
 /// [`update_topic`] for an existing partition of the topic.
@@ -458,23 +489,23 @@ async fn update_partition(
     id: Uuid,
     partition: i32,
     change: impl FnOnce(&mut TopicMeta) + Send + 'static,
-) -> Result<TopicMeta, TopicError> {
+) -> Result<TopicMeta, MetaError> {
     let exists = shard.shared.catalog.snapshot().topic(name).is_some_and(|t| partition >= 0 && partition < t.partitions);
     if !exists {
-        return Err(TopicError::new(ResponseError::UnknownTopicOrPartition, format!("{name}-{partition} does not exist.")));
+        return Err(MetaError::new(MetaErrorKind::UnknownTopic, format!("{name}-{partition} does not exist.")));
     }
     update_topic(shard, name, id, change).await
 }
 
 /// Opens partition `p` of `meta` on this node if `members` includes it.
 async fn open_partition_if(shard: &Rc<Shard>, meta: &TopicMeta, p: i32, members: &[u64]) {
-    let Some(cluster) = shard.shared.cluster.clone() else { return };
+    let Some(cluster) = shard.shared.cluster().cloned() else { return };
     if !members.contains(&cluster.node_id) {
         return;
     }
     let m = meta.clone();
     let owner = owner_shard(&meta.id, p, shard.shared.shard_count());
-    match shard.run_on(owner, move |s| async move { s.open_replica(&m, p, false).await }).await {
+    match shard.run_on(owner, move |s| async move { crate::cluster::open_replica(&s, &m, p, false).await }).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::error!(topic = %meta.name, partition = p, error = %e, "replica failed to open"),
         Err(e) => tracing::error!(topic = %meta.name, partition = p, error = %e, "replica failed to open"),
@@ -486,16 +517,16 @@ async fn apply_offsets(
     shard: &Rc<Shard>,
     group: String,
     records: Vec<OffsetRecord>,
-) -> Result<(), TopicError> {
+) -> Result<(), MetaError> {
     let owner = crate::group::owner_shard_for_group(&group, shard.shared.shard_count());
     let r = shard
         .run_on(owner, move |s| async move {
-            s.groups.apply_replicated(records).await
+            s.groups().apply_replicated(records).await
         })
         .await;
     r.map_err(|e| {
         tracing::error!(group = %group, error = %e, "replicated offsets not stored");
-        TopicError::new(ResponseError::KafkaStorageError, e.to_string())
+        MetaError::new(MetaErrorKind::Storage, e.to_string())
     })
 }
 
@@ -554,7 +585,7 @@ impl OffsetReplicator for OffsetsViaMetadata {
             }
             for op in ops {
                 propose(&shard, op).await.map_err(|e| {
-                    if e.code == ResponseError::KafkaStorageError.code() {
+                    if e.kind == MetaErrorKind::Storage {
                         ResponseError::KafkaStorageError
                     } else {
                         // No quorum, or the metadata leader moved: the client finds the
@@ -572,8 +603,7 @@ impl OffsetReplicator for OffsetsViaMetadata {
 pub fn is_coordinator(shard: &Shard) -> bool {
     shard
         .shared
-        .cluster
-        .as_ref()
+        .cluster()
         .is_some_and(|c| c.controller() == c.node_id)
 }
 
@@ -581,7 +611,7 @@ pub fn is_coordinator(shard: &Shard) -> bool {
 /// metadata log before it became the controller must be applied here (a new leader may not
 /// have applied the previous leader's last entries yet). One barrier per controller term.
 pub async fn sync_offsets(shard: &Rc<Shard>) -> Result<(), ResponseError> {
-    let Some(cluster) = shard.shared.cluster.clone() else {
+    let Some(cluster) = shard.shared.cluster().cloned() else {
         return Ok(());
     };
     if !is_coordinator(shard) {
@@ -600,7 +630,7 @@ pub async fn sync_offsets(shard: &Rc<Shard>) -> Result<(), ResponseError> {
 
 /// Opens (and starts the replicas of) the partitions in `range` that this node holds.
 async fn open_held(shard: &Rc<Shard>, meta: &TopicMeta, range: std::ops::Range<i32>) {
-    let Some(cluster) = shard.shared.cluster.clone() else {
+    let Some(cluster) = shard.shared.cluster().cloned() else {
         return;
     };
     let n = shard.shared.shard_count();
@@ -615,7 +645,7 @@ async fn open_held(shard: &Rc<Shard>, meta: &TopicMeta, range: std::ops::Range<i
         let m = meta.clone();
         let r = shard
             .run_on(owner_shard(&meta.id, p, n), move |s| async move {
-                s.open_replica(&m, p, true).await
+                crate::cluster::open_replica(&s, &m, p, true).await
             })
             .await;
         match r {
@@ -686,7 +716,7 @@ pub fn replica_load(snap: &crate::catalog::CatalogSnapshot) -> BTreeMap<u64, usi
 /// A join request reached this node (from a broker that is not a voter): remember its address
 /// and, on the controller, commit it to the metadata log (once).
 pub fn on_join(shard: &Rc<Shard>, id: u64, addr: std::net::SocketAddr) {
-    let Some(cluster) = shard.shared.cluster.clone() else { return };
+    let Some(cluster) = shard.shared.cluster().cloned() else { return };
     cluster.add_peer(id, addr);
     if cluster.controller() != cluster.node_id {
         return;
@@ -707,7 +737,7 @@ pub fn on_join(shard: &Rc<Shard>, id: u64, addr: std::net::SocketAddr) {
 
 /// Keeps this node's registration (the address clients use) in the metadata log current.
 pub async fn register_loop(shard: Rc<Shard>) {
-    let Some(cluster) = shard.shared.cluster.clone() else {
+    let Some(cluster) = shard.shared.cluster().cloned() else {
         return;
     };
     let (host, port) = match &shard.shared.config.advertised_listener {

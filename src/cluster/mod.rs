@@ -18,13 +18,19 @@ pub mod metadata;
 pub mod replica;
 pub mod transport;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::catalog::TopicMeta;
+use crate::runtime::{owner_shard, Shard, Shared};
+use crate::storage::StorageError;
 
 /// A Raft group: a partition (topic id, index), or the metadata group (nil id, 0).
 pub type GroupKey = (Uuid, i32);
@@ -32,6 +38,135 @@ pub type GroupKey = (Uuid, i32);
 pub const METADATA_GROUP: GroupKey = (Uuid::nil(), 0);
 
 pub use crate::catalog::broker_of;
+
+/// The node's cluster state, if this broker runs in cluster mode: a node-wide service in the
+/// runtime's slots ([`crate::runtime::NodeServices`]).
+pub trait ClusterOf {
+    fn cluster(&self) -> Option<&Arc<ClusterState>>;
+    /// This node's registration is committed and applied (it is in the replicated broker
+    /// list). Always true on a one-node broker.
+    fn joined(&self) -> bool;
+}
+
+impl ClusterOf for Shared {
+    fn cluster(&self) -> Option<&Arc<ClusterState>> {
+        self.node_services.get::<ClusterState>()
+    }
+
+    fn joined(&self) -> bool {
+        match self.cluster() {
+            Some(c) => self.catalog.snapshot().data.brokers.contains_key(&c.node_id),
+            None => true,
+        }
+    }
+}
+
+/// What cluster mode keeps per shard (a shard-local service): the Raft groups the shard
+/// drives, its queues to the peers, and on shard 0 the metadata proposals in flight.
+#[derive(Default)]
+pub struct ShardCluster {
+    /// The Raft groups this shard drives (its partitions' replicas; on shard 0 also the
+    /// metadata group).
+    pub replicas: RefCell<HashMap<GroupKey, Rc<replica::Replica>>>,
+    /// This shard's outgoing queue to each peer node.
+    pub peers: RefCell<HashMap<u64, async_channel::Sender<bytes::Bytes>>>,
+    /// Shard 0: proposers of metadata operations waiting for them to apply.
+    #[allow(clippy::type_complexity)]
+    pub meta_waiters: RefCell<HashMap<u64, futures::channel::oneshot::Sender<Result<(), metadata::MetaError>>>>,
+    /// Shard 0: request ids of the offset operations applied last (a retried proposal's
+    /// duplicate is skipped).
+    #[allow(clippy::type_complexity)]
+    pub meta_applied_reqs: RefCell<(std::collections::HashSet<u64>, std::collections::VecDeque<u64>)>,
+}
+
+/// Cluster mode's view of a shard.
+pub trait ClusterShard {
+    /// This shard's cluster-mode state (made on first use).
+    fn cl(&self) -> Rc<ShardCluster>;
+    /// The replica of a Raft group on this shard.
+    fn replica(&self, g: &GroupKey) -> Option<Rc<replica::Replica>>;
+    /// The replica of a partition by topic name.
+    fn replica_of(&self, topic: &str, partition: i32) -> Option<Rc<replica::Replica>>;
+}
+
+impl ClusterShard for Shard {
+    fn cl(&self) -> Rc<ShardCluster> {
+        self.services.get_or_init(ShardCluster::default)
+    }
+
+    fn replica(&self, g: &GroupKey) -> Option<Rc<replica::Replica>> {
+        self.cl().replicas.borrow().get(g).cloned()
+    }
+
+    fn replica_of(&self, topic: &str, partition: i32) -> Option<Rc<replica::Replica>> {
+        let id = self.log_topic_id(topic, partition)?;
+        self.replica(&(id, partition))
+    }
+}
+
+/// Opens a partition this node holds and starts its replica. Idempotent.
+pub async fn open_replica(shard: &Rc<Shard>, topic: &TopicMeta, partition: i32, new: bool) -> Result<(), StorageError> {
+    let g = (topic.id, partition);
+    if shard.replica(&g).is_some() {
+        return Ok(());
+    }
+    let log = shard.open_log(topic, partition).await?;
+    let voters = topic.replicas.get(partition as usize).cloned().unwrap_or_default();
+    let node = shard.shared.cluster().map_or(0, |c| c.node_id);
+    // The preferred leader of a new partition stands at once: the partition is writable
+    // without waiting for an election timeout.
+    let campaign = new && voters.first() == Some(&node) && log.log_end_offset() == 0;
+    let me = topic.raft_id(partition, node);
+    let voters = voters.iter().map(|b| topic.raft_id(partition, *b)).collect();
+    let r = replica::start(shard, g, topic.name.clone(), replica::Kind::Data, log, me, voters, campaign).await?;
+    if shard.replica(&g).is_none() {
+        shard.cl().replicas.borrow_mut().insert(g, r);
+    } else {
+        r.stop();
+    }
+    Ok(())
+}
+
+/// Stops the replica of a partition (if any) and deletes its log (the topic was deleted, or
+/// the replica moved off this node).
+pub async fn remove_replica(shard: &Rc<Shard>, topic: &str, partition: i32) -> Result<(), StorageError> {
+    if let Some(id) = shard.log_topic_id(topic, partition) {
+        if let Some(r) = shard.cl().replicas.borrow_mut().remove(&(id, partition)) {
+            r.stop();
+        }
+    }
+    shard.remove_log(topic, partition).await
+}
+
+/// Opens every partition of the catalog that this shard owns and this node holds, with their
+/// replicas (a replica that fails to open stays offline, logged).
+pub async fn open_owned_replicas(shard: &Rc<Shard>) {
+    let snap = shard.shared.catalog.snapshot();
+    let n = shard.shared.shard_count();
+    let Some(node) = shard.shared.cluster().map(|c| c.node_id) else { return };
+    for topic in snap.topics() {
+        for p in 0..topic.partitions {
+            if owner_shard(&topic.id, p, n) != shard.id || !topic.replicas.get(p as usize).is_some_and(|r| r.contains(&node)) {
+                continue;
+            }
+            if let Err(e) = open_replica(shard, topic, p, false).await {
+                tracing::error!(topic = %topic.name, partition = p, error = %e, "replica failed to open; it stays offline");
+            }
+        }
+    }
+}
+
+/// Stops every replica of this shard (clean shutdown) and closes the metadata log; the
+/// partition logs are closed by the runtime afterwards.
+pub async fn stop_replicas(shard: &Shard) {
+    let replicas: Vec<_> = shard.cl().replicas.borrow_mut().drain().collect();
+    for (g, r) in replicas {
+        r.stop();
+        if g == METADATA_GROUP {
+            let _ = r.log().close().await;
+        }
+    }
+}
 
 /// Directory name of the metadata log under the data directory.
 pub const METADATA_DIR: &str = "__cluster_metadata-0";

@@ -28,16 +28,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::FutureExt;
-use kafka_protocol::error::ResponseError;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, Snapshot};
 use raft::{GetEntriesContext, RaftState, RawNode, StateRole, Storage};
 use serde::{Deserialize, Serialize};
 
 use super::{transport, GroupKey, LeaderInfo};
-use crate::kafka::KafkaError;
 use crate::runtime::Shard;
 use crate::storage::{AppendInfo, EntryPos, PartitionLog, ProposalVerdict, StorageError};
+use std::sync::Arc;
+use crate::cluster::ClusterOf;
 
 /// One Raft tick.
 pub const TICK_MS: u64 = 100;
@@ -47,8 +47,20 @@ const MAX_INFLIGHT_MSGS: usize = 256;
 const MAX_UNCOMMITTED_BYTES: u64 = 64 << 20;
 const HARD_STATE_FILE: &str = "raft.state";
 
-fn not_leader(msg: impl Into<String>) -> KafkaError {
-    (ResponseError::NotLeaderOrFollower.code(), msg.into())
+/// Why a proposal or a wait for its commit failed; `kafka::error::replica` maps it to Kafka's
+/// error codes.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReplicaError {
+    /// This replica does not lead the partition (or stopped leading it): retry at the leader.
+    #[error("{0}")]
+    NotLeader(String),
+    /// The log refused the batch (sequence, size, CRC, ...) or failed.
+    #[error("{0}")]
+    Storage(Arc<StorageError>),
+}
+
+fn not_leader(msg: impl Into<String>) -> ReplicaError {
+    ReplicaError::NotLeader(msg.into())
 }
 
 // ------------------------------------------------------------------------------------------
@@ -376,16 +388,16 @@ pub enum Kind {
 
 struct Proposal {
     data: Bytes,
-    tx: oneshot::Sender<Result<AppendInfo, KafkaError>>,
+    tx: oneshot::Sender<Result<AppendInfo, ReplicaError>>,
 }
 
 struct Pending {
     term: u64,
-    tx: oneshot::Sender<Result<AppendInfo, KafkaError>>,
+    tx: oneshot::Sender<Result<AppendInfo, ReplicaError>>,
 }
 
 /// An acks=all waiter: (last offset, term it was proposed in, reply).
-type CommitWaiter = (i64, u64, oneshot::Sender<Result<(), KafkaError>>);
+type CommitWaiter = (i64, u64, oneshot::Sender<Result<(), ReplicaError>>);
 
 pub struct Replica {
     pub group: GroupKey,
@@ -457,7 +469,7 @@ impl Replica {
 
     /// Proposes one producer batch (or a metadata record); resolves once written and
     /// fdatasynced on this leader, with the offsets it got (or the producer table's verdict).
-    pub async fn propose(&self, data: Bytes) -> Result<AppendInfo, KafkaError> {
+    pub async fn propose(&self, data: Bytes) -> Result<AppendInfo, ReplicaError> {
         if self.stopped.get() || (!self.is_leader() && matches!(self.kind, Kind::Data)) {
             return Err(not_leader(format!(
                 "this broker is not the leader of {}-{}",
@@ -473,7 +485,7 @@ impl Replica {
 
     /// Resolves once every offset <= `last_offset` is committed (acks=all), or fails if this
     /// node stops leading first.
-    pub async fn wait_committed(&self, last_offset: i64) -> Result<(), KafkaError> {
+    pub async fn wait_committed(&self, last_offset: i64) -> Result<(), ReplicaError> {
         if self.log().high_watermark() > last_offset {
             return Ok(());
         }
@@ -569,7 +581,7 @@ pub async fn start(
     voters: Vec<u64>,
     campaign: bool,
 ) -> Result<Rc<Replica>, StorageError> {
-    if shard.shared.cluster.is_none() {
+    if shard.shared.cluster().is_none() {
         return Err(StorageError::Io {
             path: log.dir().to_path_buf(),
             source: std::io::Error::other("replicas exist only in cluster mode"),
@@ -706,7 +718,7 @@ async fn finish_snapshot_install(
     }
     tracing::warn!(topic, partition = group.1, index = s.index, offset = s.offset, "completing a snapshot install interrupted by a crash: the log restarts at the snapshot's offset");
     let new = log.reset_to(s.offset).await?;
-    shard.replace_log(topic, group, new.clone());
+    shard.replace_log(topic, group.0, group.1, new.clone());
     Ok(new)
 }
 
@@ -759,7 +771,7 @@ async fn drive(
     let mut role = (StateRole::Follower, 0u64, 0u64);
     let mut ticks = 0u64;
     let mut done_sent: Option<Instant> = None;
-    let sim = shard.shared.cluster.as_ref().and_then(|c| c.sim.clone());
+    let sim = shard.shared.cluster().and_then(|c| c.sim.clone());
     let mut sim_timeout = SimTimeout::default();
     if r.campaign_now.get() {
         let _ = node.campaign();
@@ -774,7 +786,7 @@ async fn drive(
             for (_, p) in std::mem::take(&mut pending) {
                 let _ = p.tx.send(Err(not_leader("the partition is closing")));
             }
-            if let Some(c) = shard.shared.cluster.as_ref() {
+            if let Some(c) = shard.shared.cluster() {
                 c.forget(&r.group);
             }
             return;
@@ -850,7 +862,7 @@ async fn drive(
                         continue;
                     }
                     ProposalVerdict::Refused(e) => {
-                        let _ = p.tx.send(Err((crate::kafka::error::storage(&e), e.to_string())));
+                        let _ = p.tx.send(Err(ReplicaError::Storage(Arc::new(e))));
                         continue;
                     }
                 }
@@ -1157,7 +1169,7 @@ fn brokers(ids: &[u64]) -> Vec<u64> {
 
 /// Updates the node's leadership table (and the controller id for the metadata group).
 fn publish_leader(shard: &Rc<Shard>, r: &Rc<Replica>, node: &RawNode<LogStore>) {
-    let Some(cluster) = shard.shared.cluster.as_ref() else {
+    let Some(cluster) = shard.shared.cluster() else {
         return;
     };
     // Raft ids to broker ids: Metadata and the leadership table speak of brokers.
@@ -1278,7 +1290,7 @@ async fn install_snapshot(
     save_hard_state(shard, &r.log(), saved.clone()).await?;
     let new = r.log().reset_to(offset).await?;
     *r.log.borrow_mut() = new.clone();
-    shard.replace_log(&r.topic, r.group, new.clone());
+    shard.replace_log(&r.topic, r.group.0, r.group.1, new.clone());
     {
         let store = node.mut_store();
         store.log = new.clone();
@@ -1354,7 +1366,7 @@ async fn append_entries(
             node.mut_store().forget_recent();
             node.mut_store().log = new.clone();
             *r.log.borrow_mut() = new.clone();
-            shard.replace_log(&r.topic, r.group, new.clone());
+            shard.replace_log(&r.topic, r.group.0, r.group.1, new.clone());
             let commit = node.store().hard.commit;
             let committed = node.store().offset_after(commit);
             let _ = new.start_replication(|_| committed).await?;
@@ -1397,7 +1409,7 @@ async fn append_entries(
         r.log().wait_durable(next - 1).await?;
     }
     for (tx, outcome) in acks {
-        let _ = tx.send(outcome.map_err(|e| (crate::kafka::error::storage(&e), e.to_string())));
+        let _ = tx.send(outcome.map_err(|e| ReplicaError::Storage(Arc::new(e))));
     }
     Ok(())
 }

@@ -22,6 +22,8 @@ use uuid::Uuid;
 
 use super::{GroupKey, LeaderInfo};
 use crate::runtime::{owner_shard, Shard};
+use crate::cluster::ClusterOf;
+use crate::cluster::ClusterShard;
 
 const KIND_RAFT: u8 = 1;
 const KIND_LEADERS: u8 = 2;
@@ -68,7 +70,7 @@ pub fn encode_leaders(list: &[(GroupKey, LeaderInfo)]) -> Option<Bytes> {
 
 /// Queues a frame for node `to` from this shard; dropped if the queue is full.
 pub fn send(shard: &Rc<Shard>, to: u64, frame: Bytes) {
-    let Some(cluster) = shard.shared.cluster.as_ref() else {
+    let Some(cluster) = shard.shared.cluster() else {
         return;
     };
     if let Some(sim) = &cluster.sim {
@@ -82,7 +84,8 @@ pub fn send(shard: &Rc<Shard>, to: u64, frame: Bytes) {
         return;
     };
     let tx = {
-        let mut peers = shard.peers.borrow_mut();
+        let cl = shard.cl();
+        let mut peers = cl.peers.borrow_mut();
         peers
             .entry(to)
             .or_insert_with(|| {
@@ -186,7 +189,7 @@ async fn read_peer(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<
 /// Handles one frame from a peer (without its length prefix): a Raft message goes to its
 /// group's replica, leadership reports to the leadership table, a join to the metadata group.
 pub fn deliver(shard: &Rc<Shard>, frame: Bytes) {
-    let Some(cluster) = shard.shared.cluster.clone() else {
+    let Some(cluster) = shard.shared.cluster().cloned() else {
         return;
     };
     let Some(&kind) = frame.first() else { return };
@@ -224,8 +227,7 @@ pub fn deliver(shard: &Rc<Shard>, frame: Bytes) {
                 // Our own replicas know better for the groups we hold.
                 if shard
                     .shared
-                    .cluster
-                    .as_ref()
+                    .cluster()
                     .is_some_and(|c| c.leader(&g).is_some_and(|l| l.term > info.term))
                 {
                     continue;
@@ -247,7 +249,7 @@ pub fn deliver(shard: &Rc<Shard>, frame: Bytes) {
 pub async fn report_leaders(shard: Rc<Shard>, interval: Duration) {
     loop {
         compio::time::sleep(interval).await;
-        let Some(cluster) = shard.shared.cluster.clone() else {
+        let Some(cluster) = shard.shared.cluster().cloned() else {
             return;
         };
         let led = cluster.led_by_me();

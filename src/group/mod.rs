@@ -26,6 +26,7 @@ use kafka_protocol::error::ResponseError;
 
 use crate::config::BrokerConfig;
 use crate::limits;
+use crate::runtime::Shard;
 use consumer::{ConsumerGroup, ConsumerSettings, HeartbeatParams, HeartbeatResult};
 use offsets::{Committed, OffsetLog, OffsetRecord, OffsetTable};
 use state::Group;
@@ -112,6 +113,18 @@ pub trait OffsetReplicator {
         group: String,
         records: Vec<OffsetRecord>,
     ) -> LocalBoxFuture<'static, Result<(), ResponseError>>;
+}
+
+/// A shard's group coordinator: a shard-local service in the runtime's slots, made on first
+/// use.
+pub trait GroupShard {
+    fn groups(&self) -> Rc<Coordinator>;
+}
+
+impl GroupShard for Shard {
+    fn groups(&self) -> Rc<Coordinator> {
+        self.services.get_or_init(|| Coordinator::new(&self.shared.config))
+    }
 }
 
 /// The group coordinator state of one shard.
@@ -1036,10 +1049,10 @@ where
     let owner = owner_shard_for_group(group_id, shard.shared.shard_count());
     shard
         .run_on(owner, move |s| async move {
-            if !s.groups.is_coordinator() {
+            if !s.groups().is_coordinator() {
                 return Err(RouteError::NotCoordinator);
             }
-            if !s.groups.is_loaded() {
+            if !s.groups().is_loaded() {
                 return Err(RouteError::Loading);
             }
             Ok(f(s.clone()).await)

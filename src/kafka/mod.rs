@@ -15,6 +15,8 @@ use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 
 use crate::runtime::Shard;
+use crate::cluster::ClusterOf;
+use crate::cluster::ClusterShard;
 
 /// What a handler sees of the request besides its body.
 pub struct RequestContext {
@@ -79,7 +81,7 @@ where
     let r = shard
         .run_on(owner, move |s| async move {
             // Cluster mode: only the leader serves a partition; clients re-route on this code.
-            if let Some(r) = s.shared.cluster.as_ref().and_then(|_| s.replica_of(&topic, partition)) {
+            if let Some(r) = s.shared.cluster().and_then(|_| s.replica_of(&topic, partition)) {
                 if !r.is_leader() {
                     return Err((
                         kafka_protocol::error::ResponseError::NotLeaderOrFollower.code(),

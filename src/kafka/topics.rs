@@ -12,6 +12,7 @@ use crate::catalog::TopicMeta;
 use crate::kafka::configs;
 use crate::limits;
 use crate::runtime::{owner_shard, Shard};
+use crate::cluster::ClusterOf;
 
 /// A Kafka error code with the message sent to the client.
 #[derive(Debug, Clone)]
@@ -83,7 +84,7 @@ pub fn check_assignment(shard: &Shard, snap: &crate::catalog::CatalogSnapshot, l
         }
         let mut ids = Vec::with_capacity(brokers.len());
         for &b in brokers {
-            let known = match &shard.shared.cluster {
+            let known = match shard.shared.cluster() {
                 Some(_) => b >= 0 && snap.data.brokers.contains_key(&(b as u64)),
                 None => b == shard.config().node_id,
             };
@@ -98,6 +99,12 @@ pub fn check_assignment(shard: &Shard, snap: &crate::catalog::CatalogSnapshot, l
         out.push(ids);
     }
     Ok(out)
+}
+
+impl From<crate::cluster::metadata::MetaError> for TopicError {
+    fn from(e: crate::cluster::metadata::MetaError) -> TopicError {
+        TopicError::new(crate::kafka::error::meta(&e), e.message)
+    }
 }
 
 /// Validates and creates a topic, opening its partitions on their shards before returning.
@@ -129,7 +136,7 @@ pub async fn create_topic(
             ),
         ));
     }
-    let clustered = shard.shared.cluster.is_some();
+    let clustered = shard.shared.cluster().is_some();
     if !clustered && t.replication_factor != -1 && t.replication_factor != 1 {
         return Err(TopicError::new(
             ResponseError::InvalidReplicationFactor,
@@ -314,7 +321,7 @@ pub async fn add_partitions(
     if validate_only {
         return Ok(());
     }
-    if shard.shared.cluster.is_some() {
+    if shard.shared.cluster().is_some() {
         use crate::cluster::metadata;
         let brokers: Vec<u64> = snap.data.brokers.keys().copied().collect();
         let rf = topic
@@ -340,7 +347,7 @@ pub async fn add_partitions(
             id: topic.id,
             replicas,
         };
-        return metadata::propose(shard, op).await;
+        return Ok(metadata::propose(shard, op).await?);
     }
     let old = topic.partitions;
     let name_owned = name.to_string();
@@ -371,7 +378,7 @@ pub async fn add_partitions(
 
 /// Deletes a topic: out of the catalog first, then each owning shard removes its logs.
 pub async fn delete_topic(shard: &Rc<Shard>, name: &str) -> Result<TopicMeta, TopicError> {
-    if shard.shared.cluster.is_some() {
+    if shard.shared.cluster().is_some() {
         let Some(meta) = shard.shared.catalog.snapshot().topic(name).cloned() else {
             return Err(TopicError::new(
                 ResponseError::UnknownTopicOrPartition,

@@ -35,6 +35,8 @@ use crate::limits;
 use crate::recorder;
 pub use crate::recorder::{count_records, ApiStats, Hist, TopicIo, LATENCY_BUCKETS_S};
 use crate::runtime::Shard;
+use crate::cluster::ClusterOf;
+use crate::group::GroupShard;
 
 /// One committed offset of a consumer group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,7 +158,7 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
         request_memory_used_bytes: shard.budget.used_bytes() as u64,
         request_memory_budget_bytes: shard.budget.limit_bytes() as u64,
         request_memory_waits_total: shard.budget.waits_total.get(),
-        groups: group_snapshots(&shard.groups),
+        groups: group_snapshots(&shard.groups()),
     }
 }
 
@@ -230,7 +232,7 @@ impl BrokerView {
         let mut replication = Vec::new();
         for t in snap.topics() {
             for p in 0..t.partitions {
-                let r = match &shared.cluster {
+                let r = match shared.cluster() {
                     None => PartitionReplication {
                         topic: t.name.clone(),
                         partition: p,
@@ -257,7 +259,7 @@ impl BrokerView {
         }
         BrokerView {
             replication,
-            brokers: match &shared.cluster {
+            brokers: match shared.cluster() {
                 Some(_) => snap.data.brokers.len() as i64,
                 None => 1,
             },

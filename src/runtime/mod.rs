@@ -18,6 +18,7 @@
 //! shards doing that to each other (both inboxes full, each draining its inbox wakes the other's
 //! suspended senders) spun forever: a deadlock (`server::cross_shard_tests`).
 
+use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -54,8 +55,10 @@ pub struct Shared {
     /// Producer ids handed out: [next, limit) reserved durably in the catalog.
     producer_ids: Mutex<(i64, i64)>,
     pub started_at: std::time::Instant,
-    /// Cluster mode (replication); None on a one-node broker.
-    pub cluster: Option<Arc<crate::cluster::ClusterState>>,
+    /// Node-wide services (one instance per broker, shared by its shards), by type: the
+    /// runtime holds them and knows nothing of what they are (`cluster::ClusterState` in
+    /// cluster mode). Set before the shards start.
+    pub node_services: NodeServices,
     /// The Kafka listener's bound port (known once listening).
     pub listen_port: AtomicUsize,
 }
@@ -79,17 +82,8 @@ impl Shared {
             connections_rejected_total: AtomicU64::new(0),
             producer_ids: Mutex::new((0, 0)),
             started_at: std::time::Instant::now(),
-            cluster: None,
+            node_services: NodeServices::default(),
             listen_port: AtomicUsize::new(0),
-        }
-    }
-
-    /// Cluster mode: this node's registration is committed and applied (it is in the
-    /// replicated broker list). Always true on a one-node broker.
-    pub fn joined(&self) -> bool {
-        match &self.cluster {
-            Some(c) => self.catalog.snapshot().data.brokers.contains_key(&c.node_id),
-            None => true,
         }
     }
 
@@ -135,9 +129,10 @@ impl Shared {
     /// In a cluster every node hands out ids from its own range (node id in the high bits),
     /// so two nodes never give the same id to different producers.
     fn node_producer_id(&self, local: i64) -> i64 {
-        match &self.cluster {
-            Some(c) => ((c.node_id as i64) << 40) | (local & ((1 << 40) - 1)),
-            None => local,
+        if self.config.clustered() {
+            (i64::from(self.config.node_id) << 40) | (local & ((1 << 40) - 1))
+        } else {
+            local
         }
     }
 }
@@ -151,6 +146,51 @@ pub fn owner_shard(topic_id: &Uuid, partition: i32, shards: usize) -> usize {
 
 pub type PartitionKey = (String, i32);
 
+/// Shard-local services by type, one instance per shard (Seastar's `sharded<Service>`): the
+/// runtime owns the slots and knows nothing of what is in them. A service module reaches its
+/// instance through [`Services::get_or_init`] (made on first use on that shard).
+#[derive(Default)]
+pub struct Services {
+    slots: RefCell<Vec<(TypeId, Rc<dyn Any>)>>,
+}
+
+impl Services {
+    /// This shard's instance of `T`, made by `init` the first time it is asked for.
+    pub fn get_or_init<T: 'static>(&self, init: impl FnOnce() -> T) -> Rc<T> {
+        if let Some(v) = self.get::<T>() {
+            return v;
+        }
+        let v = Rc::new(init());
+        self.slots.borrow_mut().push((TypeId::of::<T>(), v.clone()));
+        v
+    }
+
+    /// This shard's instance of `T`, if it has one.
+    pub fn get<T: 'static>(&self) -> Option<Rc<T>> {
+        let slots = self.slots.borrow();
+        let (_, v) = slots.iter().find(|(t, _)| *t == TypeId::of::<T>())?;
+        v.clone().downcast::<T>().ok()
+    }
+}
+
+/// Node-wide services by type (Send + Sync, shared by every shard), set before the shards
+/// start and read-only afterwards.
+#[derive(Default)]
+pub struct NodeServices {
+    slots: Vec<(TypeId, Box<dyn Any + Send + Sync>)>,
+}
+
+impl NodeServices {
+    pub fn provide<T: Send + Sync + 'static>(&mut self, v: Arc<T>) {
+        self.slots.retain(|(t, _)| *t != TypeId::of::<T>());
+        self.slots.push((TypeId::of::<T>(), Box::new(v)));
+    }
+
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<&Arc<T>> {
+        self.slots.iter().find(|(t, _)| *t == TypeId::of::<T>())?.1.downcast_ref::<Arc<T>>()
+    }
+}
+
 /// One shard: the partitions it owns and the means to reach the others.
 pub struct Shard {
     pub id: usize,
@@ -160,33 +200,18 @@ pub struct Shard {
     opening: futures::lock::Mutex<()>,
     /// Request bytes this shard's connections may hold unanswered.
     pub budget: Rc<crate::budget::Budget>,
-    /// The consumer groups this shard coordinates (see [`crate::group`]).
-    pub groups: crate::group::Coordinator,
-    /// Cluster mode: the Raft groups this shard drives (its partitions' replicas; on shard 0
-    /// also the metadata group).
-    pub replicas: RefCell<HashMap<crate::cluster::GroupKey, Rc<crate::cluster::replica::Replica>>>,
-    /// Cluster mode: this shard's outgoing queue to each peer node.
-    pub peers: RefCell<HashMap<u64, async_channel::Sender<bytes::Bytes>>>,
-    /// Cluster mode, shard 0: proposers of metadata operations waiting for them to apply.
-    #[allow(clippy::type_complexity)]
-    pub meta_waiters:
-        RefCell<HashMap<u64, oneshot::Sender<Result<(), crate::kafka::topics::TopicError>>>>,
+    /// This shard's instances of the services (consumer groups, replicas, ...).
+    pub services: Services,
     /// Per target shard: jobs whose sender found the target's inbox full, in send order, and
     /// whether a pump task is moving them. Each entry belongs to a caller suspended in
     /// `run_on`, so the length is bounded by this shard's tasks, like a channel's waiter list.
     waiting: Vec<RefCell<VecDeque<Job>>>,
     pumping: Vec<Cell<bool>>,
-    /// Cluster mode, shard 0: request ids of the offset operations applied last (a retried
-    /// proposal's duplicate is skipped).
-    #[allow(clippy::type_complexity)]
-    pub meta_applied_reqs:
-        RefCell<(std::collections::HashSet<u64>, std::collections::VecDeque<u64>)>,
 }
 
 impl Shard {
     pub fn new(id: usize, shared: Arc<Shared>, fs: Fs) -> Self {
         let budget = crate::budget::Budget::new(shared.config.queued_max_request_bytes);
-        let groups = crate::group::Coordinator::new(&shared.config);
         let n = shared.shard_count();
         let waiting = (0..n).map(|_| RefCell::new(VecDeque::new())).collect();
         let pumping = (0..n).map(|_| Cell::new(false)).collect();
@@ -197,13 +222,9 @@ impl Shard {
             logs: RefCell::new(HashMap::new()),
             opening: futures::lock::Mutex::new(()),
             budget,
-            groups,
-            replicas: RefCell::new(HashMap::new()),
-            peers: RefCell::new(HashMap::new()),
-            meta_waiters: RefCell::new(HashMap::new()),
+            services: Services::default(),
             waiting,
             pumping,
-            meta_applied_reqs: RefCell::new(Default::default()),
         }
     }
 
@@ -258,78 +279,19 @@ impl Shard {
         }
     }
 
-    /// Cluster mode: the replica of a Raft group on this shard.
-    pub fn replica(
-        &self,
-        g: &crate::cluster::GroupKey,
-    ) -> Option<Rc<crate::cluster::replica::Replica>> {
-        self.replicas.borrow().get(g).cloned()
+    /// The topic id of an open log, if this shard has it open.
+    pub fn log_topic_id(&self, topic: &str, partition: i32) -> Option<Uuid> {
+        self.logs.borrow().get(&(topic.to_string(), partition)).map(|(id, _)| *id)
     }
 
-    /// Cluster mode: the replica of a partition by topic name.
-    pub fn replica_of(
-        &self,
-        topic: &str,
-        partition: i32,
-    ) -> Option<Rc<crate::cluster::replica::Replica>> {
-        let id = self
-            .logs
-            .borrow()
-            .get(&(topic.to_string(), partition))
-            .map(|(id, _)| *id)?;
-        self.replica(&(id, partition))
-    }
-
-    /// Cluster mode: a replica truncated its log, which replaced the log handle.
-    pub fn replace_log(&self, topic: &str, g: crate::cluster::GroupKey, log: PartitionLog) {
+    /// Replaces the handle of an open log (a replica truncated its log and reopened it).
+    pub fn replace_log(&self, topic: &str, topic_id: Uuid, partition: i32, log: PartitionLog) {
         let mut logs = self.logs.borrow_mut();
-        if let Some(entry) = logs.get_mut(&(topic.to_string(), g.1)) {
-            if entry.0 == g.0 {
+        if let Some(entry) = logs.get_mut(&(topic.to_string(), partition)) {
+            if entry.0 == topic_id {
                 entry.1 = log;
             }
         }
-    }
-
-    /// Cluster mode: opens a partition this node holds and starts its replica. Idempotent.
-    pub async fn open_replica(
-        self: &Rc<Self>,
-        topic: &TopicMeta,
-        partition: i32,
-        new: bool,
-    ) -> Result<(), StorageError> {
-        let g = (topic.id, partition);
-        if self.replica(&g).is_some() {
-            return Ok(());
-        }
-        let log = self.open_log(topic, partition).await?;
-        let voters = topic
-            .replicas
-            .get(partition as usize)
-            .cloned()
-            .unwrap_or_default();
-        let node = self.shared.cluster.as_ref().map_or(0, |c| c.node_id);
-        // The preferred leader of a new partition stands at once: the partition is writable
-        // without waiting for an election timeout.
-        let campaign = new && voters.first() == Some(&node) && log.log_end_offset() == 0;
-        let me = topic.raft_id(partition, node);
-        let voters = voters.iter().map(|b| topic.raft_id(partition, *b)).collect();
-        let r = crate::cluster::replica::start(
-            self,
-            g,
-            topic.name.clone(),
-            crate::cluster::replica::Kind::Data,
-            log,
-            me,
-            voters,
-            campaign,
-        )
-        .await?;
-        if self.replica(&g).is_none() {
-            self.replicas.borrow_mut().insert(g, r);
-        } else {
-            r.stop();
-        }
-        Ok(())
     }
 
     /// Queues `job` for shard `target`: straight into its inbox when there is room and no
@@ -428,42 +390,27 @@ impl Shard {
         Ok(log)
     }
 
-    /// Closes and deletes the log of a partition (topic deletion).
+    /// Closes and deletes the log of a partition (topic deletion). Whatever drives the log (a
+    /// replica) must have been stopped first.
     pub async fn remove_log(&self, topic: &str, partition: i32) -> Result<(), StorageError> {
         let removed = self
             .logs
             .borrow_mut()
             .remove(&(topic.to_string(), partition));
-        if let Some((id, log)) = removed {
-            if let Some(r) = self.replicas.borrow_mut().remove(&(id, partition)) {
-                r.stop();
-            }
+        if let Some((_, log)) = removed {
             log.remove().await?;
         }
         Ok(())
     }
 
-    /// Opens every partition of the catalog that this shard owns (in a cluster: that this
-    /// node holds, with their replicas).
+    /// Opens every partition of the catalog that this shard owns (one-node broker; in a
+    /// cluster `cluster::open_owned_replicas` opens those this node holds, with their replicas).
     pub async fn open_owned_logs(self: &Rc<Self>) {
         let snap = self.shared.catalog.snapshot();
         let n = self.shared.shard_count();
         for topic in snap.topics() {
             for p in 0..topic.partitions {
                 if owner_shard(&topic.id, p, n) != self.id {
-                    continue;
-                }
-                if let Some(c) = &self.shared.cluster {
-                    if !topic
-                        .replicas
-                        .get(p as usize)
-                        .is_some_and(|r| r.contains(&c.node_id))
-                    {
-                        continue;
-                    }
-                    if let Err(e) = self.open_replica(topic, p, false).await {
-                        tracing::error!(topic = %topic.name, partition = p, error = %e, "replica failed to open; it stays offline");
-                    }
                     continue;
                 }
                 {
@@ -485,15 +432,9 @@ impl Shard {
         }
     }
 
-    /// Flushes and closes every owned log (clean shutdown).
+    /// Flushes and closes every owned log (clean shutdown); whatever drives them (replicas)
+    /// must have been stopped first.
     pub async fn close_logs(&self) {
-        let replicas: Vec<_> = self.replicas.borrow_mut().drain().collect();
-        for (g, r) in replicas {
-            r.stop();
-            if g == crate::cluster::METADATA_GROUP {
-                let _ = r.log().close().await;
-            }
-        }
         for ((topic, p), log) in self.logs() {
             if let Err(e) = log.close().await {
                 tracing::error!(topic = %topic, partition = p, error = %e, "close failed; next start recovers this log");

@@ -12,6 +12,7 @@ use compio::net::{TcpListener, TcpStream};
 use crate::limits;
 use crate::metrics;
 use crate::runtime::Shard;
+use crate::cluster::ClusterOf;
 
 pub async fn serve(listener: TcpListener, shard: Rc<Shard>) {
     loop {

@@ -25,6 +25,8 @@ pub use crate::config::BrokerConfig;
 use crate::limits;
 use crate::runtime::{inbox_pair, Job, Shard, Shared};
 use crate::storage::Fs;
+use crate::cluster::ClusterOf;
+use crate::group::GroupShard;
 
 /// A running broker. Dropping it without [`Broker::shutdown`] leaves its threads running.
 pub struct Broker {
@@ -161,7 +163,9 @@ impl Broker {
         };
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| inbox_pair()).unzip();
         let mut shared = Shared::new(config, catalog, senders);
-        shared.cluster = cluster;
+        if let Some(c) = cluster {
+            shared.node_services.provide(c);
+        }
         shared
             .listen_port
             .store(usize::from(addr.port()), Ordering::Release);
@@ -256,10 +260,10 @@ async fn shard_main(
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let shard = Rc::new(Shard::new(id, shared.clone(), Fs::real()));
-    if shared.cluster.is_some() {
+    if shared.cluster().is_some() {
         // Cluster mode: committed offsets go through the metadata log (every node holds them).
         shard
-            .groups
+            .groups()
             .set_replicator(Rc::new(crate::cluster::metadata::OffsetsViaMetadata {
                 shard: Rc::downgrade(&shard),
             }));
@@ -273,7 +277,11 @@ async fn shard_main(
     };
     // Inbox first: recovery of other shards' partitions may already need us.
     let inbox_task = compio::runtime::spawn(crate::runtime::serve_inbox(shard.clone(), inbox));
-    shard.open_owned_logs().await;
+    if shared.cluster().is_some() {
+        crate::cluster::open_owned_replicas(&shard).await;
+    } else {
+        shard.open_owned_logs().await;
+    }
     let mut cluster_tasks = Vec::new();
     if let Some(repl) = repl {
         match compio::net::TcpListener::from_std(repl) {
@@ -303,7 +311,7 @@ async fn shard_main(
         }
     }
     if let Err(e) = shard
-        .groups
+        .groups()
         .open(&shared.config.data_dir, id, shared.shard_count())
         .await
     {
@@ -327,7 +335,7 @@ async fn shard_main(
             loop {
                 compio::time::sleep(Duration::from_millis(limits::GROUP_TICK_INTERVAL_MS)).await;
                 shard
-                    .groups
+                    .groups()
                     .tick(crate::runtime::now_ms(), shard.shared.is_ready())
                     .await;
             }
@@ -383,6 +391,7 @@ async fn shard_main(
     drop(housekeeping);
     drop(group_timer);
     drop(cluster_tasks);
+    crate::cluster::stop_replicas(&shard).await;
     shard.close_logs().await;
     tracing::debug!(shard = id, "shard stopped");
 }

@@ -61,7 +61,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sluice::catalog::{Catalog, TopicMeta};
 use sluice::cluster::replica::{delete_records_entry, Replica};
-use sluice::cluster::{transport, ClusterState, SimHooks};
+use sluice::cluster::{transport, ClusterShard, ClusterState, SimHooks};
 use sluice::runtime::{inbox_pair, owner_shard, serve_inbox, Shard, Shared};
 use sluice::server::BrokerConfig;
 use sluice::storage::batch::{BatchBuilder, BatchHeader};
@@ -441,14 +441,14 @@ impl Sim {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..SHARDS).map(|_| inbox_pair()).unzip();
         let mut shared = Shared::new(config, catalog, senders);
         let own = voters()[i].1;
-        shared.cluster = Some(Arc::new(ClusterState::new(n.id, voters(), own).with_sim(self.hooks.clone())));
+        shared.node_services.provide(Arc::new(ClusterState::new(n.id, voters(), own).with_sim(self.hooks.clone())));
         let shared = Arc::new(shared);
         let shards: Vec<Rc<Shard>> = (0..SHARDS).map(|k| Rc::new(Shard::new(k, shared.clone(), Fs::faulty(n.plan.clone())))).collect();
         for (s, rx) in shards.iter().zip(receivers) {
             compio::runtime::spawn(serve_inbox(s.clone(), rx)).detach();
         }
         let shard = shards[owner_shard(&meta.id, 0, SHARDS)].clone();
-        if let Err(e) = shard.open_replica(&meta, 0, new).await {
+        if let Err(e) = sluice::cluster::open_replica(&shard, &meta, 0, new).await {
             self.fail(format!("node {} could not open its replica: {e}", n.id));
         }
         let r = shard.replica(&self.group()).expect("replica started");
@@ -513,7 +513,7 @@ impl Sim {
         self.nodes[i].crashed = true;
         r.stop();
         self.settle().await;
-        shard.replicas.borrow_mut().clear();
+        shard.cl().replicas.borrow_mut().clear();
         drop(r);
         drop(shard);
         self.stop_shards(i).await;
@@ -951,7 +951,7 @@ impl Sim {
                 continue;
             }
             if let Some((shard, r)) = self.nodes[i].up.clone() {
-                if let Err(e) = shard.remove_log(&self.topic.name, 0).await {
+                if let Err(e) = sluice::cluster::remove_replica(&shard, &self.topic.name, 0).await {
                     // An armed fault fired: the node loses power; at restart it deletes the
                     // copy, as replaying ReassignDone would.
                     let id = self.nodes[i].id;
@@ -1099,7 +1099,7 @@ impl Sim {
             if let Some((shard, r)) = self.nodes[i].up.take() {
                 r.stop();
                 self.settle().await;
-                shard.replicas.borrow_mut().clear();
+                shard.cl().replicas.borrow_mut().clear();
             }
             self.stop_shards(i).await;
         }

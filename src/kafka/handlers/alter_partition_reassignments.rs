@@ -13,6 +13,7 @@ use kafka_protocol::protocol::{StrBytes, VersionRange};
 use crate::cluster::metadata::{self, MetaOp};
 use crate::kafka::RequestContext;
 use crate::limits;
+use crate::cluster::ClusterOf;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
 
@@ -24,7 +25,7 @@ pub async fn handle(ctx: RequestContext, req: AlterPartitionReassignmentsRequest
         let mut partitions = Vec::new();
         for p in t.partitions.into_iter().take(limits::PARTITIONS_PER_TOPIC_MAX as usize) {
             let target = p.replicas.map(|r| r.into_iter().map(|b| b.0 as u64).collect::<Vec<u64>>());
-            let r = if ctx.shard.shared.cluster.is_none() {
+            let r = if ctx.shard.shared.cluster().is_none() {
                 one_node(&ctx, &name, p.partition_index, target)
             } else {
                 reassign(&ctx, &name, p.partition_index, target).await
@@ -77,5 +78,5 @@ async fn reassign(ctx: &RequestContext, name: &str, partition: i32, target: Opti
         return Err((ResponseError::NoReassignmentInProgress, format!("no reassignment of {name}-{partition} is in progress")));
     }
     let op = MetaOp::Reassign { name: name.to_string(), id: meta.id, partition, target };
-    metadata::propose(&ctx.shard, op).await.map_err(|e| (ResponseError::try_from_code(e.code).unwrap_or(ResponseError::UnknownServerError), e.message))
+    metadata::propose(&ctx.shard, op).await.map_err(|e| (crate::kafka::error::meta(&e), e.message))
 }

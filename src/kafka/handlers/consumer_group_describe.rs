@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::group::{self, consumer::Tp};
 use crate::kafka::RequestContext;
 use crate::limits;
+use crate::group::GroupShard;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
 
@@ -60,7 +61,7 @@ pub async fn handle(
         }
         let key = id.clone();
         match group::on_coordinator(&ctx.shard, &key, move |s| async move {
-            s.groups.consumer_describe(&id)
+            s.groups().consumer_describe(&id)
         })
         .await
         {

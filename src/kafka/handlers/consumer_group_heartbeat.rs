@@ -11,6 +11,7 @@ use crate::group::{self, consumer::HeartbeatParams};
 use crate::kafka::RequestContext;
 use crate::limits;
 use crate::runtime::now_ms;
+use crate::group::GroupShard;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
 
@@ -75,7 +76,7 @@ pub async fn handle(
         let snap = shard.shared.catalog.snapshot();
         let topics = |name: &str| snap.topic(name).map(|t| (t.id, t.partitions));
         shard
-            .groups
+            .groups()
             .consumer_heartbeat(&gid, params, &topics, now_ms())
     })
     .await;

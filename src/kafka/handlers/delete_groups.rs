@@ -8,6 +8,7 @@ use crate::group;
 use crate::kafka::RequestContext;
 use crate::limits;
 use crate::runtime::now_ms;
+use crate::group::GroupShard;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
 
@@ -24,7 +25,7 @@ pub async fn handle(ctx: RequestContext, req: DeleteGroupsRequest) -> Option<Del
             Ok(()) => {
                 let key = id.clone();
                 group::on_coordinator(&ctx.shard, &key, move |s| async move {
-                    s.groups.delete_group(&id, now_ms()).await
+                    s.groups().delete_group(&id, now_ms()).await
                 })
                 .await
                 .unwrap_or_else(|e| e.code())

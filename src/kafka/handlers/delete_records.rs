@@ -10,6 +10,8 @@ use kafka_protocol::protocol::VersionRange;
 use crate::kafka::error;
 use crate::kafka::{on_partition, RequestContext};
 use crate::runtime::owner_shard;
+use crate::cluster::ClusterOf;
+use crate::cluster::ClusterShard;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
 
@@ -35,7 +37,7 @@ pub async fn handle(
                 continue;
             };
             let (part, offset) = (p.partition_index, p.offset);
-            if ctx.shard.shared.cluster.is_some() {
+            if ctx.shard.shared.cluster().is_some() {
                 match replicated(&ctx, owner_shard(&m.id, part, n), m.name.clone(), part, offset).await {
                     Ok(low) => pr.low_watermark = low,
                     Err(code) => pr.error_code = code,
@@ -100,8 +102,8 @@ async fn replicated(ctx: &RequestContext, owner: usize, topic: String, p: i32, o
             if target <= log.log_start_offset() {
                 return Ok(log.log_start_offset());
             }
-            let info = replica.propose(crate::cluster::replica::delete_records_entry(target)).await.map_err(|e| e.0)?;
-            replica.wait_committed(info.last_offset).await.map_err(|e| e.0)?;
+            let info = replica.propose(crate::cluster::replica::delete_records_entry(target)).await.map_err(|e| error::replica(&e).0)?;
+            replica.wait_committed(info.last_offset).await.map_err(|e| error::replica(&e).0)?;
             Ok(replica.log().log_start_offset())
         })
         .await;

@@ -7,6 +7,7 @@ use kafka_protocol::protocol::{StrBytes, VersionRange};
 use crate::group;
 use crate::kafka::RequestContext;
 use crate::limits;
+use crate::group::GroupShard;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 6 };
 
@@ -32,7 +33,7 @@ pub async fn handle(
         match group::on_coordinator(
             &ctx.shard,
             &key,
-            move |s| async move { s.groups.describe(&id) },
+            move |s| async move { s.groups().describe(&id) },
         )
         .await
         {

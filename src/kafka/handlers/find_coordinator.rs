@@ -8,6 +8,7 @@ use kafka_protocol::protocol::{StrBytes, VersionRange};
 
 use crate::kafka::RequestContext;
 use crate::limits;
+use crate::cluster::ClusterOf;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 4 };
 
@@ -32,7 +33,7 @@ fn answer(ctx: &RequestContext, key: &StrBytes, key_type: i8) -> Coordinator {
             .with_error_code(e.code())
             .with_error_message(Some(StrBytes::from_static_str("invalid group id")));
     }
-    if let Some(cluster) = &ctx.shard.shared.cluster {
+    if let Some(cluster) = ctx.shard.shared.cluster() {
         // Cluster mode: groups are coordinated by the controller (the metadata leader).
         let id = cluster.controller();
         let broker = ctx

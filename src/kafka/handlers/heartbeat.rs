@@ -6,6 +6,7 @@ use kafka_protocol::protocol::VersionRange;
 use crate::group;
 use crate::kafka::RequestContext;
 use crate::runtime::now_ms;
+use crate::group::GroupShard;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 4 };
 
@@ -17,7 +18,7 @@ pub async fn handle(ctx: RequestContext, req: HeartbeatRequest) -> Option<Heartb
     let gid = group_id.clone();
     let r = group::on_coordinator(&ctx.shard, &group_id, move |shard| async move {
         let instance = req.group_instance_id.as_ref().map(|i| i.to_string());
-        shard.groups.heartbeat(
+        shard.groups().heartbeat(
             &gid,
             &req.member_id,
             instance.as_deref(),

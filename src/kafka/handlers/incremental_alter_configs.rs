@@ -13,6 +13,7 @@ use crate::kafka::handlers::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::kafka::topics::TopicError;
 use crate::kafka::{configs, RequestContext};
 use crate::runtime::{log_config, owner_shard};
+use crate::cluster::ClusterOf;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 1 };
 
@@ -115,7 +116,7 @@ pub(super) async fn apply_topic_configs(
     if validate_only {
         return Ok(());
     }
-    if ctx.shard.shared.cluster.is_some() {
+    if ctx.shard.shared.cluster().is_some() {
         // Cluster mode: the new config set goes through the metadata log (applied everywhere).
         let Some(meta) = ctx.shard.shared.catalog.snapshot().topic(&topic).cloned() else {
             return Err(TopicError::new(
@@ -138,7 +139,7 @@ pub(super) async fn apply_topic_configs(
             id: meta.id,
             configs,
         };
-        return crate::cluster::metadata::propose(&ctx.shard, op).await;
+        return Ok(crate::cluster::metadata::propose(&ctx.shard, op).await?);
     }
     let t = topic.clone();
     let meta = ctx
@@ -161,7 +162,7 @@ pub(super) async fn apply_topic_configs(
                     None => meta.configs.remove(&k),
                 };
             }
-            Ok(meta.clone())
+            Ok::<_, TopicError>(meta.clone())
         })
         .await
         .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))??;

@@ -8,6 +8,7 @@ use kafka_protocol::protocol::{StrBytes, VersionRange};
 use crate::group::{self, JoinParams, JoinResult, Reply};
 use crate::kafka::RequestContext;
 use crate::runtime::now_ms;
+use crate::group::GroupShard;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 9 };
 
@@ -99,7 +100,7 @@ pub async fn handle(ctx: RequestContext, req: JoinGroupRequest) -> Option<JoinGr
     let member_id = params.member_id.clone();
     let gid = group_id.clone();
     let r = group::on_coordinator(&ctx.shard, &group_id, move |shard| async move {
-        match shard.groups.join(&gid, params, now_ms()) {
+        match shard.groups().join(&gid, params, now_ms()) {
             Reply::Now(r) => r,
             Reply::Later(rx) => rx.await.unwrap_or_else(|_| JoinResult {
                 error: ResponseError::CoordinatorNotAvailable.code(),

@@ -8,6 +8,7 @@ use crate::group;
 use crate::kafka::RequestContext;
 use crate::limits;
 use crate::runtime::now_ms;
+use crate::group::GroupShard;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
 
@@ -35,7 +36,7 @@ pub async fn handle(ctx: RequestContext, req: LeaveGroupRequest) -> Option<Leave
     let gid = group_id.clone();
     let asked = members.clone();
     let r = group::on_coordinator(&ctx.shard, &group_id, move |shard| async move {
-        shard.groups.leave(&gid, &members, now_ms())
+        shard.groups().leave(&gid, &members, now_ms())
     })
     .await;
     let codes = match r {

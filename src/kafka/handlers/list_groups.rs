@@ -6,6 +6,7 @@ use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
 use crate::kafka::RequestContext;
+use crate::group::GroupShard;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
 
@@ -14,7 +15,7 @@ pub async fn handle(ctx: RequestContext, req: ListGroupsRequest) -> Option<ListG
     for shard in 0..ctx.shard.shared.shard_count() {
         match ctx
             .shard
-            .run_on(shard, |s| async move { s.groups.list() })
+            .run_on(shard, |s| async move { s.groups().list() })
             .await
         {
             Ok(l) => groups.extend(l),

@@ -13,6 +13,7 @@ use crate::catalog::TopicMeta;
 use crate::kafka::topics::{self, NewTopic};
 use crate::kafka::RequestContext;
 use crate::limits;
+use crate::cluster::ClusterOf;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 12 };
 
@@ -39,7 +40,7 @@ pub struct ClusterView {
 
 pub fn cluster_view(ctx: &RequestContext) -> ClusterView {
     let snap = ctx.shard.shared.catalog.snapshot();
-    match &ctx.shard.shared.cluster {
+    match ctx.shard.shared.cluster() {
         Some(c) => ClusterView {
             brokers: snap
                 .data
@@ -67,7 +68,7 @@ pub fn cluster_view(ctx: &RequestContext) -> ClusterView {
 
 pub fn topic_response(ctx: &RequestContext, t: &TopicMeta) -> MetadataResponseTopic {
     let node = ctx.shard.config().node_id;
-    let cluster = ctx.shard.shared.cluster.as_ref();
+    let cluster = ctx.shard.shared.cluster();
     let partitions = (0..t.partitions)
         .map(|p| {
             let r = MetadataResponsePartition::default().with_partition_index(p);

@@ -10,6 +10,7 @@ use crate::group::{self, CommitEntry};
 use crate::kafka::RequestContext;
 use crate::limits;
 use crate::runtime::now_ms;
+use crate::group::GroupShard;
 
 /// v9+ carry a KIP-848 member epoch in the generation field (checked for consumer-protocol
 /// groups); v10 (topic ids) is not offered.
@@ -55,7 +56,7 @@ pub async fn handle(ctx: RequestContext, req: OffsetCommitRequest) -> Option<Off
         let r = group::on_coordinator(&ctx.shard, &group_id, move |shard| async move {
             let catalog = shard.shared.catalog.snapshot();
             shard
-                .groups
+                .groups()
                 .commit(
                     &gid,
                     &member,

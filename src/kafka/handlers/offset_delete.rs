@@ -10,6 +10,7 @@ use crate::group;
 use crate::kafka::RequestContext;
 use crate::limits;
 use crate::runtime::now_ms;
+use crate::group::GroupShard;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 0 };
 
@@ -31,7 +32,7 @@ pub async fn handle(ctx: RequestContext, req: OffsetDeleteRequest) -> Option<Off
         .collect();
     let gid = group_id.clone();
     let r = group::on_coordinator(&ctx.shard, &group_id, move |shard| async move {
-        shard.groups.delete_offsets(&gid, parts, now_ms()).await
+        shard.groups().delete_offsets(&gid, parts, now_ms()).await
     })
     .await;
     let (code, codes) = match r {

@@ -10,6 +10,7 @@ use kafka_protocol::protocol::{StrBytes, VersionRange};
 use crate::group::{self, offsets::Committed, Code};
 use crate::kafka::RequestContext;
 use crate::limits;
+use crate::group::GroupShard;
 
 /// v9 adds a KIP-848 member id and epoch per group (accepted, not checked: fetching offsets
 /// changes nothing); v10 (topic ids) is not offered.
@@ -31,7 +32,7 @@ async fn fetch_one(
     }
     let gid = group_id.clone();
     let r = group::on_coordinator(&ctx.shard, &group_id, move |shard| async move {
-        shard.groups.fetch(&gid, wanted)
+        shard.groups().fetch(&gid, wanted)
     })
     .await;
     match r {

@@ -22,6 +22,8 @@ use crate::kafka::{on_partition, KafkaError, Reply, RequestContext};
 use crate::protocol;
 use crate::runtime::{owner_shard, Shard};
 use crate::storage::AppendInfo;
+use crate::cluster::ClusterOf;
+use crate::cluster::ClusterShard;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 3, max: 11 };
 
@@ -216,7 +218,7 @@ async fn append_on_owner(
     p: i32,
     records: Bytes,
 ) -> Outcome {
-    if shard.shared.cluster.is_some() {
+    if shard.shared.cluster().is_some() {
         return propose_on_owner(shard, owner, topic, p, records).await;
     }
     on_partition(shard, owner, topic.clone(), p, move |log| async move {
@@ -282,7 +284,7 @@ async fn propose_on_owner(
             let mut first: Option<AppendInfo> = None;
             let mut last = None;
             for r in futures::future::join_all(props).await {
-                let info = r?;
+                let info = r.map_err(|e| error::replica(&e))?;
                 first.get_or_insert(info);
                 last = Some(info);
             }
@@ -316,12 +318,12 @@ async fn wait_durable_on_owner(
     p: i32,
     last: i64,
 ) -> Result<(), KafkaError> {
-    if shard.shared.cluster.is_some() {
+    if shard.shared.cluster().is_some() {
         // acks=all in a cluster: committed (a majority has it fdatasynced).
         let r = shard
             .run_on(owner, move |s| async move {
                 match s.replica_of(&topic, p) {
-                    Some(r) => r.wait_committed(last).await,
+                    Some(r) => r.wait_committed(last).await.map_err(|e| error::replica(&e)),
                     None => Err((
                         ResponseError::NotLeaderOrFollower.code(),
                         format!("this broker holds no replica of {topic}-{p}"),

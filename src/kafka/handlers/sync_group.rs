@@ -7,6 +7,7 @@ use kafka_protocol::protocol::{StrBytes, VersionRange};
 use crate::group::{self, Reply, SyncResult};
 use crate::kafka::RequestContext;
 use crate::runtime::now_ms;
+use crate::group::GroupShard;
 
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 5 };
 
@@ -29,7 +30,7 @@ pub async fn handle(ctx: RequestContext, req: SyncGroupRequest) -> Option<SyncGr
         } else {
             None
         };
-        let reply = shard.groups.sync(
+        let reply = shard.groups().sync(
             &gid,
             &req.member_id,
             instance.as_deref(),
