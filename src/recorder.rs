@@ -292,6 +292,7 @@ pub fn recorded() -> Recorded {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     /// A task that keeps the thread busy for 30 ms of CPU without yielding is a stall.

@@ -12,6 +12,7 @@ use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicN
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 
 use crate::catalog::TopicMeta;
+use crate::cluster::ClusterOf;
 use crate::kafka::RequestContext;
 use crate::limits;
 
@@ -27,7 +28,7 @@ fn result(p: i32, e: ResponseError, message: String) -> PartitionResult {
 /// The answer for one existing partition.
 fn elect(ctx: &RequestContext, t: &TopicMeta, p: i32, election: i8) -> PartitionResult {
     let not_needed = || PartitionResult::default().with_partition_id(p).with_error_code(ResponseError::ElectionNotNeeded.code());
-    let Some(c) = ctx.shard.shared.cluster.as_ref() else {
+    let Some(c) = ctx.shard.shared.cluster() else {
         return not_needed();
     };
     let leader = c.leader(&(t.id, p)).map(|l| l.leader).filter(|&l| l != 0);
