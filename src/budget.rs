@@ -5,6 +5,8 @@
 //! pushes back on the client). The bytes come back when the response has been written.
 //! One frame larger than the whole budget is still admitted when nothing else is in use, so
 //! a legal maximum-size request cannot wait forever.
+//!
+//! Layer (ARCHITECTURE.md "Layers", kept by tests/it/layers.rs): `budget` uses `limits`.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

@@ -5,6 +5,8 @@
 //! shard take an immutable [`CatalogSnapshot`] (an `Arc`); a change publishes a new snapshot.
 //! Changes are rare (admin requests), so the writer is a plain mutex and the file I/O runs on
 //! the runtime's blocking pool, never on a shard's event loop.
+//!
+//! Layer (ARCHITECTURE.md "Layers", kept by tests/it/layers.rs): `catalog` uses `limits`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;

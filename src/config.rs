@@ -1,5 +1,7 @@
 //! Broker configuration: the flags of `sluice serve` and the broker-wide defaults, with Kafka's names
 //! where the concept is the same.
+//!
+//! Layer (ARCHITECTURE.md "Layers", kept by tests/it/layers.rs): `config` uses `limits`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

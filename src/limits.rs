@@ -1,5 +1,7 @@
 //! Every bound in Sluice, named, with its unit last in the name.
 //! A value here is checked where data enters; nothing grows without a bound.
+//!
+//! Layer (ARCHITECTURE.md "Layers", kept by tests/it/layers.rs): `limits` uses nothing of the crate.
 
 // ---- Client (src/client), used by the CLI tools and `sluice bench` ----
 

@@ -12,6 +12,8 @@
 //!
 //! Architecture invariant: this module imports no other module of the crate but `limits`, so
 //! every layer may record (tests/it/layers.rs).
+//!
+//! Layer (ARCHITECTURE.md "Layers", kept by tests/it/layers.rs): `recorder` uses `limits`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};

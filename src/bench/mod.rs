@@ -7,6 +7,8 @@
 //!   intended send time, consumers compute end-to-end latency; 1 s intervals.
 //! - report.rs: table, JSON, HdrHistogram interval log, SVG plots, compare.
 //! - cli.rs: `sluice bench` flags and the embedded-broker mode.
+//!
+//! Layer (ARCHITECTURE.md "Layers", kept by tests/it/layers.rs): `bench` uses `server` (the embedded broker), `client`, `storage` (batch building) and `limits`.
 
 pub mod cli;
 pub mod embedded;

@@ -4,6 +4,8 @@
 //! Each submodule exposes a clap `Args` struct and a blocking `run(args)` that
 //! starts its own compio runtime; errors come back as `anyhow::Error` and the
 //! binary prints them as one line.
+//!
+//! Layer (ARCHITECTURE.md "Layers", kept by tests/it/layers.rs): `cli` uses `bench`, `client` and the rows below.
 
 pub mod bench;
 pub mod cluster;

@@ -10,6 +10,8 @@
 //!
 //! Architecture invariant: a `Client` lives on one compio runtime thread (Rc, not Send);
 //! a program with several threads makes one client per thread.
+//!
+//! Layer (ARCHITECTURE.md "Layers", kept by tests/it/layers.rs): `client` uses `limits`.
 
 mod conn;
 mod error;

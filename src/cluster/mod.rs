@@ -13,6 +13,8 @@
 //! - Nodes talk over the replication listener (each voter's HOST:PORT) ([`transport`]):
 //!   Raft messages, and leadership reports so that every node can answer Metadata for
 //!   partitions it does not hold.
+//!
+//! Layer (ARCHITECTURE.md "Layers", kept by tests/it/layers.rs): `cluster` uses `group` (it implements `group::OffsetReplicator`), `runtime` and the bottom rows; never `kafka`: its errors are its own.
 
 pub mod metadata;
 pub mod replica;

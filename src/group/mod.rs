@@ -10,6 +10,8 @@
 //! Architecture invariant: group state lives only on its owner shard and is touched only from
 //! that shard's executor; nothing about a group is shared between shards.
 //! Architecture invariant: OffsetCommit is acknowledged only after its records are fsync'd.
+//!
+//! Layer (ARCHITECTURE.md "Layers", kept by tests/it/layers.rs): `group` uses `runtime` and the bottom rows; it defines `OffsetReplicator`, which `cluster` implements.
 
 pub mod consumer;
 pub mod offsets;

@@ -1,5 +1,7 @@
 //! Kafka API handling: one handler file per API under [`handlers`], each declaring the
 //! versions it supports; [`handlers::APIS`] is the one table ApiVersions is derived from.
+//!
+//! Layer (ARCHITECTURE.md "Layers", kept by tests/it/layers.rs): `kafka` uses the services (`cluster`, `group`), `runtime` and the bottom rows.
 
 pub mod configs;
 pub mod error;

@@ -20,6 +20,8 @@
 //! waiting for a core (an oversubscribed machine), not a stall. This samples: a stall is seen
 //! when it overlaps a tick.
 //! Busy time is the shard thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), read at scrape.
+//!
+//! Layer (ARCHITECTURE.md "Layers", kept by tests/it/layers.rs): `metrics` uses everything below it: it reads recorders and services at scrape.
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;

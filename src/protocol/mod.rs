@@ -4,6 +4,8 @@
 //! against `socket.request.max.bytes` before any buffer for the body is reserved.
 //! Architecture invariant: nothing here panics on client bytes; a frame that cannot be
 //! decoded yields an error, and the connection is closed by the caller.
+//!
+//! Layer (ARCHITECTURE.md "Layers", kept by tests/it/layers.rs): `protocol` uses `limits`, `budget`, `storage` (batch headers).
 
 pub mod records;
 

@@ -17,6 +17,8 @@
 //! tasks of a busy shard stalled the waker's whole shard until the busy one drained, and two
 //! shards doing that to each other (both inboxes full, each draining its inbox wakes the other's
 //! suspended senders) spun forever: a deadlock (`server::cross_shard_tests`).
+//!
+//! Layer (ARCHITECTURE.md "Layers", kept by tests/it/layers.rs): `runtime` uses the bottom rows only (`limits`, `config`, `recorder`, `budget`, `storage`, `catalog`): it holds services in typed slots and knows none of them.
 
 use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};

@@ -4,6 +4,8 @@
 //! connections over them), then starts one thread per shard, pinned to a core, each running
 //! its own compio runtime: it recovers the partitions it owns, then serves its connections,
 //! its cross-shard inbox and its housekeeping timer until shutdown.
+//!
+//! Layer (ARCHITECTURE.md "Layers", kept by tests/it/layers.rs): `server` uses everything below it.
 
 pub mod admin;
 pub mod connection;

@@ -3,6 +3,8 @@
 //! with io_uring writes (compio), group-commit fdatasync, recovery, retention, idempotent
 //! producer dedup, and a file-system seam ([`Fs`]) for fault injection.
 //! Byte layouts: docs/format.md. Invariants: ARCHITECTURE-storage.md.
+//!
+//! Layer (ARCHITECTURE.md "Layers", kept by tests/it/layers.rs): `storage` uses `limits`, `recorder`.
 
 pub mod batch;
 mod fs;
