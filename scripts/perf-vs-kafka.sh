@@ -63,6 +63,7 @@ raw, report, size, n_records = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(s
 secs = lambda t: float(t[:-2]) / 1000 if t.endswith("ms") else float(t.rstrip("s"))
 span = secs(sys.argv[5]) + secs(sys.argv[6])
 rows = [json.loads(l) for l in open(f"{raw}/measurements.jsonl")]
+rows = [r for r in rows if not r.get("void")]  # marked by hand, with the reason in the report's note
 machine = dict(l.rstrip("\n").split(": ", 1) for l in open(f"{raw}/machine.txt") if ": " in l)
 labels = {
     "kafka-flush1": "Kafka, `log.flush.interval.messages=1`",
@@ -79,11 +80,13 @@ def fmt(v, nd=0):
     return f"{v:,.{nd}f}"
 
 def stat(vals, nd=0):
+    n = len(vals)
     vals = [v for v in vals if v is not None]
     if not vals: return "failed"
     m = statistics.median(vals)
-    if len(vals) == 1: return fmt(m, nd)
-    return f"{fmt(m, nd)} ({fmt(min(vals), nd)}–{fmt(max(vals), nd)})"
+    short = f" [{len(vals)} of {n}]" if len(vals) < n else ""
+    if len(vals) == 1: return fmt(m, nd) + short
+    return f"{fmt(m, nd)} ({fmt(min(vals), nd)}–{fmt(max(vals), nd)}){short}"
 
 def med(vals):
     vals = [v for v in vals if v is not None]
@@ -186,6 +189,7 @@ w("Each class runs its two brokers at the same time and alternates every load be
 w("")
 
 headline = []
+partial_producers = []
 for cls in classes:
     crow = [r for r in rows if r["class"] == cls and r["test"] != "rates"]
     rates = next((r for r in rows if r["class"] == cls and r["test"] == "rates"), None)
@@ -206,6 +210,7 @@ for cls in classes:
             if r["test"] == "producer":
                 p = parse_producer(f)
                 if p and r["rc"] != 0 and not p.get("partial"): p = None
+                if p and p.get("partial"): partial_producers.append(r)
                 prod.append((p, r["broker_cpu_s"]))
             elif r["test"] == "consumer":
                 c = parse_consumer(f) if r["rc"] == 0 else None
@@ -257,15 +262,21 @@ for cls in classes:
                 e99 = [b["e2e_latency_us"]["p99"] / 1000 for b, _ in ok if b["e2e_latency_us"].get("p99") is not None]
                 got = med([b["throughput"]["msgs_per_s"] for b, _ in ok])
                 cpu = med([c / (b["throughput"]["msgs_per_s"] * b["_span_s"] * size / 1e9) for b, c in ok if b.get("_span_s")])
-                w(f"| {labels.get(s, s)} | {rate:,} | {fmt(got)} | {lat('publish_latency_us')} | {lat('e2e_latency_us')} | "
-                  f"{fmt(min(e99), 2)}–{fmt(max(e99), 2)} | {fmt(cpu, 1)} |")
+                short = f" [{len(ok)} of {len(bs)}]" if len(ok) < len(bs) else ""
+                e99r = f"{fmt(min(e99), 2)}–{fmt(max(e99), 2)}" if e99 else "-"
+                w(f"| {labels.get(s, s)} | {rate:,} | {fmt(got)}{short} | {lat('publish_latency_us')} | {lat('e2e_latency_us')} | "
+                  f"{e99r} | {fmt(cpu, 1)} |")
         w("")
 
 if failed:
     w("## Loads that failed or timed out")
     w("")
     w("A failed `sluice bench` load is run once more; the first attempt's output is kept as "
-      "`*.failed.txt`. A producer that hit the time bound (exit 124) is counted from its periodic lines.")
+      "`*.failed.txt`; a load whose second attempt failed too is left out of the medians (cells then say "
+      "`[k of n]`). A producer that hit the time bound (exit 124) is counted from its periodic lines "
+      "(records acknowledged within the bound). Against Kafka, `sluice bench` fails a run when its consumer's "
+      "first ListOffsets on the freshly created bench topic answers NOT_LEADER_OR_FOLLOWER (Kafka has not "
+      "yet propagated the new leaders): the bench does not retry that error yet.")
     w("")
     for r in failed:
         again, where = "", r["out"]
@@ -528,6 +539,7 @@ PY
 }
 
 # run_load CLASS SETUP REP TEST OUTFILE cmd...: CPU of the broker(s) before/after, bounded in time
+CLASS_NO=0   # file names start with c<CLASS_NO>- (a setup may run in two classes)
 run_load() {
   local class=$1 setup=$2 rep=$3 test=$4 out=$5; shift 5
   local c0 c1 t0 t1 rc=0
@@ -551,23 +563,23 @@ make_topic() { # setup
   "$SLUICE" topic create "$TOPIC" --partitions "$PARTS" --replication-factor "${RF[$1]}" --bootstrap "${BOOT[$1]}" >/dev/null
 }
 producer() { # class setup rep
-  run_load "$1" "$2" "$3" producer "$RAW/$2-producer-$3.txt" \
+  run_load "$1" "$2" "$3" producer "$RAW/c$CLASS_NO-$2-producer-$3.txt" \
     scripts/kafka.sh tool kafka-producer-perf-test --topic "$TOPIC" --num-records "$N_RECORDS" \
     --record-size "$SIZE" --throughput -1 --bootstrap-server "${BOOT[$2]}" --command-property acks=all
 }
 consumer() { # class setup rep
-  run_load "$1" "$2" "$3" consumer "$RAW/$2-consumer-$3.txt" \
+  run_load "$1" "$2" "$3" consumer "$RAW/c$CLASS_NO-$2-consumer-$3.txt" \
     scripts/kafka.sh tool kafka-consumer-perf-test --bootstrap-server "${BOOT[$2]}" --topic "$TOPIC" \
     --num-records "$N_RECORDS" --group "pvk-consumer-$3" --timeout 10000
 }
 bench() { # class setup rep test rate: a failed bench is run once more (both attempts are reported)
   local attempt
   for attempt in 1 2; do
-    [[ $attempt == 1 ]] || cp "$RAW/$2-$4-$3.txt" "$RAW/$2-$4-$3.failed.txt"
-    run_load "$1" "$2" "$3" "$4" "$RAW/$2-$4-$3.txt" \
+    [[ $attempt == 1 ]] || cp "$RAW/c$CLASS_NO-$2-$4-$3.txt" "$RAW/c$CLASS_NO-$2-$4-$3.failed.txt"
+    run_load "$1" "$2" "$3" "$4" "$RAW/c$CLASS_NO-$2-$4-$3.txt" \
       "$SLUICE" bench --bootstrap "${BOOT[$2]}" --topics 1 --partitions "$PARTS" --message-size "$SIZE" \
       --acks all --replication-factor "${RF[$2]}" --rate "$5" --warmup "$WARMUP" --duration "$DURATION" \
-      --quiet --json "$RAW/$2-$4-$3.json"
+      --quiet --json "$RAW/c$CLASS_NO-$2-$4-$3.json"
     ((LAST_RC)) || break
   done
 }
@@ -577,12 +589,12 @@ ordered() { # rep kafka sluice
   if (($1 % 2)); then echo "$2 $3"; else echo "$3 $2"; fi
 }
 
-median_max_rate() { # setup -> median msgs/s of its `max` loads
-  python3 - "$RAW" "$1" <<'PY'
+median_max_rate() { # setup -> median msgs/s of its `max` loads in this class
+  python3 - "$RAW" "c$CLASS_NO-$1" <<'PY'
 import glob, json, statistics, sys
 raw, setup = sys.argv[1:]
 v = []
-for f in glob.glob(f"{raw}/{setup}-max-*.json"):
+for f in glob.glob(f"{raw}/{setup}-max-[0-9]*.json"):
     d = json.load(open(f))
     v.append(d["throughput"]["msgs_per_s"])
 print(int(statistics.median(v)) if v else 0)
@@ -591,6 +603,7 @@ PY
 
 run_class() { # class kafka-setup sluice-setup
   local class=$1 k=$2 s=$3 rep a
+  CLASS_NO=$((CLASS_NO + 1))
   log "class $class: $k vs $s"
   loadavg
   make_topic "$k"; make_topic "$s"
