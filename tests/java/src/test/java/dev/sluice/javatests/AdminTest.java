@@ -110,14 +110,10 @@ class AdminTest {
             assertInstanceOf(TopicExistsException.class, exists, "createTopics of an existing topic");
 
             // By topic id: describe, and delete b.
-            // Sluice differs: describeTopics by id fails (Metadata v12 topic with an id and the
-            // name ""); see /work/notes/kafka-diffs.md, "AdminTest.createListDescribeDeleteTopics".
-            if (!Env.isSluice()) {
-                Map<org.apache.kafka.common.Uuid, TopicDescription> byId = get(admin.describeTopics(
-                    TopicCollection.ofTopicIds(List.of(da.topicId()))).allTopicIds());
-                assertEquals(a, byId.get(da.topicId()).name(), "describeTopics by topic id");
-                assertEquals(3, byId.get(da.topicId()).partitions().size());
-            }
+            Map<org.apache.kafka.common.Uuid, TopicDescription> byId = get(admin.describeTopics(
+                TopicCollection.ofTopicIds(List.of(da.topicId()))).allTopicIds());
+            assertEquals(a, byId.get(da.topicId()).name(), "describeTopics by topic id");
+            assertEquals(3, byId.get(da.topicId()).partitions().size());
             org.apache.kafka.common.Uuid idB = Env.waitForPartitions(admin, b, 1).topicId();
             get(admin.deleteTopics(TopicCollection.ofTopicIds(List.of(idB))).all());
 
@@ -199,7 +195,7 @@ class AdminTest {
             Env.createTopic(admin, t, 1);
             // APPEND and SUBTRACT on a list-valued config.
             // Sluice differs: refuses APPEND/SUBTRACT (no list-valued topic configs); see
-            // /work/notes/kafka-diffs.md, "AdminTest.configListOpsSynonymsBrokerConfigsAndInvalidTopics".
+            // docs/kafka-differences.md, "AdminTest.configListOpsSynonymsBrokerConfigsAndInvalidTopics".
             if (!Env.isSluice()) {
             get(admin.incrementalAlterConfigs(Map.of(res, List.of(
                 new AlterConfigOp(new ConfigEntry("cleanup.policy", "compact"), AlterConfigOp.OpType.APPEND)))).all());
@@ -229,11 +225,7 @@ class AdminTest {
                 assertEquals(ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG, syn.get(0).source(), "first synonym: " + syn);
                 assertEquals("retention.ms", syn.get(0).name());
                 assertEquals("600000", syn.get(0).value());
-                // Sluice differs: ConfigType is UNKNOWN; see /work/notes/kafka-diffs.md,
-                // "AdminTest.configListOpsSynonymsBrokerConfigsAndInvalidTopics".
-                if (!Env.isSluice()) {
-                    assertEquals(ConfigEntry.ConfigType.LONG, retention.type(), "type of retention.ms: " + retention);
-                }
+                assertEquals(ConfigEntry.ConfigType.LONG, retention.type(), "type of retention.ms: " + retention);
             }
 
             // The broker's own configs.
@@ -371,12 +363,8 @@ class AdminTest {
     void unknownGroup() throws Exception {
         String group = Env.unique("g-none");
         try (Admin admin = Env.admin()) {
-            // Sluice differs: describeConsumerGroups of an unknown group answers a Dead classic
-            // group (DescribeGroups v5); see /work/notes/kafka-diffs.md, "AdminTest.unknownGroup".
-            if (!Env.isSluice()) {
-                Throwable t = failureOf(admin.describeConsumerGroups(List.of(group)).all());
-                assertInstanceOf(GroupIdNotFoundException.class, t, "describeConsumerGroups of an unknown group");
-            }
+            Throwable t = failureOf(admin.describeConsumerGroups(List.of(group)).all());
+            assertInstanceOf(GroupIdNotFoundException.class, t, "describeConsumerGroups of an unknown group");
             assertEquals(Map.of(), offsets(admin, group), "listConsumerGroupOffsets of an unknown group");
             Throwable d = failureOf(admin.deleteConsumerGroups(List.of(group)).all());
             assertInstanceOf(GroupIdNotFoundException.class, d, "deleteConsumerGroups of an unknown group");

@@ -105,7 +105,7 @@ class ConsumerProtocolTest {
     @Timeout(120)
     void regexSubscriptionResolvedByTheBroker() throws Exception {
         // Sluice differs: ConsumerGroupHeartbeat with SubscribedTopicRegex is refused
-        // (INVALID_REQUEST); see /work/notes/kafka-diffs.md, "ConsumerProtocolTest.regexSubscriptionResolvedByTheBroker".
+        // (INVALID_REQUEST); see docs/kafka-differences.md, "ConsumerProtocolTest.regexSubscriptionResolvedByTheBroker".
         Assumptions.assumeFalse(Env.isSluice(), "Sluice does not support KIP-848 regex subscriptions yet");
         String prefix = Env.unique("kip848re");
         String group = Env.unique("g-kip848re");

@@ -31,7 +31,7 @@ import org.apache.kafka.common.serialization.StringSerializer;
  *
  * <p>System properties (or environment variables): {@code bootstrap} (KAFKA_BOOTSTRAP), host:port
  * of the broker; {@code broker} (BROKER_KIND), "sluice" or "kafka": only used to skip the few
- * assertions where Sluice is known to differ (each names its entry in /work/notes/kafka-diffs.md).
+ * assertions where Sluice is known to differ (each names its entry in docs/kafka-differences.md).
  */
 final class Env {
     /** Bound of a single admin call or client request. */
