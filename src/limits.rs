@@ -165,3 +165,9 @@ pub const JOIN_POLL_INTERVAL_MS: u64 = 20;
 /// one batch's records may inflate to before it is refused (MESSAGE_TOO_LARGE), so a
 /// compression bomb costs bounded memory and CPU.
 pub const RECOMPRESS_DECOMPRESSED_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// The tools' client (`sluice bench`, the CLI): how long a ListOffsets waits for a partition's
+/// leader to serve it (Kafka names a new topic's leaders before they serve it), and the pause
+/// between tries.
+pub const CLIENT_LEADER_WAIT_MS: u64 = 15_000;
+pub const CLIENT_LEADER_RETRY_MS: u64 = 100;

@@ -644,7 +644,7 @@ async fn setup(ctx: &WorkerCtx) -> anyhow::Result<Setup> {
         };
         let mut by_leader: HashMap<SocketAddr, Vec<(String, i32, i64)>> = HashMap::new();
         for &part in &assigned {
-            let off = client.list_offset(&c.topic, part, -1).await?;
+            let off = client.list_offset_when_led(&c.topic, part, -1).await?;
             let conn = client.leader(&c.topic, part).await?;
             by_leader
                 .entry(conn.addr())

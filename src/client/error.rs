@@ -98,6 +98,23 @@ fn message_suffix(message: &Option<String>) -> String {
 }
 
 impl ClientError {
+    /// A partition's leader is not (yet) serving it: Kafka names the leaders of a new topic in
+    /// Metadata a moment before they serve it, and a leader change looks the same. Worth a
+    /// retry after refreshing metadata.
+    pub fn is_leader_not_ready(&self) -> bool {
+        match self {
+            ClientError::Broker { error, .. } => matches!(
+                error,
+                ResponseError::NotLeaderOrFollower
+                    | ResponseError::LeaderNotAvailable
+                    | ResponseError::UnknownTopicOrPartition
+                    | ResponseError::UnknownLeaderEpoch
+            ),
+            ClientError::NoLeader { .. } | ClientError::UnknownTopic(_) => true,
+            _ => false,
+        }
+    }
+
     /// Builds a broker error from a non-zero Kafka error code, or returns `Ok` for code 0.
     pub fn check(
         api: &'static str,

@@ -527,6 +527,22 @@ impl Client {
         Ok(p.offset)
     }
 
+    /// [`Client::list_offset`], retried with fresh metadata while the partition's leader is
+    /// not serving it yet (a topic just created, a leader change), for at most
+    /// `limits::CLIENT_LEADER_WAIT_MS`.
+    pub async fn list_offset_when_led(&self, topic: &str, partition: i32, timestamp: i64) -> Result<i64, ClientError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(limits::CLIENT_LEADER_WAIT_MS);
+        loop {
+            match self.list_offset(topic, partition, timestamp).await {
+                Err(e) if e.is_leader_not_ready() && std::time::Instant::now() < deadline => {
+                    self.topics.borrow_mut().remove(topic);
+                    compio::time::sleep(std::time::Duration::from_millis(limits::CLIENT_LEADER_RETRY_MS)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// Sends one record batch to a partition's leader, pipelined: the request is written
     /// before this returns; await the result for the acknowledgement.
     pub async fn submit_produce(
