@@ -85,7 +85,23 @@ class BrokerError(AssertionError):
     pass
 
 
-class Broker:
+class _BrokerLog:
+    """The broker's log file (`self.log_path`): all of it, or its tail for a test report."""
+
+    def log_text(self):
+        try:
+            return self.log_path.read_bytes().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self):
+        text = self.log_text()
+        if len(text) > LOG_TAIL_BYTES:
+            return f"[... {len(text) - LOG_TAIL_BYTES} bytes cut ...]\n" + text[-LOG_TAIL_BYTES:]
+        return text
+
+
+class Broker(_BrokerLog):
     """One `sluice serve` process; restartable on the same data directory and ports."""
 
     def __init__(self, workdir, name="broker"):
@@ -261,18 +277,6 @@ class Broker:
         with open(self.log_path, "ab") as log:
             log.write(line.encode())
 
-    def log_text(self):
-        try:
-            return self.log_path.read_bytes().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_tail(self):
-        text = self.log_text()
-        if len(text) > LOG_TAIL_BYTES:
-            return f"[... {len(text) - LOG_TAIL_BYTES} bytes cut ...]\n" + text[-LOG_TAIL_BYTES:]
-        return text
-
 
 KAFKA_SH = REPO_ROOT / "scripts" / "kafka.sh"
 KAFKA_START_TIMEOUT_S = 90.0  # scripts/kafka.sh waits up to 60 s for readiness, plus format
@@ -288,7 +292,7 @@ def _pid_alive(pid):
     return stat[stat.rindex(")") + 2:][:1] != "Z"
 
 
-class KafkaPeer:
+class KafkaPeer(_BrokerLog):
     """Apache Kafka (single-node KRaft, scripts/kafka.sh) behind the same interface as Broker, for
     `pytest tests/clients --broker kafka`: start, stop, kill9, restart_after_crash (same
     directory and ports), alive, bootstrap/host/port, log_text/log_tail, problems."""
@@ -369,18 +373,6 @@ class KafkaPeer:
         if done.returncode != 0 or "SIGKILL" in done.stderr:
             self.problems.append(f"scripts/kafka.sh stop: exit {done.returncode} {done.stderr.strip()}")
         _running_peers.discard(self)
-
-    def log_text(self):
-        try:
-            return self.log_path.read_bytes().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_tail(self):
-        text = self.log_text()
-        if len(text) > LOG_TAIL_BYTES:
-            return f"[... {len(text) - LOG_TAIL_BYTES} bytes cut ...]\n" + text[-LOG_TAIL_BYTES:]
-        return text
 
     def reset(self, timeout_s=30.0):
         """Between two tests on a shared Kafka: deletes every non-internal topic and every
