@@ -170,6 +170,17 @@ else
     set +e
     "$VENV/bin/python" -m pytest "$ROOT/tests/clients" -v --broker kafka ${SLUICE_TEST_PYTEST_ARGS:-}
     rc=$?
+    if [[ $rc -ne 0 && $rc -ne 5 ]]; then
+        # Kafka is the reference here, not the system under test, and its timing on a loaded
+        # 2-core machine (a leader named before it serves, a coordinator still loading, a
+        # connection closed faster than our shutdown) failed single tests now and then that pass
+        # on a rerun. The failed tests run once more; a test that fails twice fails the run.
+        # The Sluice pass above gets no rerun.
+        echo "scripts/test.sh: pytest --broker kafka failed (exit $rc); running the failed tests once more" >&2
+        "$VENV/bin/python" -m pytest "$ROOT/tests/clients" -v --broker kafka --last-failed ${SLUICE_TEST_PYTEST_ARGS:-}
+        rc=$?
+        [[ $rc -eq 0 ]] && echo "scripts/test.sh: WARNING: tests above failed once against Kafka and passed on the rerun" >&2
+    fi
     set -e
     if [[ $rc -eq 5 ]]; then
         die "pytest --broker kafka collected no tests (exit 5): that is a failure"
