@@ -33,6 +33,20 @@ PYTHON="${PYTHON:-python3}"
 VENV="$ROOT/.venv"
 REQUIREMENTS="$ROOT/tests/clients/requirements.txt"
 
+# Installs Debian packages (root, or passwordless sudo); `apt-get update` first.
+apt_install() {
+    echo "installing: $*"
+    command -v apt-get >/dev/null 2>&1 || die "missing $* and no apt-get: install them by hand"
+    local sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || die "missing $*: run as root or install them"
+        sudo=(sudo -n)
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -q
+    "${sudo[@]}" apt-get install -y -q --no-install-recommends "$@"
+}
+
 # ---------------------------------------------------------------------------------------------
 section "1/6 system packages"
 missing=()
@@ -51,16 +65,7 @@ elif ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
     have_pkg python3-venv || missing+=(python3-venv)
 fi
 if ((${#missing[@]})); then
-    echo "installing: ${missing[*]}"
-    command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get: install them by hand"
-    SUDO=()
-    if [[ $(id -u) -ne 0 ]]; then
-        command -v sudo >/dev/null 2>&1 || die "missing ${missing[*]}: run as root or install them"
-        SUDO=(sudo -n)
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    "${SUDO[@]}" apt-get update -q
-    "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+    apt_install "${missing[@]}"
 else
     echo "all present"
 fi
@@ -105,15 +110,7 @@ section "java client tests: JDK, Maven, tests/java dependencies"
 java_missing=()
 command -v javac >/dev/null 2>&1 || java_missing+=(default-jdk-headless)
 command -v mvn >/dev/null 2>&1 || java_missing+=(maven)
-if ((${#java_missing[@]})); then
-    echo "installing: ${java_missing[*]}"
-    command -v apt-get >/dev/null 2>&1 || die "missing ${java_missing[*]} and no apt-get: install them by hand"
-    SUDO=()
-    [[ $(id -u) -eq 0 ]] || SUDO=(sudo -n)
-    export DEBIAN_FRONTEND=noninteractive
-    "${SUDO[@]}" apt-get update -q
-    "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${java_missing[@]}"
-fi
+if ((${#java_missing[@]})); then apt_install "${java_missing[@]}"; fi
 mvn -B -q -Dstyle.color=never -f "$ROOT/tests/java/pom.xml" test-compile dependency:go-offline surefire:test -Dgroups=resolve-only
 echo "java:    $(javac -version 2>&1), $(mvn -v 2>/dev/null | head -n1 | sed 's/\x1b\[[0-9;]*m//g')"
 
@@ -152,18 +149,7 @@ else
     kafka_missing=()
     command -v java >/dev/null 2>&1 || kafka_missing+=(default-jdk-headless)
     command -v mvn >/dev/null 2>&1 || kafka_missing+=(maven)
-    if ((${#kafka_missing[@]})); then
-        echo "installing: ${kafka_missing[*]}"
-        command -v apt-get >/dev/null 2>&1 || die "missing ${kafka_missing[*]} and no apt-get: install them by hand"
-        SUDO=()
-        if [[ $(id -u) -ne 0 ]]; then
-            command -v sudo >/dev/null 2>&1 || die "missing ${kafka_missing[*]}: run as root or install them"
-            SUDO=(sudo -n)
-        fi
-        export DEBIAN_FRONTEND=noninteractive
-        "${SUDO[@]}" apt-get update -q
-        "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${kafka_missing[@]}"
-    fi
+    if ((${#kafka_missing[@]})); then apt_install "${kafka_missing[@]}"; fi
     echo "java:    $(java -version 2>&1 | head -n1)"
     "$ROOT/scripts/kafka.sh" resolve
     # shellcheck disable=SC2086 # word splitting of the extra arguments is intended
