@@ -6,8 +6,10 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
-use super::report::{self, Environment};
+use super::device::ProbeOutcome;
+use super::report::{self, Environment, Run};
 use super::runner::{run_phase, PhaseResult};
+use super::usage::BrokerSource;
 use super::workload::{parse_duration, Workload};
 use crate::client::Client;
 
@@ -16,8 +18,9 @@ use crate::client::Client;
 /// With no flags: starts an embedded broker on a temporary directory and runs the
 /// default workload (1 topic, 3 partitions, 1 KiB, acks=all; 10k msg/s, then max rate).
 /// Precedence: defaults, then --workload FILE (OpenMessaging Benchmark YAML), then flags.
-/// The JSON's top-level throughput/latency are the first phase's; every phase is under
-/// workload.phases[].results.
+/// The JSON's top-level throughput/latency are the first phase's (of the first run); every
+/// phase is under workload.phases[].results; with --repeat N > 1 every run is under repeats[]
+/// and the medians over the runs under summary.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
@@ -101,7 +104,25 @@ pub struct BenchArgs {
     /// Print no live progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// Run the whole bench (every phase) N times back to back against the same broker, each
+    /// run on fresh topics, then print per phase the median and spread over the runs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=REPEATS_MAX as i64))]
+    pub repeat: u32,
+    /// Process id of the external broker (`--bootstrap`): its CPU time and context switches
+    /// are read from /proc/PID over each phase.
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+    /// Directory for the device probe (write+fdatasync timing) with an external broker;
+    /// default: the current directory. The embedded broker is probed in its data directory.
+    #[arg(long)]
+    pub probe_dir: Option<PathBuf>,
+    /// Skip the device probe.
+    #[arg(long)]
+    pub no_device_probe: bool,
 }
+
+/// Largest `--repeat`.
+pub const REPEATS_MAX: u32 = 100;
 
 /// `sluice bench` subcommands.
 #[derive(Debug, Subcommand)]
@@ -195,6 +216,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         return compare(a, b, plot.as_deref());
     }
     let w = args.workload()?;
+    if args.bootstrap.is_none() && (args.broker_pid.is_some() || args.probe_dir.is_some()) {
+        bail!("--broker-pid and --probe-dir are for an external broker (--bootstrap)");
+    }
     let (bootstrap, broker_desc, embedded) = match &args.bootstrap {
         Some(b) => (b.clone(), format!("external {b}"), None),
         None => {
@@ -203,7 +227,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             (addr.clone(), format!("embedded sluice {addr}"), Some(e))
         }
     };
-    let result = run_with(&args, &w, &bootstrap, &broker_desc);
+    let result = match &embedded {
+        Some(e) => {
+            let target = Target {
+                bootstrap: &bootstrap,
+                broker_desc: &broker_desc,
+                broker: BrokerSource::Embedded,
+                probe_dir: e.data_dir().to_path_buf(),
+                broker_syncs: true,
+            };
+            run_target(&args, &w, &target)
+        }
+        None => run_with(&args, &w, &bootstrap, &broker_desc),
+    };
     if let Some(e) = embedded {
         let stop = e.stop();
         if result.is_ok() {
@@ -215,13 +251,127 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     result.map(|_| ())
 }
 
-/// Runs the workload against `bootstrap`, prints the table, writes the files; returns the JSON.
+/// The broker a bench runs against.
+struct Target<'a> {
+    bootstrap: &'a str,
+    broker_desc: &'a str,
+    /// Where its CPU time and context switches are read.
+    broker: BrokerSource,
+    /// Where the device probe writes.
+    probe_dir: PathBuf,
+    /// It is known to fdatasync before acknowledging acks=all (the embedded Sluice).
+    broker_syncs: bool,
+}
+
+/// What the output says about the topics of repeated runs.
+const TOPICS_PER_RUN: &str = "fresh topics per run";
+
+/// Runs the workload against the external broker `bootstrap` (`--repeat` times), prints the
+/// tables, writes the files; returns the JSON. Its CPU is read with `--broker-pid`.
 pub fn run_with(
     args: &BenchArgs,
     w: &Workload,
     bootstrap: &str,
     broker_desc: &str,
 ) -> anyhow::Result<serde_json::Value> {
+    let target = Target {
+        bootstrap,
+        broker_desc,
+        broker: match args.broker_pid {
+            Some(p) => BrokerSource::Pid(p),
+            None => BrokerSource::Unknown,
+        },
+        probe_dir: args.probe_dir.clone().unwrap_or_else(|| PathBuf::from(".")),
+        broker_syncs: false,
+    };
+    run_target(args, w, &target)
+}
+
+fn run_target(args: &BenchArgs, w: &Workload, target: &Target) -> anyhow::Result<serde_json::Value> {
+    target.broker.check()?;
+    let env = Environment::detect(target.broker_desc, w.threads);
+    let repeats = args.repeat.max(1) as usize;
+    let mut runs: Vec<Run> = Vec::new();
+    for k in 0..repeats {
+        if repeats > 1 && !args.quiet {
+            eprintln!("[run {}/{repeats}]", k + 1);
+        }
+        let device = ProbeOutcome::run(&target.probe_dir, args.no_device_probe);
+        let results = run_once(args, w, target)?;
+        let run = Run { results, device };
+        if repeats == 1 {
+            println!("{}", report::table(w, &env, &target.broker, &run, target.broker_syncs));
+        } else {
+            if k == 0 {
+                print!("{}", report::header(w, &env, &target.broker));
+                println!("repeats: {repeats} runs back to back on the same broker, {TOPICS_PER_RUN}");
+            }
+            println!("
+=== run {}/{repeats} ===", k + 1);
+            print!("{}", report::run_lines(w, &run, target.broker_syncs));
+        }
+        runs.push(run);
+    }
+    if repeats > 1 {
+        let all: Vec<&[PhaseResult]> = runs.iter().map(|r| r.results.as_slice()).collect();
+        let devices: Vec<_> = runs.iter().map(|r| r.device.probe().cloned()).collect();
+        println!("{}", super::summary::table(&all, &devices, TOPICS_PER_RUN));
+    }
+    let doc = report::to_json(w, &env, &runs, target.broker_syncs, TOPICS_PER_RUN);
+    if let Some(path) = &args.json {
+        write_json(path, &doc)?;
+    }
+    let out_dir = match (&args.out, &args.json) {
+        (Some(d), _) => Some(d.clone()),
+        (None, None) => {
+            let ts = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            Some(PathBuf::from(format!("bench-results/run-{ts}")))
+        }
+        (None, Some(_)) => None,
+    };
+    if let Some(dir) = out_dir {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        write_json(&dir.join("result.json"), &doc)?;
+        let all: Vec<&[PhaseResult]> = runs.iter().map(|r| r.results.as_slice()).collect();
+        report::write_hdr_log(&dir.join("latency.hlog"), &all)?;
+        let mut plots = Vec::new();
+        for (k, run) in runs.iter().enumerate() {
+            let prefix = if repeats > 1 { format!("bench-r{}", k + 1) } else { "bench".into() };
+            plots.extend(report::write_plots(&dir.join(prefix), &run.results)?);
+        }
+        println!(
+            "results: {} (result.json, latency.hlog, {})",
+            dir.display(),
+            plots
+                .iter()
+                .filter_map(|p| p.file_name())
+                .map(|f| f.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let failed = runs
+        .iter()
+        .flat_map(|r| r.results.iter())
+        .find(|r| r.errors > 0);
+    if let Some(r) = failed {
+        bail!(
+            "phase {} had {} errors; first: {}",
+            r.phase.name,
+            r.errors,
+            r.first_error.as_deref().unwrap_or("unknown")
+        );
+    }
+    Ok(doc)
+}
+
+/// One run of every phase on fresh topics (deleted afterwards unless `--keep-topics`).
+fn run_once(args: &BenchArgs, w: &Workload, target: &Target) -> anyhow::Result<Vec<PhaseResult>> {
+    let bootstrap = target.bootstrap;
     let run_id = format!("{:08x}", rand::random::<u32>());
     let topics: Vec<String> = (0..w.topics)
         .map(|i| format!("sluice-bench-{run_id}-{i}"))
@@ -242,7 +392,7 @@ pub fn run_with(
                 );
             }
         };
-        match run_phase(bootstrap, w, &topics, phase, epoch, &mut progress) {
+        match run_phase(bootstrap, w, &topics, phase, epoch, &target.broker, &mut progress) {
             Ok(r) => results.push(r),
             Err(e) => {
                 run_err = Some(e);
@@ -258,50 +408,7 @@ pub fn run_with(
     if let Some(e) = run_err {
         return Err(e);
     }
-    let env = Environment::detect(broker_desc, w.threads);
-    println!("{}", report::table(w, &env, &results));
-    let doc = report::to_json(w, &env, &results);
-    if let Some(path) = &args.json {
-        write_json(path, &doc)?;
-    }
-    let out_dir = match (&args.out, &args.json) {
-        (Some(d), _) => Some(d.clone()),
-        (None, None) => {
-            let ts = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            Some(PathBuf::from(format!("bench-results/run-{ts}")))
-        }
-        (None, Some(_)) => None,
-    };
-    if let Some(dir) = out_dir {
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        write_json(&dir.join("result.json"), &doc)?;
-        report::write_hdr_log(&dir.join("latency.hlog"), &results)?;
-        let plots = report::write_plots(&dir.join("bench"), &results)?;
-        println!(
-            "results: {} (result.json, latency.hlog, {})",
-            dir.display(),
-            plots
-                .iter()
-                .filter_map(|p| p.file_name())
-                .map(|f| f.to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    let failed: Vec<&PhaseResult> = results.iter().filter(|r| r.errors > 0).collect();
-    if let Some(r) = failed.first() {
-        bail!(
-            "phase {} had {} errors; first: {}",
-            r.phase.name,
-            r.errors,
-            r.first_error.as_deref().unwrap_or("unknown")
-        );
-    }
-    Ok(doc)
+    Ok(results)
 }
 
 fn write_json(path: &Path, doc: &serde_json::Value) -> anyhow::Result<()> {

@@ -180,21 +180,27 @@ const SLOW_SYNC_P99_MS: f64 = 2.0;
 
 /// The one-line note printed after an acks=all phase when this machine is the limit: the
 /// publish p50 is within `FLOOR_MARGIN_MS` + linger of the device's sync p50, or the device's
-/// sync p99 is above `SLOW_SYNC_P99_MS`. `broker_syncs`: the broker is known to fdatasync
-/// before acknowledging acks=all (the embedded Sluice does); otherwise the note says "if".
+/// sync p99 is above `SLOW_SYNC_P99_MS`. A publish p50 below the sync p50 contradicts the
+/// probe (the device was faster during the phase, or the broker does not sync), and the note
+/// says so instead. `broker_syncs`: the broker is known to fdatasync before acknowledging
+/// acks=all (the embedded Sluice does); otherwise the note names that condition.
 pub fn durable_floor_note(
     d: &DeviceProbe,
     publish_p50_ms: f64,
     linger_ms: f64,
     broker_syncs: bool,
 ) -> Option<String> {
+    let below = publish_p50_ms < d.p50_ms;
     let near = publish_p50_ms <= d.p50_ms + FLOOR_MARGIN_MS + linger_ms;
     let slow = d.p99_ms > SLOW_SYNC_P99_MS;
-    let cond = if broker_syncs {
-        ""
-    } else {
-        " (for a broker that syncs before acknowledging)"
-    };
+    if below {
+        return Some(format!(
+            "note: publish p50 {publish_p50_ms:.2} ms is below this machine's fdatasync p50 {:.2} ms (p99 {:.2} ms) probed before the run: the device was faster during the phase than in the probe{}",
+            d.p50_ms,
+            d.p99_ms,
+            if broker_syncs { "" } else { ", or the broker does not sync before acknowledging" }
+        ));
+    }
     if !near && !slow {
         return None;
     }
@@ -214,11 +220,13 @@ pub fn durable_floor_note(
             "; publish p50 {publish_p50_ms:.2} ms is at most {FLOOR_MARGIN_MS} ms above it{linger}"
         );
     }
-    s += ": durable latency cannot go below it";
+    s += ": durable latency cannot go below the fdatasync";
     if slow {
-        s += ", and its tail follows the device's";
+        s += ", nor its tail below the fdatasync p99";
     }
-    s += cond;
+    if !broker_syncs {
+        s += " (for a broker that syncs before acknowledging)";
+    }
     Some(s)
 }
 
@@ -307,12 +315,12 @@ mod tests {
         // Publish p50 within 0.5 ms + linger of the sync p50.
         assert_eq!(
             durable_floor_note(&d(1.0, 1.5), 2.4, 1.0, true).unwrap(),
-            "note: this machine's fdatasync p50 is 1.00 ms (p99 1.50 ms); publish p50 2.40 ms is at most 0.5 ms above it plus the 1 ms linger: durable latency cannot go below it"
+            "note: this machine's fdatasync p50 is 1.00 ms (p99 1.50 ms); publish p50 2.40 ms is at most 0.5 ms above it plus the 1 ms linger: durable latency cannot go below the fdatasync"
         );
         // Slow tail alone, external broker.
         assert_eq!(
             durable_floor_note(&d(0.2, 4.0), 5.0, 0.0, false).unwrap(),
-            "note: this machine's fdatasync p50 is 0.20 ms (p99 4.00 ms, above 2 ms): durable latency cannot go below it, and its tail follows the device's (for a broker that syncs before acknowledging)"
+            "note: this machine's fdatasync p50 is 0.20 ms (p99 4.00 ms, above 2 ms): durable latency cannot go below the fdatasync, nor its tail below the fdatasync p99 (for a broker that syncs before acknowledging)"
         );
         // Both.
         let n = durable_floor_note(&d(1.0, 3.0), 1.2, 0.0, true).unwrap();
@@ -321,5 +329,13 @@ mod tests {
                 && n.contains("above 2 ms"),
             "{n}"
         );
+        // Publish faster than the probed sync: the probe is contradicted, not repeated.
+        assert_eq!(
+            durable_floor_note(&d(2.26, 5.18), 1.03, 1.0, false).unwrap(),
+            "note: publish p50 1.03 ms is below this machine's fdatasync p50 2.26 ms (p99 5.18 ms) probed before the run: the device was faster during the phase than in the probe, or the broker does not sync before acknowledging"
+        );
+        assert!(!durable_floor_note(&d(2.0, 2.5), 1.0, 0.0, true)
+            .unwrap()
+            .contains("does not sync"));
     }
 }

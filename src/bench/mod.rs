@@ -6,6 +6,7 @@
 //! - runner.rs: one compio runtime per thread; producers stamp each value with its
 //!   intended send time, consumers compute end-to-end latency; 1 s intervals.
 //! - report.rs: table, JSON, HdrHistogram interval log, SVG plots, compare.
+//! - summary.rs: `--repeat N`: median, range and spread of each figure over the runs.
 //! - usage.rs: CPU time and context switches of the generator and the broker per phase
 //!   (getrusage, /proc).
 //! - device.rs: the device probe (timed 2 KiB write+fdatasync) and the note it allows.
@@ -21,5 +22,6 @@ pub mod report;
 pub mod runner;
 pub mod schedule;
 pub mod stats;
+pub mod summary;
 pub mod usage;
 pub mod workload;

@@ -11,8 +11,10 @@ use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use serde_json::{json, Value};
 
+use super::device::{durable_floor_note, ProbeOutcome};
 use super::runner::PhaseResult;
 use super::stats::{IntervalStats, LatencySummary};
+use super::usage::BrokerSource;
 use super::workload::Workload;
 
 /// Where the run happened.
@@ -70,7 +72,8 @@ impl Environment {
     }
 }
 
-fn fmt_us(us: f64) -> String {
+/// Microseconds as "812 us", "1.20 ms" or "2.00 s".
+pub fn fmt_us(us: f64) -> String {
     if us >= 1_000_000.0 {
         format!("{:.2} s", us / 1e6)
     } else if us >= 1_000.0 {
@@ -116,8 +119,14 @@ pub fn progress_line(
     )
 }
 
-/// The final human-readable table.
-pub fn table(w: &Workload, env: &Environment, results: &[PhaseResult]) -> String {
+/// One run of every phase (`--repeat` makes several) and the device probe made before it.
+pub struct Run {
+    pub results: Vec<PhaseResult>,
+    pub device: ProbeOutcome,
+}
+
+/// The head of the table: workload, broker and machine, and where CPU figures come from.
+pub fn header(w: &Workload, env: &Environment, broker: &BrokerSource) -> String {
     let mut s = String::new();
     let size = if w.message_size_max > w.message_size {
         format!("{}-{}", w.message_size, w.message_size_max)
@@ -134,7 +143,23 @@ pub fn table(w: &Workload, env: &Environment, results: &[PhaseResult]) -> String
         "broker: {} | kernel {} | {} | {} cores | commit {}",
         env.broker, env.kernel, env.cpu, env.cores, env.commit
     );
-    for r in results {
+    let _ = writeln!(
+        s,
+        "CPU per phase (start of its threads to their end): generator = its {} threads + the main thread; broker = {}",
+        env.generator_threads,
+        broker.describe()
+    );
+    s
+}
+
+/// One run's device line and phases. `broker_syncs`: the broker is known to fdatasync before
+/// it acknowledges acks=all (the embedded Sluice), for the wording of the device note.
+pub fn run_lines(w: &Workload, run: &Run, broker_syncs: bool) -> String {
+    let mut s = String::new();
+    if let Some(l) = run.device.line() {
+        let _ = writeln!(s, "{l}");
+    }
+    for r in &run.results {
         let _ = writeln!(
             s,
             "\nphase {} (target {}, {:.0} s measured after {:.0} s warm-up)",
@@ -180,13 +205,10 @@ pub fn table(w: &Workload, env: &Environment, results: &[PhaseResult]) -> String
                 fmt_us(l.max)
             );
         }
+        let _ = write!(s, "{}", cpu_lines(r));
         let _ = writeln!(
             s,
-            "  generator CPU: {:.2} s over {:.1} s = {:.2} cores ({} threads); acked {} / consumed {} messages{}",
-            r.generator_cpu_s,
-            r.wall_s,
-            r.generator_cpu_s / r.wall_s.max(1e-9),
-            env.generator_threads,
+            "  messages: acked {} / consumed {}{}",
             r.acked_total,
             r.consumed_total,
             match (&r.first_error, r.errors) {
@@ -195,8 +217,80 @@ pub fn table(w: &Workload, env: &Environment, results: &[PhaseResult]) -> String
                 (None, n) => format!("; {n} errors"),
             }
         );
+        if let Some(note) = device_note(w, r, &run.device, broker_syncs) {
+            let _ = writeln!(s, "  {note}");
+        }
     }
     s
+}
+
+/// The note on the device's sync time after an acks=all phase, when it applies.
+fn device_note(
+    w: &Workload,
+    r: &PhaseResult,
+    device: &ProbeOutcome,
+    broker_syncs: bool,
+) -> Option<String> {
+    if w.acks != "all" || r.measured.publish.is_empty() {
+        return None;
+    }
+    durable_floor_note(device.probe()?, r.publish.p50 / 1e3, w.linger_ms as f64, broker_syncs)
+}
+
+fn fmt_per_gb(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
+}
+
+/// The generator and broker CPU lines and the broker's context switches of one phase.
+fn cpu_lines(r: &PhaseResult) -> String {
+    let mut s = String::new();
+    let c = r.cpu();
+    let _ = writeln!(
+        s,
+        "  generator CPU: {:.2} s = {:.2} cores; {} s/GB produced, {} s/GB consumed ({:.1} s window)",
+        c.generator_s,
+        c.generator_cores,
+        fmt_per_gb(c.generator_s_per_gb_produced),
+        fmt_per_gb(c.generator_s_per_gb_consumed),
+        c.window_s
+    );
+    let Some(b) = &r.usage.broker else {
+        let _ = writeln!(s, "  broker CPU: {}", r.usage.broker_source);
+        return s;
+    };
+    let _ = writeln!(
+        s,
+        "  broker CPU:    {:.2} s = {:.2} cores; {} s/GB produced, {} s/GB consumed",
+        b.cpu_s,
+        c.broker_cores.unwrap_or(0.0),
+        fmt_per_gb(c.broker_s_per_gb_produced),
+        fmt_per_gb(c.broker_s_per_gb_consumed),
+    );
+    let switches = b.voluntary_switches + b.involuntary_switches;
+    let per = |n: u64, what: &str| {
+        (n > 0).then(|| format!(", {:.2} per {what}", switches as f64 / n as f64))
+    };
+    let _ = writeln!(
+        s,
+        "  broker context switches: {switches} ({} voluntary, {} involuntary){}{}; {} iou-wrk threads at the end",
+        b.voluntary_switches,
+        b.involuntary_switches,
+        per(r.acked_total, "message").unwrap_or_default(),
+        per(r.produce_requests_total, "produce request").unwrap_or_default(),
+        b.iou_workers
+    );
+    s
+}
+
+/// The final human-readable table of one run.
+pub fn table(
+    w: &Workload,
+    env: &Environment,
+    broker: &BrokerSource,
+    run: &Run,
+    broker_syncs: bool,
+) -> String {
+    header(w, env, broker) + &run_lines(w, run, broker_syncs)
 }
 
 /// Percentiles in microseconds; every key null when nothing was measured (e.g. no consumers).
@@ -207,8 +301,8 @@ fn latency_json(l: &LatencySummary, count: u64) -> Value {
     json!({"p50": l.p50, "p90": l.p90, "p99": l.p99, "p999": l.p999, "p9999": l.p9999, "max": l.max})
 }
 
-fn timeline_json(results: &[PhaseResult]) -> Vec<Value> {
-    let mut out = Vec::new();
+/// Per-second rows of `results`; each tagged with `repeat` (1-based) when given.
+fn timeline_json(results: &[PhaseResult], repeat: Option<usize>, out: &mut Vec<Value>) {
     for r in results {
         for iv in &r.intervals {
             let s = &iv.stats;
@@ -226,7 +320,7 @@ fn timeline_json(results: &[PhaseResult]) -> Vec<Value> {
                     json!(h.max() as f64 / 1e3)
                 }
             };
-            out.push(json!({
+            let mut row = json!({
                 "phase": r.phase.name,
                 "t_s": iv.index + 1,
                 "warmup": iv.warmup,
@@ -243,20 +337,61 @@ fn timeline_json(results: &[PhaseResult]) -> Vec<Value> {
                 "errors": s.errors,
                 "backpressure_waits": s.backpressure_waits,
                 "unsent_msgs": s.unsent_msgs,
-            }));
+            });
+            if let (Some(k), Value::Object(m)) = (repeat, &mut row) {
+                m.insert("repeat".into(), json!(k));
+            }
+            out.push(row);
         }
     }
-    out
 }
 
-/// The `--json` document. Top-level throughput and latency are those of the first
-/// phase; every phase's own numbers are under `workload.phases[i].results`.
-pub fn to_json(w: &Workload, env: &Environment, results: &[PhaseResult]) -> Value {
-    let mut workload = serde_json::to_value(w).unwrap_or(Value::Null);
-    let phases: Vec<Value> = results
+/// CPU, context switches and the device note of one phase, for its `results`.
+fn usage_json(r: &PhaseResult) -> serde_json::Map<String, Value> {
+    let c = r.cpu();
+    let mut m = serde_json::Map::new();
+    m.insert(
+        "cpu".into(),
+        json!({
+            "window_s": c.window_s,
+            "generator_s": c.generator_s,
+            "generator_cores": c.generator_cores,
+            "generator_s_per_gb_produced": c.generator_s_per_gb_produced,
+            "generator_s_per_gb_consumed": c.generator_s_per_gb_consumed,
+            "broker_s": c.broker_s,
+            "broker_cores": c.broker_cores,
+            "broker_s_per_gb_produced": c.broker_s_per_gb_produced,
+            "broker_s_per_gb_consumed": c.broker_s_per_gb_consumed,
+            "broker_source": r.usage.broker_source,
+        }),
+    );
+    let switches = r.usage.broker.as_ref().map(|b| {
+        let total = b.voluntary_switches + b.involuntary_switches;
+        let per = |n: u64| (n > 0).then(|| total as f64 / n as f64);
+        json!({
+            "voluntary": b.voluntary_switches,
+            "involuntary": b.involuntary_switches,
+            "per_message": per(r.acked_total),
+            "per_produce_request": per(r.produce_requests_total),
+        })
+    });
+    m.insert("broker_context_switches".into(), switches.unwrap_or(Value::Null));
+    m.insert(
+        "iou_wrk_threads".into(),
+        json!(r.usage.broker.as_ref().map(|b| b.iou_workers)),
+    );
+    m.insert("acked_bytes".into(), json!(r.acked_bytes_total));
+    m.insert("consumed_bytes".into(), json!(r.consumed_bytes_total));
+    m.insert("produce_requests".into(), json!(r.produce_requests_total));
+    m
+}
+
+/// The phases of one run as in `workload.phases`.
+fn phases_json(w: &Workload, run: &Run, broker_syncs: bool) -> Vec<Value> {
+    run.results
         .iter()
         .map(|r| {
-            json!({
+            let mut v = json!({
                 "name": r.phase.name,
                 "rate": r.phase.rate,
                 "duration_s": r.phase.duration_s,
@@ -271,12 +406,42 @@ pub fn to_json(w: &Workload, env: &Environment, results: &[PhaseResult]) -> Valu
                     "errors": r.errors,
                     "first_error": r.first_error,
                     "unsent_msgs": r.unsent_total,
+                    "device_note": device_note(w, r, &run.device, broker_syncs),
                 }
-            })
+            });
+            if let Some(Value::Object(m)) = v.get_mut("results") {
+                m.extend(usage_json(r));
+            }
+            v
         })
-        .collect();
+        .collect()
+}
+
+/// The `--json` document. Top-level throughput and latency are those of the first
+/// phase of the first run; every phase's own numbers are under `workload.phases[i].results`
+/// (first run) and the first run's device probe under `environment.device_probe`. With
+/// several runs (`--repeat`) the document also holds `repeats` (every run's device probe and
+/// phases) and `summary` (per phase: median, min, max and spread of each figure), and
+/// `timeline` rows carry their run's number in `repeat`.
+pub fn to_json(
+    w: &Workload,
+    env: &Environment,
+    runs: &[Run],
+    broker_syncs: bool,
+    topics: &str,
+) -> Value {
+    let empty = Run {
+        results: Vec::new(),
+        device: ProbeOutcome::Skipped,
+    };
+    let first = runs.first().unwrap_or(&empty);
+    let results = &first.results;
+    let mut workload = serde_json::to_value(w).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut workload {
-        m.insert("phases".into(), Value::Array(phases));
+        m.insert(
+            "phases".into(),
+            Value::Array(phases_json(w, first, broker_syncs)),
+        );
     }
     let head = results.first();
     let cpu_s: f64 = results.iter().map(|r| r.generator_cpu_s).sum();
@@ -288,8 +453,14 @@ pub fn to_json(w: &Workload, env: &Environment, results: &[PhaseResult]) -> Valu
             "generator_cpu_cores".into(),
             json!(cpu_s / wall_s.max(1e-9)),
         );
+        m.insert("device_probe".into(), first.device.to_json());
     }
-    json!({
+    let mut timeline = Vec::new();
+    let repeated = runs.len() > 1;
+    for (k, run) in runs.iter().enumerate() {
+        timeline_json(&run.results, repeated.then_some(k + 1), &mut timeline);
+    }
+    let mut doc = json!({
         "workload": workload,
         "environment": environment,
         "throughput": {
@@ -304,13 +475,32 @@ pub fn to_json(w: &Workload, env: &Environment, results: &[PhaseResult]) -> Valu
             &head.map(|r| r.e2e).unwrap_or_default(),
             head.map(|r| r.measured.e2e.len()).unwrap_or(0),
         ),
-        "timeline": timeline_json(results),
-    })
+        "timeline": timeline,
+    });
+    if let (true, Value::Object(m)) = (repeated, &mut doc) {
+        let repeats: Vec<Value> = runs
+            .iter()
+            .enumerate()
+            .map(|(k, run)| {
+                json!({
+                    "repeat": k + 1,
+                    "device_probe": run.device.to_json(),
+                    "phases": phases_json(w, run, broker_syncs),
+                })
+            })
+            .collect();
+        m.insert("repeats".into(), Value::Array(repeats));
+        let all: Vec<&[PhaseResult]> = runs.iter().map(|r| r.results.as_slice()).collect();
+        let devices: Vec<_> = runs.iter().map(|r| r.device.probe().cloned()).collect();
+        m.insert("summary".into(), super::summary::to_json(&all, &devices, topics));
+    }
+    doc
 }
 
 /// Writes an HdrHistogram V2 interval log: one publish and one e2e histogram per second
-/// (tags `<phase>-publish` / `<phase>-e2e`), values in nanoseconds.
-pub fn write_hdr_log(path: &Path, results: &[PhaseResult]) -> anyhow::Result<()> {
+/// (tags `<phase>-publish` / `<phase>-e2e`, prefixed `r<run>-` when there are several runs),
+/// values in nanoseconds; runs follow each other on the time axis.
+pub fn write_hdr_log(path: &Path, runs: &[&[PhaseResult]]) -> anyhow::Result<()> {
     let mut file = std::io::BufWriter::new(
         std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
     );
@@ -325,9 +515,15 @@ pub fn write_hdr_log(path: &Path, results: &[PhaseResult]) -> anyhow::Result<()>
         .with_max_value_divisor(1e6);
     let mut log = builder.begin_log_with(&mut file, &mut ser)?;
     let mut phase_offset = 0u64;
-    for r in results {
-        let pub_tag = format!("{}-publish", r.phase.name.replace([' ', ','], "_"));
-        let e2e_tag = format!("{}-e2e", r.phase.name.replace([' ', ','], "_"));
+    let several = runs.len() > 1;
+    let tagged = runs.iter().enumerate().flat_map(|(k, results)| {
+        let prefix = if several { format!("r{}-", k + 1) } else { String::new() };
+        results.iter().map(move |r| (prefix.clone(), r))
+    });
+    for (prefix, r) in tagged {
+        let name = r.phase.name.replace([' ', ','], "_");
+        let pub_tag = format!("{prefix}{name}-publish");
+        let e2e_tag = format!("{prefix}{name}-e2e");
         let mut last = 0u64;
         for iv in &r.intervals {
             let start = Duration::from_secs(phase_offset + iv.index);
@@ -534,15 +730,41 @@ fn plot_timeline(path: &Path, results: &[PhaseResult]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `sluice bench compare A.json B.json`: side-by-side numbers and B/A ratios.
+/// `sluice bench compare A.json B.json`: side-by-side numbers and B/A ratios of the first
+/// phase. A file written with `--repeat N` (N > 1) is compared by its medians over the runs
+/// (`summary`); a file without them by its single run.
 pub fn compare(a: &Value, b: &Value, a_name: &str, b_name: &str) -> String {
     let mut s = String::new();
-    let get = |v: &Value, path: &[&str]| -> Option<f64> {
+    let at = |v: &Value, path: &[&str]| -> Option<f64> {
         let mut cur = v;
         for p in path {
             cur = cur.get(p)?;
         }
         cur.as_f64()
+    };
+    // The summary key of a row's figure, if the summary has it.
+    let summary_key = |path: &[&str]| -> Option<String> {
+        match path {
+            ["throughput", k] => Some((*k).to_owned()),
+            ["publish_latency_us", k] => Some(format!("publish_{k}_us")),
+            ["e2e_latency_us", k] => Some(format!("e2e_{k}_us")),
+            ["workload", "phases", "0", "results", "cpu", k] => {
+                Some(k.replacen("_s_per", "_cpu_s_per", 1))
+            }
+            _ => None,
+        }
+    };
+    let get = |v: &Value, path: &[&str]| -> Option<f64> {
+        let summary = &v["summary"]["phases"][0];
+        if let Some(k) = summary_key(path).filter(|_| summary.is_object()) {
+            return summary[k.as_str()]["median"].as_f64();
+        }
+        match path {
+            ["workload", "phases", "0", rest @ ..] => {
+                at(v["workload"]["phases"].get(0)?, rest)
+            }
+            _ => at(v, path),
+        }
     };
     let _ = writeln!(
         s,
@@ -563,6 +785,16 @@ pub fn compare(a: &Value, b: &Value, a_name: &str, b_name: &str) -> String {
         "generator CPU (cores)".into(),
         vec!["environment", "generator_cpu_cores"],
     ));
+    for who in ["broker", "generator"] {
+        rows.push((
+            format!("{who} CPU s/GB produced"),
+            vec!["workload", "phases", "0", "results", "cpu", if who == "broker" {
+                "broker_s_per_gb_produced"
+            } else {
+                "generator_s_per_gb_produced"
+            }],
+        ));
+    }
     for (name, path) in rows {
         let (x, y) = (get(a, &path), get(b, &path));
         let fmt = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
@@ -581,9 +813,13 @@ pub fn compare(a: &Value, b: &Value, a_name: &str, b_name: &str) -> String {
     }
     for (label, v) in [(a_name, a), (b_name, b)] {
         let env = &v["environment"];
+        let runs = match v["summary"]["repeats"].as_u64() {
+            Some(n) => format!(" | median of {n} runs (generator CPU cores: first run)"),
+            None => String::new(),
+        };
         let _ = writeln!(
             s,
-            "{label}: broker {} | commit {} | kernel {} | {} cores",
+            "{label}: broker {} | commit {} | kernel {} | {} cores{runs}",
             env["broker"].as_str().unwrap_or("?"),
             env["commit"].as_str().unwrap_or("?"),
             env["kernel"].as_str().unwrap_or("?"),
@@ -664,12 +900,16 @@ mod tests {
             errors: 0,
             first_error: None,
             unsent_total: 0,
+            acked_bytes_total: 0,
+            consumed_bytes_total: 0,
+            produce_requests_total: 0,
+            usage: Default::default(),
         };
         let path = std::env::temp_dir().join(format!(
             "sluice-hlog-{}.hlog",
             uuid::Uuid::new_v4().simple()
         ));
-        write_hdr_log(&path, &[r]).unwrap();
+        write_hdr_log(&path, &[std::slice::from_ref(&r)]).unwrap();
         let text = std::fs::read(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         let mut deser = hdrhistogram::serialization::Deserializer::new();

@@ -23,6 +23,7 @@ use rand::{Rng, RngCore};
 
 use super::schedule::RateSchedule;
 use super::stats::{record, IntervalStats, LatencySummary};
+use super::usage::{self, BrokerSource, CpuFigures, PhaseUsage, Rusage};
 use super::workload::{KeyDistribution, Phase, Workload};
 use crate::client::records::{encode_batch, visit_values, NewRecord};
 use crate::client::{flatten_fetch, submit_fetch_on, submit_produce_on, Acks, Client, Connection};
@@ -89,6 +90,20 @@ pub struct PhaseResult {
     pub first_error: Option<String>,
     /// Messages due at the target rate that were never sent before the phase ended.
     pub unsent_total: u64,
+    /// Value bytes acknowledged and consumed, and Produce requests sent, over the whole phase.
+    pub acked_bytes_total: u64,
+    pub consumed_bytes_total: u64,
+    pub produce_requests_total: u64,
+    /// Generator and broker CPU and context switches over the phase's window (`usage.rs`).
+    pub usage: PhaseUsage,
+}
+
+impl PhaseResult {
+    /// CPU seconds, cores and seconds per GB of the generator and the broker.
+    pub fn cpu(&self) -> CpuFigures {
+        self.usage
+            .figures(self.acked_bytes_total, self.consumed_bytes_total)
+    }
 }
 
 enum Report {
@@ -98,6 +113,8 @@ enum Report {
     },
     Done {
         cpu_s: f64,
+        /// The thread's usage over its whole life (setup and runtime teardown included).
+        lifetime: Rusage,
         error: Option<String>,
         /// Errors counted after the last interval report (setup, leaving groups).
         late_errors: u64,
@@ -129,14 +146,16 @@ fn rusage_s(who: libc::c_int) -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-/// Runs every phase of `w` against `bootstrap` on topics `topics`, calling `progress`
-/// with each completed interval (for the live line).
+/// Runs one phase of `w` against `bootstrap` on topics `topics`, calling `progress`
+/// with each completed interval (for the live line); `broker` says where the broker's CPU
+/// time and context switches are read.
 pub fn run_phase(
     bootstrap: &str,
     w: &Workload,
     topics: &[String],
     phase: &Phase,
     epoch: Instant,
+    broker: &BrokerSource,
     progress: &mut dyn FnMut(&Phase, &Interval, &IntervalStats),
 ) -> anyhow::Result<PhaseResult> {
     let threads = w.threads.max(1);
@@ -214,6 +233,8 @@ pub fn run_phase(
     let start_ns = Arc::new(AtomicU64::new(0));
     let producers_running = Arc::new(AtomicUsize::new(total_producers));
     let (tx, rx) = sync_channel::<Report>(threads * 4096);
+    let usage_window = usage::start_window(broker);
+    let mut generator_threads = Rusage::default();
     let mut handles = Vec::new();
     for (id, (ps, cs)) in producers.into_iter().zip(consumers).enumerate() {
         let ctx = WorkerCtx {
@@ -310,11 +331,13 @@ pub fn run_phase(
             }
             Report::Done {
                 cpu_s: c,
+                lifetime,
                 error,
                 late_errors: late,
             } => {
                 done += 1;
                 cpu_s += c;
+                generator_threads = generator_threads.plus(lifetime);
                 late_errors += late;
                 if first_error.is_none() {
                     first_error = error;
@@ -331,6 +354,7 @@ pub fn run_phase(
         }
     }
     let wall_s = wall_start.elapsed().as_secs_f64();
+    let usage = usage::end_window(broker, usage_window, generator_threads);
 
     // Throughput over the measured window only; latency over everything after warm-up.
     let measured_s = phase.duration_s;
@@ -360,6 +384,10 @@ pub fn run_phase(
         consumed_total: all.consumed_msgs,
         errors: all.errors + late_errors,
         unsent_total: all.unsent_msgs,
+        acked_bytes_total: all.acked_bytes,
+        consumed_bytes_total: all.consumed_bytes,
+        produce_requests_total: all.produce_requests,
+        usage,
         first_error,
     })
 }
@@ -398,6 +426,7 @@ fn worker_thread(ctx: WorkerCtx) {
             producers_running.fetch_sub(producers_here, Ordering::SeqCst);
             let _ = tx.send(Report::Done {
                 cpu_s: 0.0,
+                lifetime: Rusage::thread(),
                 error: Some(format!("cannot start runtime: {e}")),
                 late_errors: 1,
             });
@@ -405,8 +434,10 @@ fn worker_thread(ctx: WorkerCtx) {
         }
     };
     let (cpu_s, error, late_errors) = rt.block_on(worker_main(ctx));
+    drop(rt);
     let _ = tx.send(Report::Done {
         cpu_s,
+        lifetime: Rusage::thread(),
         error,
         late_errors,
     });
@@ -889,6 +920,7 @@ impl ProducerTask {
             let mut s = self.shared.stats.borrow_mut();
             s.sent_msgs += n;
             s.sent_bytes += bytes;
+            s.produce_requests += 1;
         }
         if self.acks == Acks::None {
             let mut s = self.shared.stats.borrow_mut();

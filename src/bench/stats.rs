@@ -77,6 +77,8 @@ pub struct IntervalStats {
     /// Messages that fell due before the end of the phase but were never sent because the
     /// producer could not keep up with the target rate (the phase ends on time regardless).
     pub unsent_msgs: u64,
+    /// Produce requests sent.
+    pub produce_requests: u64,
 }
 
 impl Default for IntervalStats {
@@ -93,6 +95,7 @@ impl Default for IntervalStats {
             errors: 0,
             backpressure_waits: 0,
             unsent_msgs: 0,
+            produce_requests: 0,
         }
     }
 }
@@ -111,6 +114,7 @@ impl IntervalStats {
         self.errors += other.errors;
         self.backpressure_waits += other.backpressure_waits;
         self.unsent_msgs += other.unsent_msgs;
+        self.produce_requests += other.produce_requests;
     }
 }
 
