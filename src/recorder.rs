@@ -106,6 +106,8 @@ struct Local {
     connections_accepted_total: Cell<u64>,
     stalls_total: Cell<u64>,
     stall_lateness: RefCell<Hist>,
+    produce_stages: RefCell<[Hist; ProduceStage::ALL.len()]>,
+    fsync_batch: RefCell<BatchSizes>,
 }
 
 thread_local! {
@@ -176,6 +178,88 @@ pub fn count_records(mut b: &[u8]) -> u64 {
 /// One group commit's fdatasyncs finished (storage flusher).
 pub fn fsync_done(elapsed: Duration) {
     LOCAL.with(|l| l.fsync.borrow_mut().observe(elapsed));
+}
+
+/// One stage of an acks=all produce on a single-node broker, timed per partition of a request
+/// (`sluice_produce_stage_seconds{stage}`; the latency budget of issue #16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProduceStage {
+    /// Request read and decoded → its append starts on the partition's owning shard (handler,
+    /// validation, the cross-shard hop when the connection's shard is not the owner).
+    Queued,
+    /// The append: producer checks and the segment write (page cache).
+    Write,
+    /// Written → the group-commit fdatasync that covers it starts.
+    FsyncWait,
+    /// That fdatasync.
+    Fsync,
+    /// Durable → the response is built on the connection's shard (the hop back included).
+    Respond,
+}
+
+impl ProduceStage {
+    pub const ALL: [ProduceStage; 5] = [
+        ProduceStage::Queued,
+        ProduceStage::Write,
+        ProduceStage::FsyncWait,
+        ProduceStage::Fsync,
+        ProduceStage::Respond,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            ProduceStage::Queued => "queued",
+            ProduceStage::Write => "write",
+            ProduceStage::FsyncWait => "fsync_wait",
+            ProduceStage::Fsync => "fsync",
+            ProduceStage::Respond => "respond",
+        }
+    }
+}
+
+/// A produce stage took `elapsed` (recorded on the shard where the stage ended).
+pub fn produce_stage(stage: ProduceStage, elapsed: Duration) {
+    LOCAL.with(|l| l.produce_stages.borrow_mut()[stage as usize].observe(elapsed));
+}
+
+/// Upper bounds of the group-commit batch histogram (appends covered by one fsync).
+pub const BATCH_BUCKETS: [u64; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
+/// How many appends each group commit covered (non-cumulative counts; the last slot is +Inf).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchSizes {
+    pub buckets: [u64; BATCH_BUCKETS.len() + 1],
+    pub sum: u64,
+    pub count: u64,
+}
+
+impl BatchSizes {
+    pub fn observe(&mut self, n: u64) {
+        let i = BATCH_BUCKETS.iter().position(|&b| n <= b).unwrap_or(BATCH_BUCKETS.len());
+        self.buckets[i] += 1;
+        self.sum += n;
+        self.count += 1;
+    }
+    /// (upper bound, count) pairs, not cumulative, the last bound `f64::MAX` (+Inf).
+    pub fn bucket_counts(&self) -> Vec<(f64, u64)> {
+        self.buckets
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (BATCH_BUCKETS.get(i).map_or(f64::MAX, |b| *b as f64), *c))
+            .collect()
+    }
+
+    pub fn merge(&mut self, o: &BatchSizes) {
+        for (a, b) in self.buckets.iter_mut().zip(o.buckets.iter()) {
+            *a += b;
+        }
+        self.sum += o.sum;
+        self.count += o.count;
+    }
+}
+
+/// One group commit covered `appends` appends (storage flusher).
+pub fn fsync_batch(appends: u64) {
+    LOCAL.with(|l| l.fsync_batch.borrow_mut().observe(appends));
 }
 
 /// A cross-shard send found the target's inbox full and had to wait (back-pressure).
@@ -277,6 +361,9 @@ pub struct Recorded {
     pub connections_accepted_total: u64,
     pub stalls_total: u64,
     pub stall_lateness: Hist,
+    /// By `ProduceStage as usize`.
+    pub produce_stages: Vec<Hist>,
+    pub fsync_batch: BatchSizes,
 }
 
 pub fn recorded() -> Recorded {
@@ -289,6 +376,8 @@ pub fn recorded() -> Recorded {
         connections_accepted_total: l.connections_accepted_total.get(),
         stalls_total: l.stalls_total.get(),
         stall_lateness: l.stall_lateness.borrow().clone(),
+        produce_stages: l.produce_stages.borrow().to_vec(),
+        fsync_batch: l.fsync_batch.borrow().clone(),
     })
 }
 

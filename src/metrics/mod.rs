@@ -35,7 +35,7 @@ use prometheus_client::registry::Registry;
 
 use crate::limits;
 use crate::recorder;
-pub use crate::recorder::{count_records, ApiStats, Hist, TopicIo, LATENCY_BUCKETS_S};
+pub use crate::recorder::{count_records, ApiStats, BatchSizes, Hist, ProduceStage, TopicIo, LATENCY_BUCKETS_S};
 use crate::runtime::Shard;
 use crate::cluster::ClusterOf;
 use crate::group::GroupShard;
@@ -108,6 +108,9 @@ pub struct ShardSnapshot {
     pub topics: Vec<(String, TopicIo)>,
     pub partitions: Vec<PartitionSnapshot>,
     pub fsync: Hist,
+    /// By `recorder::ProduceStage as usize`.
+    pub produce_stages: Vec<Hist>,
+    pub fsync_batch: BatchSizes,
     pub inbox_full_total: u64,
     pub raft_dropped_total: u64,
     pub connections_accepted_total: u64,
@@ -151,6 +154,8 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
         topics: r.topics,
         partitions,
         fsync: r.fsync,
+        produce_stages: r.produce_stages,
+        fsync_batch: r.fsync_batch,
         inbox_full_total: r.inbox_full_total,
         raft_dropped_total: r.raft_dropped_total,
         connections_accepted_total: r.connections_accepted_total,
@@ -287,6 +292,7 @@ enum Value {
     Counter(u64),
     CounterF(f64),
     Hist(Hist),
+    Sizes(BatchSizes),
 }
 
 #[derive(Debug, Clone)]
@@ -321,7 +327,7 @@ impl Collector for Exposition {
             let kind = match first {
                 Value::Gauge(_) | Value::GaugeF(_) => MetricType::Gauge,
                 Value::Counter(_) | Value::CounterF(_) => MetricType::Counter,
-                Value::Hist(_) => MetricType::Histogram,
+                Value::Hist(_) | Value::Sizes(_) => MetricType::Histogram,
             };
             let mut me = encoder.encode_descriptor(f.name, f.help, None, kind)?;
             for (labels, v) in &f.samples {
@@ -344,6 +350,9 @@ fn encode_value(e: &mut MetricEncoder, v: &Value) -> Result<(), std::fmt::Error>
         Value::CounterF(x) => e.encode_counter::<NoLabelSet, f64, f64>(x, None),
         Value::Hist(h) => {
             e.encode_histogram::<NoLabelSet>(h.sum_s(), h.count(), &h.bucket_counts(), None)
+        }
+        Value::Sizes(b) => {
+            e.encode_histogram::<NoLabelSet>(b.sum as f64, b.count, &b.bucket_counts(), None)
         }
     }
 }
@@ -596,6 +605,31 @@ pub fn render(view: &BrokerView, shards: &[ShardSnapshot], openmetrics: bool) ->
         "sluice_fsync_duration_seconds",
         "Duration of one group commit's fdatasyncs.",
         one(Value::Hist(fsync)),
+    );
+    let mut batch = BatchSizes::default();
+    for s in shards {
+        batch.merge(&s.fsync_batch);
+    }
+    x.add(
+        "sluice_fsync_batch_appends",
+        "Appends (produce batches) covered by one group commit.",
+        one(Value::Sizes(batch)),
+    );
+    x.add(
+        "sluice_produce_stage_seconds",
+        "Stages of a produce on a single-node broker, per partition: queued (request decoded to append start on the owning shard), write, fsync_wait (written to the covering fsync's start), fsync, respond (durable to response built).",
+        ProduceStage::ALL
+            .iter()
+            .map(|st| {
+                let mut h = Hist::default();
+                for s in shards {
+                    if let Some(x) = s.produce_stages.get(*st as usize) {
+                        h.merge(x);
+                    }
+                }
+                (vec![("stage", st.name().to_string())], Value::Hist(h))
+            })
+            .collect(),
     );
     let shard = |s: &ShardSnapshot| vec![("shard", s.shard.to_string())];
     x.add(

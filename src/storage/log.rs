@@ -155,7 +155,11 @@ struct State {
     offline: bool,
     closed: bool,
     producers: ProducerTable,
-    durable_waiters: Vec<(i64, oneshot::Sender<bool>)>,
+    durable_waiters: Vec<(i64, oneshot::Sender<Result<Option<FlushTimes>, ()>>)>,
+    /// Appends written since the last group commit began (its batch size, for the recorder).
+    appends_unflushed: u64,
+    /// The last group commit's fdatasync (handed to the waiters it releases).
+    last_flush_times: Option<FlushTimes>,
     hwm_waiters: Vec<oneshot::Sender<()>>,
     flusher_wake: Option<oneshot::Sender<()>>,
     corruption: Vec<CorruptionReport>,
@@ -274,7 +278,7 @@ fn fire_durable(st: &mut State) {
     while i < st.durable_waiters.len() {
         if st.durable_waiters[i].0 < target {
             let (_, tx) = st.durable_waiters.swap_remove(i);
-            let _ = tx.send(true);
+            let _ = tx.send(Ok(st.last_flush_times));
         } else {
             i += 1;
         }
@@ -286,6 +290,13 @@ struct Inner {
     dir: PathBuf,
     state: RefCell<State>,
     append_lock: Mutex<()>,
+}
+
+/// When one group commit's fdatasyncs ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushTimes {
+    pub started: Instant,
+    pub ended: Instant,
 }
 
 /// One partition's log. Clone = another handle to the same log. !Send.
@@ -872,6 +883,8 @@ impl PartitionLog {
             closed: false,
             producers: table,
             durable_waiters: Vec::new(),
+            appends_unflushed: 0,
+            last_flush_times: None,
             hwm_waiters: Vec::new(),
             flusher_wake: None,
             corruption,
@@ -903,7 +916,7 @@ impl PartitionLog {
         let mut st = self.inner.state.borrow_mut();
         st.offline = true;
         for (_, tx) in st.durable_waiters.drain(..) {
-            let _ = tx.send(false);
+            let _ = tx.send(Err(()));
         }
         for tx in st.hwm_waiters.drain(..) {
             let _ = tx.send(());
@@ -1137,6 +1150,7 @@ impl PartitionLog {
         };
         st.active_unsynced = true;
         st.msgs_unflushed += records_count as u64;
+        st.appends_unflushed += 1;
         if st.config.replicated {
             let w = st.written;
             st.entry_ends.push_back(w);
@@ -1220,7 +1234,7 @@ impl PartitionLog {
 
     /// One group commit: fdatasync every file written since the previous one started.
     async fn flush_once(&self) {
-        let (files, target, mark, msgs) = {
+        let (files, target, mark, msgs, appends) = {
             let mut st = self.inner.state.borrow_mut();
             let mut files = std::mem::take(&mut st.unsynced);
             if st.active_unsynced {
@@ -1230,7 +1244,8 @@ impl PartitionLog {
                 }
             }
             st.active_unsynced = false;
-            (files, st.leo, st.written, st.msgs_unflushed)
+            let appends = std::mem::take(&mut st.appends_unflushed);
+            (files, st.leo, st.written, st.msgs_unflushed, appends)
         };
         let started = Instant::now();
         for (path, f) in &files {
@@ -1239,12 +1254,17 @@ impl PartitionLog {
                 return;
             }
         }
+        let ended = Instant::now();
         if !files.is_empty() {
-            crate::recorder::fsync_done(started.elapsed());
+            crate::recorder::fsync_done(ended - started);
+            crate::recorder::fsync_batch(appends);
         }
         let mut st = self.inner.state.borrow_mut();
         if st.offline {
             return;
+        }
+        if !files.is_empty() {
+            st.last_flush_times = Some(FlushTimes { started, ended });
         }
         st.durable = st.durable.max(target);
         st.msgs_unflushed = st.msgs_unflushed.saturating_sub(msgs);
@@ -1258,6 +1278,12 @@ impl PartitionLog {
     /// Resolves once every offset <= `offset` is durable per the flush policy (group commit
     /// fsync; with flush.messages/flush.ms set: once written). Err(Offline) if the log fails.
     pub async fn wait_durable(&self, offset: i64) -> Result<(), StorageError> {
+        self.wait_durable_timed(offset).await.map(|_| ())
+    }
+
+    /// [`Self::wait_durable`], also telling when the group commit that made `offset` durable
+    /// ran (the last one when it was durable already; None when no fdatasync ran yet).
+    pub async fn wait_durable_timed(&self, offset: i64) -> Result<Option<FlushTimes>, StorageError> {
         let rx = {
             let mut st = self.inner.state.borrow_mut();
             if st.offline {
@@ -1266,7 +1292,7 @@ impl PartitionLog {
                 });
             }
             if offset < st.durable_target() {
-                return Ok(());
+                return Ok(st.last_flush_times);
             }
             if st.closed {
                 return Err(StorageError::Offline {
@@ -1278,7 +1304,7 @@ impl PartitionLog {
             rx
         };
         match rx.await {
-            Ok(true) => Ok(()),
+            Ok(Ok(times)) => Ok(times),
             _ => Err(StorageError::Offline {
                 path: self.inner.dir.clone(),
             }),
@@ -1783,7 +1809,7 @@ impl PartitionLog {
         fire_durable(&mut st);
         st.closed = true;
         for (_, tx) in st.durable_waiters.drain(..) {
-            let _ = tx.send(false);
+            let _ = tx.send(Err(()));
         }
         for tx in st.hwm_waiters.drain(..) {
             let _ = tx.send(());

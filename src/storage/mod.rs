@@ -15,9 +15,9 @@ mod producer;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use fs::{FaultPlan, Fs};
+pub use fs::{buffered_writes_punt, FaultPlan, Fs};
 pub use index::{OffsetIndex, TimeIndex};
-pub use log::{CorruptionReport, PartitionLog};
+pub use log::{CorruptionReport, FlushTimes, PartitionLog};
 pub use producer::{ProducerBatch, ProducerTable};
 
 /// Per-log configuration (Kafka topic config names in the comments).

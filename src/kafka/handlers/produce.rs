@@ -7,7 +7,7 @@
 //! that owns it.
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
@@ -20,6 +20,7 @@ use kafka_protocol::protocol::{StrBytes, VersionRange};
 use crate::kafka::error;
 use crate::kafka::{on_partition, KafkaError, Reply, RequestContext};
 use crate::protocol;
+use crate::recorder::{produce_stage, ProduceStage};
 use crate::runtime::{owner_shard, Shard};
 use crate::storage::AppendInfo;
 use crate::cluster::ClusterOf;
@@ -36,6 +37,8 @@ struct PartitionJob {
     owner: usize,
     topic: String,
     outcome: Outcome,
+    /// When its append finished writing (single node; for the stage timings).
+    written_at: Option<Instant>,
 }
 
 fn fail(code: ResponseError, msg: impl Into<String>) -> Outcome {
@@ -45,6 +48,7 @@ fn fail(code: ResponseError, msg: impl Into<String>) -> Outcome {
 /// Phase 1: validate and append. Returns the future of phase 2 (durability + response).
 pub async fn submit(ctx: RequestContext, mut body: Bytes) -> LocalBoxFuture<'static, Reply> {
     let version = ctx.version();
+    let received = Instant::now();
     let req: ProduceRequest = match protocol::decode_body(&mut body, version) {
         Ok(r) => r,
         Err(e) => {
@@ -69,6 +73,7 @@ pub async fn submit(ctx: RequestContext, mut body: Bytes) -> LocalBoxFuture<'sta
                 owner: 0,
                 topic: td.name.0.to_string(),
                 outcome: fail(ResponseError::UnknownServerError, ""),
+                written_at: None,
             };
             let pre = if !(-1..=1).contains(&acks) {
                 Some(fail(
@@ -125,7 +130,7 @@ pub async fn submit(ctx: RequestContext, mut body: Bytes) -> LocalBoxFuture<'sta
                     let topic = job.topic.clone();
                     appends.push((
                         jobs.len(),
-                        append_on_owner(&ctx.shard, job.owner, topic, p, records),
+                        append_on_owner(&ctx.shard, job.owner, topic, p, records, received),
                     ));
                 }
             }
@@ -135,8 +140,9 @@ pub async fn submit(ctx: RequestContext, mut body: Bytes) -> LocalBoxFuture<'sta
     // Appends to different partitions proceed together; each partition keeps arrival order
     // because this connection submits its next request only after these are written.
     let (idx, futs): (Vec<usize>, Vec<_>) = appends.into_iter().unzip();
-    for (i, r) in idx.into_iter().zip(futures::future::join_all(futs).await) {
+    for (i, (r, written_at)) in idx.into_iter().zip(futures::future::join_all(futs).await) {
         jobs[i].outcome = r;
+        jobs[i].written_at = written_at;
     }
     if acks == 0 {
         return async { Reply::Nothing }.boxed_local();
@@ -145,11 +151,12 @@ pub async fn submit(ctx: RequestContext, mut body: Bytes) -> LocalBoxFuture<'sta
     let correlation_id = ctx.header.correlation_id;
     let timeout_ms = req.timeout_ms.clamp(0, 300_000) as u64;
     async move {
+        let mut durable = Vec::new();
         if acks == -1 {
             let waits = jobs.iter().map(|j| {
                 let Ok(info) = &j.outcome else { return None };
                 let (topic, p, last) = (j.topic.clone(), j.partition, info.last_offset);
-                Some(wait_durable_on_owner(&shard, j.owner, topic, p, last))
+                Some(wait_durable_on_owner(&shard, j.owner, topic, p, last, j.written_at))
             });
             let waits: Vec<_> = waits.collect();
             let all = futures::future::join_all(waits.into_iter().map(|w| async move {
@@ -161,8 +168,10 @@ pub async fn submit(ctx: RequestContext, mut body: Bytes) -> LocalBoxFuture<'sta
             match compio::time::timeout(Duration::from_millis(timeout_ms.max(1)), all).await {
                 Ok(results) => {
                     for (j, r) in jobs.iter_mut().zip(results) {
-                        if let Some(Err(e)) = r {
-                            j.outcome = Err(e);
+                        match r {
+                            Some(Err(e)) => j.outcome = Err(e),
+                            Some(Ok(Some(durable_at))) => durable.push(durable_at),
+                            _ => {}
                         }
                     }
                 }
@@ -203,10 +212,15 @@ pub async fn submit(ctx: RequestContext, mut body: Bytes) -> LocalBoxFuture<'sta
             }
         }
         let resp = ProduceResponse::default().with_responses(topics);
-        match protocol::encode_response(ApiKey::Produce, version, correlation_id, &resp) {
+        let reply = match protocol::encode_response(ApiKey::Produce, version, correlation_id, &resp) {
             Ok(f) => Reply::Frame(f),
             Err(e) => Reply::Close(e.to_string()),
+        };
+        let now = Instant::now();
+        for at in durable {
+            produce_stage(ProduceStage::Respond, now.saturating_duration_since(at));
         }
+        reply
     }
     .boxed_local()
 }
@@ -217,13 +231,19 @@ async fn append_on_owner(
     topic: String,
     p: i32,
     records: Bytes,
-) -> Outcome {
+    received: Instant,
+) -> (Outcome, Option<Instant>) {
     if shard.shared.cluster().is_some() {
-        return propose_on_owner(shard, owner, topic, p, records).await;
+        return (propose_on_owner(shard, owner, topic, p, records).await, None);
     }
-    on_partition(shard, owner, topic.clone(), p, move |log| async move {
+    let r = on_partition(shard, owner, topic.clone(), p, move |log| async move {
         let bytes = records.len() as u64;
-        let r = log.append(records, 0).await.map_err(|e| {
+        let start = Instant::now();
+        produce_stage(ProduceStage::Queued, start.saturating_duration_since(received));
+        let r = log.append(records, 0).await;
+        let written_at = Instant::now();
+        produce_stage(ProduceStage::Write, written_at - start);
+        let r = r.map_err(|e| {
             if !matches!(
                 e,
                 crate::storage::StorageError::CorruptRecord(_)
@@ -241,9 +261,13 @@ async fn append_on_owner(
                 (info.last_offset - info.base_offset + 1).max(0) as u64,
             );
         }
-        r
+        r.map(|info| (info, written_at))
     })
-    .await
+    .await;
+    match r {
+        Ok((info, written_at)) => (Ok(info), Some(written_at)),
+        Err(e) => (Err(e), None),
+    }
 }
 
 /// Cluster mode: each batch becomes one Raft entry, proposed on the leader; resolves once it is
@@ -317,13 +341,14 @@ async fn wait_durable_on_owner(
     topic: String,
     p: i32,
     last: i64,
-) -> Result<(), KafkaError> {
+    written_at: Option<Instant>,
+) -> Result<Option<Instant>, KafkaError> {
     if shard.shared.cluster().is_some() {
         // acks=all in a cluster: committed (a majority has it fdatasynced).
         let r = shard
             .run_on(owner, move |s| async move {
                 match s.replica_of(&topic, p) {
-                    Some(r) => r.wait_committed(last).await.map_err(|e| error::replica(&e)),
+                    Some(r) => r.wait_committed(last).await.map(|()| None).map_err(|e| error::replica(&e)),
                     None => Err((
                         ResponseError::NotLeaderOrFollower.code(),
                         format!("this broker holds no replica of {topic}-{p}"),
@@ -334,9 +359,18 @@ async fn wait_durable_on_owner(
         return r.unwrap_or_else(|e| Err((error::shard_gone(&e), e.to_string())));
     }
     on_partition(shard, owner, topic, p, move |log| async move {
-        log.wait_durable(last)
+        let times = log
+            .wait_durable_timed(last)
             .await
-            .map_err(|e| (error::storage(&e), e.to_string()))
+            .map_err(|e| (error::storage(&e), e.to_string()))?;
+        // A relaxed topic (no fsync) or a log that never flushed: no fsync stages.
+        let (Some(t), Some(w)) = (times, written_at) else { return Ok(None) };
+        if t.ended < w {
+            return Ok(None); // durable by an fsync older than the write: flush policy relaxed
+        }
+        produce_stage(ProduceStage::FsyncWait, t.started.saturating_duration_since(w));
+        produce_stage(ProduceStage::Fsync, t.ended - t.started);
+        Ok(Some(t.ended))
     })
     .await
 }
