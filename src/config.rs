@@ -40,6 +40,9 @@ pub struct BrokerConfig {
     pub log_flush_interval_messages: Option<u64>,
     /// `log.flush.interval.ms`
     pub log_flush_interval_ms: Option<u64>,
+    /// `log.write.inline`: segment writes by `pwrite` on the shard thread (Some(true)), through
+    /// io_uring (Some(false)), or chosen by probing the data directory's file system (None).
+    pub log_write_inline: Option<bool>,
     /// `max.connections`
     pub max_connections: usize,
     /// `queued.max.requests` per connection (in flight at once).
@@ -98,6 +101,7 @@ impl Default for BrokerConfig {
             log_retention_bytes: -1,
             log_flush_interval_messages: None,
             log_flush_interval_ms: None,
+            log_write_inline: None,
             max_connections: limits::CONNECTIONS_MAX_DEFAULT,
             max_in_flight_requests_per_connection: limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX,
             queued_max_request_bytes: limits::QUEUED_REQUEST_BYTES_PER_SHARD_DEFAULT,
@@ -323,6 +327,7 @@ pub const KEYS: &[&str] = &[
     "log.flush.interval.ms",
     "log.format",
     "log.level",
+    "log.write.inline",
     "log.retention.bytes",
     "log.retention.ms",
     "log.segment.bytes",
@@ -458,6 +463,14 @@ impl ServeConfig {
                 .into(),
             ),
             "log.level" => V::String(self.log.level.clone().unwrap_or_default()),
+            "log.write.inline" => V::String(
+                match b.log_write_inline {
+                    None => "auto",
+                    Some(true) => "true",
+                    Some(false) => "false",
+                }
+                .into(),
+            ),
             "log.retention.bytes" => V::Integer(b.log_retention_bytes),
             "log.retention.ms" => V::Integer(b.log_retention_ms),
             "log.segment.bytes" => V::Integer(b.log_segment_bytes as i64),
@@ -640,6 +653,15 @@ impl BrokerConfig {
             "log.retention.bytes" => self.log_retention_bytes = int(key, v, -1, i64::MAX)?,
             "log.flush.interval.messages" => {
                 self.log_flush_interval_messages = Some(int(key, v, 1, i64::MAX)? as u64)
+            }
+            "log.write.inline" => {
+                self.log_write_inline = match (v.as_bool(), v.as_str()) {
+                    (Some(b), _) => Some(b),
+                    (_, Some("auto")) => None,
+                    (_, Some("true")) => Some(true),
+                    (_, Some("false")) => Some(false),
+                    _ => return Err(bad(key, "must be auto, true or false")),
+                }
             }
             "log.flush.interval.ms" => {
                 self.log_flush_interval_ms = Some(int(key, v, 0, i64::MAX)? as u64)

@@ -96,6 +96,7 @@ impl Broker {
             format!("cannot create data directory {}", config.data_dir.display())
         })?;
         let catalog = Arc::new(Catalog::open(&config.data_dir)?);
+        let fs = segment_fs(&config.data_dir, config.log_write_inline);
         let n = config.shard_count();
         let mut listeners = Vec::with_capacity(n);
         // SO_REUSEPORT would let a second broker share the port unnoticed: first make sure
@@ -190,6 +191,7 @@ impl Broker {
             };
             let ready = ready_tx.clone();
             let admin = if id == 0 { admin.take() } else { None };
+            let fs = fs.clone();
             let t = std::thread::Builder::new()
                 .name(format!("sluice-shard-{id}"))
                 .spawn(move || {
@@ -205,7 +207,7 @@ impl Broker {
                             return;
                         }
                     };
-                    rt.block_on(shard_main(id, shared, listener, inbox, admin, repl, ready));
+                    rt.block_on(shard_main(id, shared, fs, listener, inbox, admin, repl, ready));
                 })?;
             threads.push(t);
         }
@@ -252,16 +254,34 @@ impl Broker {
     }
 }
 
+/// The I/O seam of the shards: segment writes inline where io_uring would hand each one to a
+/// worker thread (`storage::buffered_writes_punt`; ext4), io_uring elsewhere.
+fn segment_fs(data_dir: &std::path::Path, configured: Option<bool>) -> Fs {
+    let inline = configured.unwrap_or_else(|| match crate::storage::buffered_writes_punt(data_dir) {
+        Ok(punt) => punt,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not probe non-blocking buffered writes; segment writes go through io_uring");
+            false
+        }
+    });
+    if inline {
+        tracing::info!(dir = %data_dir.display(), "segment writes: pwrite on the shard thread (log.write.inline; with `auto`: this file system has no non-blocking buffered writes, so io_uring would hand each write to a worker thread)");
+    }
+    Fs::real().with_inline_writes(inline)
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn shard_main(
     id: usize,
     shared: Arc<Shared>,
+    fs: Fs,
     listener: std::net::TcpListener,
     inbox: async_channel::Receiver<Job>,
     admin: Option<std::net::TcpListener>,
     repl: Option<std::net::TcpListener>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
-    let shard = Rc::new(Shard::new(id, shared.clone(), Fs::real()));
+    let shard = Rc::new(Shard::new(id, shared.clone(), fs));
     if shared.cluster().is_some() {
         // Cluster mode: committed offsets go through the metadata log (every node holds them).
         shard
