@@ -1,5 +1,6 @@
 //! `sluice bench [flags]` and `sluice bench compare A.json B.json`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -112,6 +113,11 @@ pub struct BenchArgs {
     /// are read from /proc/PID over each phase.
     #[arg(long)]
     pub broker_pid: Option<u32>,
+    /// Admin listener HOST:PORT of an external Sluice broker: its /metrics is read at the start
+    /// and end of each phase for the produce path's stages (queued, write, fsync wait, fsync,
+    /// respond) and appends per group commit. The embedded broker is always read.
+    #[arg(long)]
+    pub broker_metrics: Option<SocketAddr>,
     /// Directory for the device probe (write+fdatasync timing) with an external broker;
     /// default: the current directory. The embedded broker is probed in its data directory.
     #[arg(long)]
@@ -233,6 +239,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 bootstrap: &bootstrap,
                 broker_desc: &broker_desc,
                 broker: BrokerSource::Embedded,
+                metrics: e.metrics_addr(),
                 probe_dir: e.data_dir().to_path_buf(),
                 broker_syncs: true,
             };
@@ -257,6 +264,8 @@ struct Target<'a> {
     broker_desc: &'a str,
     /// Where its CPU time and context switches are read.
     broker: BrokerSource,
+    /// Its /metrics, for the produce path's stages.
+    metrics: Option<SocketAddr>,
     /// Where the device probe writes.
     probe_dir: PathBuf,
     /// It is known to fdatasync before acknowledging acks=all (the embedded Sluice).
@@ -281,6 +290,7 @@ pub fn run_with(
             Some(p) => BrokerSource::Pid(p),
             None => BrokerSource::Unknown,
         },
+        metrics: args.broker_metrics,
         probe_dir: args.probe_dir.clone().unwrap_or_else(|| PathBuf::from(".")),
         broker_syncs: false,
     };
@@ -392,7 +402,7 @@ fn run_once(args: &BenchArgs, w: &Workload, target: &Target) -> anyhow::Result<V
                 );
             }
         };
-        match run_phase(bootstrap, w, &topics, phase, epoch, &target.broker, &mut progress) {
+        match run_phase(bootstrap, w, &topics, phase, epoch, &target.broker, target.metrics, &mut progress) {
             Ok(r) => results.push(r),
             Err(e) => {
                 run_err = Some(e);

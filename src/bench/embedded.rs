@@ -21,7 +21,8 @@ impl EmbeddedBroker {
         let cfg = BrokerConfig {
             data_dir: data_dir.clone(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            admin_listen: None,
+            // Its /metrics gives the bench the broker's produce stages (stages.rs).
+            admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             cores: cores.unwrap_or(0),
             ..BrokerConfig::default()
         };
@@ -37,6 +38,11 @@ impl EmbeddedBroker {
     /// The address clients connect to.
     pub fn bootstrap(&self) -> SocketAddr {
         self.broker.bootstrap()
+    }
+
+    /// Its admin listener (/metrics).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.broker.admin_addr()
     }
 
     /// The temporary data directory.

@@ -21,6 +21,7 @@ pub mod group;
 pub mod report;
 pub mod runner;
 pub mod schedule;
+pub mod stages;
 pub mod stats;
 pub mod summary;
 pub mod usage;

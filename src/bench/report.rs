@@ -241,8 +241,17 @@ fn fmt_per_gb(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
 }
 
-/// The generator and broker CPU lines and the broker's context switches of one phase.
+/// The generator and broker CPU lines, the broker's context switches and its produce stages
+/// of one phase.
 fn cpu_lines(r: &PhaseResult) -> String {
+    let mut s = usage_lines(r);
+    if let Some(b) = &r.broker_stages {
+        let _ = writeln!(s, "{}", b.line(r.usage.window_s));
+    }
+    s
+}
+
+fn usage_lines(r: &PhaseResult) -> String {
     let mut s = String::new();
     let c = r.cpu();
     let _ = writeln!(
@@ -383,6 +392,7 @@ fn usage_json(r: &PhaseResult) -> serde_json::Map<String, Value> {
     m.insert("acked_bytes".into(), json!(r.acked_bytes_total));
     m.insert("consumed_bytes".into(), json!(r.consumed_bytes_total));
     m.insert("produce_requests".into(), json!(r.produce_requests_total));
+    m.insert("broker_produce_path".into(), json!(r.broker_stages));
     m
 }
 
@@ -904,6 +914,7 @@ mod tests {
             consumed_bytes_total: 0,
             produce_requests_total: 0,
             usage: Default::default(),
+            broker_stages: None,
         };
         let path = std::env::temp_dir().join(format!(
             "sluice-hlog-{}.hlog",

@@ -96,6 +96,8 @@ pub struct PhaseResult {
     pub produce_requests_total: u64,
     /// Generator and broker CPU and context switches over the phase's window (`usage.rs`).
     pub usage: PhaseUsage,
+    /// The broker's produce stages over the phase (`stages.rs`), when its /metrics has them.
+    pub broker_stages: Option<super::stages::Breakdown>,
 }
 
 impl PhaseResult {
@@ -156,6 +158,7 @@ pub fn run_phase(
     phase: &Phase,
     epoch: Instant,
     broker: &BrokerSource,
+    metrics: Option<std::net::SocketAddr>,
     progress: &mut dyn FnMut(&Phase, &Interval, &IntervalStats),
 ) -> anyhow::Result<PhaseResult> {
     let threads = w.threads.max(1);
@@ -233,6 +236,7 @@ pub fn run_phase(
     let start_ns = Arc::new(AtomicU64::new(0));
     let producers_running = Arc::new(AtomicUsize::new(total_producers));
     let (tx, rx) = sync_channel::<Report>(threads * 4096);
+    let stages_start = super::stages::read(metrics);
     let usage_window = usage::start_window(broker);
     let mut generator_threads = Rusage::default();
     let mut handles = Vec::new();
@@ -355,6 +359,9 @@ pub fn run_phase(
     }
     let wall_s = wall_start.elapsed().as_secs_f64();
     let usage = usage::end_window(broker, usage_window, generator_threads);
+    let broker_stages = stages_start
+        .zip(super::stages::read(metrics))
+        .and_then(|(a, b)| super::stages::between(&a, &b));
 
     // Throughput over the measured window only; latency over everything after warm-up.
     let measured_s = phase.duration_s;
@@ -388,6 +395,7 @@ pub fn run_phase(
         consumed_bytes_total: all.consumed_bytes,
         produce_requests_total: all.produce_requests,
         usage,
+        broker_stages,
         first_error,
     })
 }
