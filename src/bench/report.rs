@@ -187,6 +187,7 @@ pub fn run_lines(w: &Workload, run: &Run, broker_syncs: bool) -> String {
         );
         for (name, l, n) in [
             ("publish", &r.publish, r.measured.publish.len()),
+            ("request", &r.request, r.measured.request.len()),
             ("end-to-end", &r.e2e, r.measured.e2e.len()),
         ] {
             if n == 0 {
@@ -408,6 +409,7 @@ fn phases_json(w: &Workload, run: &Run, broker_syncs: bool) -> Vec<Value> {
                 "results": {
                     "throughput": {"msgs_per_s": r.msgs_per_s, "mb_per_s": r.mb_per_s, "consumed_msgs_per_s": r.consumed_msgs_per_s},
                     "publish_latency_us": latency_json(&r.publish, r.measured.publish.len()),
+                    "request_latency_us": latency_json(&r.request, r.measured.request.len()),
                     "e2e_latency_us": latency_json(&r.e2e, r.measured.e2e.len()),
                     "generator_cpu_s": r.generator_cpu_s,
                     "wall_s": r.wall_s,
@@ -897,6 +899,7 @@ mod tests {
             },
             intervals,
             publish: LatencySummary::of(&measured.publish),
+            request: LatencySummary::of(&measured.request),
             e2e: LatencySummary::of(&measured.e2e),
             measured,
             measured_s: 2.0,

@@ -78,6 +78,8 @@ pub struct PhaseResult {
     pub mb_per_s: f64,
     pub consumed_msgs_per_s: f64,
     pub publish: LatencySummary,
+    /// Produce request sent → response (no linger).
+    pub request: LatencySummary,
     pub e2e: LatencySummary,
     /// CPU seconds used by the generator's own threads (getrusage RUSAGE_THREAD).
     pub generator_cpu_s: f64,
@@ -381,6 +383,7 @@ pub fn run_phase(
         mb_per_s: per_s(window.acked_bytes) / 1e6,
         consumed_msgs_per_s: per_s(window.consumed_msgs),
         publish: LatencySummary::of(&cumulative.publish),
+        request: LatencySummary::of(&cumulative.request),
         e2e: LatencySummary::of(&cumulative.e2e),
         measured: cumulative,
         measured_s,
@@ -908,6 +911,7 @@ impl ProducerTask {
         drop(records);
         let n = intended.len() as u64;
         self.window.acquire();
+        let sent = now_ns(self.shared.epoch);
         let pending = match submit_produce_on(
             conn,
             &self.spec.topic,
@@ -949,6 +953,7 @@ impl ProducerTask {
                     for (it, _) in &intended {
                         record(&mut s.publish, t.saturating_sub(*it));
                     }
+                    record(&mut s.request, t.saturating_sub(sent));
                     s.acked_msgs += n;
                     s.acked_bytes += bytes;
                 }

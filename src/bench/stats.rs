@@ -64,6 +64,9 @@ impl LatencySummary {
 #[derive(Debug, Clone)]
 pub struct IntervalStats {
     pub publish: Histogram<u64>,
+    /// Per produce request: from its bytes handed to the connection to its response (publish
+    /// latency without the linger and the in-flight wait).
+    pub request: Histogram<u64>,
     pub e2e: Histogram<u64>,
     pub sent_msgs: u64,
     pub sent_bytes: u64,
@@ -85,6 +88,7 @@ impl Default for IntervalStats {
     fn default() -> Self {
         IntervalStats {
             publish: new_histogram(),
+            request: new_histogram(),
             e2e: new_histogram(),
             sent_msgs: 0,
             sent_bytes: 0,
@@ -104,6 +108,7 @@ impl IntervalStats {
     /// Adds `other` into `self` (histograms merged, counters summed).
     pub fn merge(&mut self, other: &IntervalStats) {
         merge(&mut self.publish, &other.publish);
+        merge(&mut self.request, &other.request);
         merge(&mut self.e2e, &other.e2e);
         self.sent_msgs += other.sent_msgs;
         self.sent_bytes += other.sent_bytes;

@@ -112,6 +112,12 @@ const FIGURES: &[(&str, &str, Unit, Getter)] = &[
     ("publish_max_us", "", Unit::Us, |r| {
         lat(r.measured.publish.len(), r.publish.max)
     }),
+    ("request_p50_us", "request p50", Unit::Us, |r| {
+        lat(r.measured.request.len(), r.request.p50)
+    }),
+    ("request_p99_us", "request p99", Unit::Us, |r| {
+        lat(r.measured.request.len(), r.request.p99)
+    }),
     ("e2e_p50_us", "end-to-end p50", Unit::Us, |r| {
         lat(r.measured.e2e.len(), r.e2e.p50)
     }),
