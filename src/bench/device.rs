@@ -24,6 +24,12 @@ pub const PROBE_WRITE_BYTES: usize = 2 * 1024;
 pub const PROBE_SAMPLES_MAX: usize = 1000;
 /// Time one probe spends at most (checked between writes).
 pub const PROBE_TIME_MS_MAX: u64 = 1000;
+/// The paced part of the probe: this many write+fdatasync pairs, one starting every
+/// `PACED_INTERVAL_US` (about a durable producer's request rate at linger 1 ms). On virtual
+/// machines a paced sync is slower than back-to-back ones (perf/results/2026-12-03-fsync-pacing.md),
+/// and a durable load at a fixed rate meets the paced figure.
+pub const PACED_SAMPLES: usize = 300;
+pub const PACED_INTERVAL_US: u64 = 1_000;
 
 /// What one probe measured.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -36,15 +42,81 @@ pub struct DeviceProbe {
     pub p99_ms: f64,
     pub max_ms: f64,
     pub elapsed_s: f64,
+    /// The paced part (`PACED_SAMPLES` pairs, one per `PACED_INTERVAL_US`), when it ran.
+    pub paced: Option<PacedProbe>,
 }
 
-/// Probes `dir` with the default bounds.
+/// Write+fdatasync pairs started at a fixed interval instead of back to back.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PacedProbe {
+    pub interval_us: u64,
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Probes `dir` with the default bounds: back to back, then paced.
 pub fn probe(dir: &Path) -> anyhow::Result<DeviceProbe> {
-    probe_bounded(
+    let mut p = probe_bounded(
         dir,
         PROBE_SAMPLES_MAX,
         Duration::from_millis(PROBE_TIME_MS_MAX),
-    )
+    )?;
+    p.paced = Some(probe_paced(
+        dir,
+        PACED_SAMPLES,
+        Duration::from_micros(PACED_INTERVAL_US),
+        Duration::from_millis(PROBE_TIME_MS_MAX),
+    )?);
+    Ok(p)
+}
+
+/// `samples` write+fdatasync pairs on a new file in `dir`, one starting every `interval`
+/// (a slow pair delays the next, never two at once), stopping after `time_max`; the file is
+/// removed.
+pub fn probe_paced(
+    dir: &Path,
+    samples: usize,
+    interval: Duration,
+    time_max: Duration,
+) -> anyhow::Result<PacedProbe> {
+    assert!(samples > 0, "a probe needs at least one sample");
+    let path = dir.join(format!(".sluice-device-probe-{}", uuid::Uuid::new_v4().simple()));
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("cannot create the probe file {}", path.display()))?;
+    let block = vec![0x5au8; PROBE_WRITE_BYTES];
+    let started = Instant::now();
+    let mut samples_ns = Vec::with_capacity(samples.min(PROBE_SAMPLES_MAX));
+    let measured = (|| -> std::io::Result<()> {
+        while samples_ns.len() < samples.min(PROBE_SAMPLES_MAX) && started.elapsed() < time_max {
+            let due = started + interval * samples_ns.len() as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let offset = (samples_ns.len() * PROBE_WRITE_BYTES) as u64;
+            let t = Instant::now();
+            file.write_all_at(&block, offset)?;
+            file.sync_data()?;
+            samples_ns.push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        }
+        Ok(())
+    })();
+    drop(file);
+    let removed = std::fs::remove_file(&path)
+        .with_context(|| format!("cannot remove the probe file {}", path.display()));
+    measured.with_context(|| format!("paced probe write+fdatasync in {} failed", dir.display()))?;
+    removed?;
+    samples_ns.sort_unstable();
+    let ms = |q: f64| percentile(&samples_ns, q) as f64 / 1e6;
+    Ok(PacedProbe {
+        interval_us: u64::try_from(interval.as_micros()).unwrap_or(u64::MAX),
+        samples: samples_ns.len(),
+        p50_ms: ms(0.50),
+        p99_ms: ms(0.99),
+    })
 }
 
 /// Appends `PROBE_WRITE_BYTES` blocks with `pwrite` + `fdatasync` to a new file in `dir`
@@ -83,6 +155,7 @@ pub fn probe_bounded(
         p99_ms: ms(0.99),
         max_ms: ms(1.0),
         elapsed_s: elapsed.as_secs_f64(),
+        paced: None,
     };
     assert!(probe.p50_ms <= probe.p99_ms && probe.p99_ms <= probe.max_ms);
     Ok(probe)
@@ -152,10 +225,14 @@ impl ProbeOutcome {
             ProbeOutcome::Skipped => None,
             ProbeOutcome::Failed(e) => Some(format!("device: probe failed: {e}")),
             ProbeOutcome::Done(p) => Some(format!(
-                "device: write+fdatasync {} KiB p50 {:.2} ms p99 {:.2} ms ({} samples, {})",
+                "device: write+fdatasync {} KiB p50 {:.2} ms p99 {:.2} ms{} ({} samples, {})",
                 p.write_bytes / 1024,
                 p.p50_ms,
                 p.p99_ms,
+                p.paced.as_ref().map_or(String::new(), |q| format!(
+                    " back to back; one every {} µs: p50 {:.2} ms p99 {:.2} ms",
+                    q.interval_us, q.p50_ms, q.p99_ms
+                )),
                 p.samples,
                 p.dir.display()
             )),
@@ -300,6 +377,19 @@ mod tests {
     }
 
     #[test]
+    fn paced_probe_keeps_its_interval_and_removes_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Instant::now();
+        let q = probe_paced(dir.path(), 10, Duration::from_millis(5), Duration::from_secs(30)).unwrap();
+        assert_eq!(q.samples, 10);
+        assert_eq!(q.interval_us, 5_000);
+        assert!(q.p50_ms > 0.0 && q.p50_ms <= q.p99_ms, "{q:?}");
+        // Ten pairs one every 5 ms: the last starts 45 ms after the first.
+        assert!(t.elapsed() >= Duration::from_millis(45));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "probe file left");
+    }
+
+    #[test]
     fn the_note_appears_only_when_the_device_is_the_limit() {
         let d = |p50_ms, p99_ms| DeviceProbe {
             dir: PathBuf::from("/x"),
@@ -309,6 +399,7 @@ mod tests {
             p99_ms,
             max_ms: p99_ms,
             elapsed_s: 0.1,
+            paced: None,
         };
         // Fast device, publish well above it: no note.
         assert_eq!(durable_floor_note(&d(0.1, 0.3), 3.0, 1.0, true), None);

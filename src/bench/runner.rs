@@ -153,6 +153,7 @@ fn rusage_s(who: libc::c_int) -> f64 {
 /// Runs one phase of `w` against `bootstrap` on topics `topics`, calling `progress`
 /// with each completed interval (for the live line); `broker` says where the broker's CPU
 /// time and context switches are read.
+#[allow(clippy::too_many_arguments)]
 pub fn run_phase(
     bootstrap: &str,
     w: &Workload,

@@ -137,6 +137,9 @@ struct Mark {
     pos: u64,
 }
 
+/// Resolves a `wait_durable` caller: Ok(the group commit that covered it), Err if the log failed.
+type DurableTx = oneshot::Sender<Result<Option<FlushTimes>, ()>>;
+
 struct State {
     config: LogConfig,
     segs: Vec<Segment>,
@@ -155,7 +158,7 @@ struct State {
     offline: bool,
     closed: bool,
     producers: ProducerTable,
-    durable_waiters: Vec<(i64, oneshot::Sender<Result<Option<FlushTimes>, ()>>)>,
+    durable_waiters: Vec<(i64, DurableTx)>,
     /// Appends written since the last group commit began (its batch size, for the recorder).
     appends_unflushed: u64,
     /// The last group commit's fdatasync (handed to the waiters it releases).
