@@ -365,27 +365,13 @@ impl FaultPlan {
     }
 }
 
-/// A plain `pwrite` loop on the calling (shard) thread: a copy into the page cache.
-fn pwrite_all(file: &File, mut buf: &[u8], mut pos: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let fd = file.as_fd().as_raw_fd();
-    while !buf.is_empty() {
-        // SAFETY: fd is open for the duration of the borrow of `file`; buf is a valid slice.
-        let n = unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), pos as libc::off_t) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        buf = &buf[n as usize..];
-        pos += n as u64;
-    }
-    Ok(())
+/// `pwrite`s on the calling (shard) thread (a copy into the page cache), through std's
+/// `write_all_at` on `file`'s descriptor, borrowed: no dup, and never closed here.
+fn pwrite_all(file: &File, buf: &[u8], pos: u64) -> io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: the descriptor stays open for the borrow of `file`; ManuallyDrop never closes it.
+    let f = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(file.as_fd().as_raw_fd()) });
+    f.write_all_at(buf, pos)
 }
 
 /// Whether buffered writes to files in `dir` cannot be tried without blocking
@@ -439,9 +425,6 @@ impl Fs {
     pub fn with_inline_writes(mut self, on: bool) -> Fs {
         self.inline_writes = on;
         self
-    }
-    pub fn inline_writes(&self) -> bool {
-        self.inline_writes
     }
 
     pub async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
