@@ -71,54 +71,6 @@ pub fn probe(dir: &Path) -> anyhow::Result<DeviceProbe> {
     Ok(p)
 }
 
-/// `samples` write+fdatasync pairs on a new file in `dir`, one starting every `interval`
-/// (a slow pair delays the next, never two at once), stopping after `time_max`; the file is
-/// removed.
-pub fn probe_paced(
-    dir: &Path,
-    samples: usize,
-    interval: Duration,
-    time_max: Duration,
-) -> anyhow::Result<PacedProbe> {
-    assert!(samples > 0, "a probe needs at least one sample");
-    let path = dir.join(format!(".sluice-device-probe-{}", uuid::Uuid::new_v4().simple()));
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .with_context(|| format!("cannot create the probe file {}", path.display()))?;
-    let block = vec![0x5au8; PROBE_WRITE_BYTES];
-    let started = Instant::now();
-    let mut samples_ns = Vec::with_capacity(samples.min(PROBE_SAMPLES_MAX));
-    let measured = (|| -> std::io::Result<()> {
-        while samples_ns.len() < samples.min(PROBE_SAMPLES_MAX) && started.elapsed() < time_max {
-            let due = started + interval * samples_ns.len() as u32;
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            let offset = (samples_ns.len() * PROBE_WRITE_BYTES) as u64;
-            let t = Instant::now();
-            file.write_all_at(&block, offset)?;
-            file.sync_data()?;
-            samples_ns.push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
-        }
-        Ok(())
-    })();
-    drop(file);
-    let removed = std::fs::remove_file(&path)
-        .with_context(|| format!("cannot remove the probe file {}", path.display()));
-    measured.with_context(|| format!("paced probe write+fdatasync in {} failed", dir.display()))?;
-    removed?;
-    samples_ns.sort_unstable();
-    let ms = |q: f64| percentile(&samples_ns, q) as f64 / 1e6;
-    Ok(PacedProbe {
-        interval_us: u64::try_from(interval.as_micros()).unwrap_or(u64::MAX),
-        samples: samples_ns.len(),
-        p50_ms: ms(0.50),
-        p99_ms: ms(0.99),
-    })
-}
-
 /// Appends `PROBE_WRITE_BYTES` blocks with `pwrite` + `fdatasync` to a new file in `dir`
 /// until `samples_max` (at most `PROBE_SAMPLES_MAX`) writes or `time_max` have passed, removes
 /// the file, and returns the percentiles of the write+sync times.
@@ -127,25 +79,7 @@ pub fn probe_bounded(
     samples_max: usize,
     time_max: Duration,
 ) -> anyhow::Result<DeviceProbe> {
-    assert!(samples_max > 0, "a probe needs at least one sample");
-    let samples_max = samples_max.min(PROBE_SAMPLES_MAX);
-    let path = dir.join(format!(
-        ".sluice-device-probe-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .with_context(|| format!("cannot create the probe file {}", path.display()))?;
-    let measured = time_writes(&file, samples_max, time_max);
-    drop(file);
-    let removed = std::fs::remove_file(&path)
-        .with_context(|| format!("cannot remove the probe file {}", path.display()));
-    let (mut samples_ns, elapsed) =
-        measured.with_context(|| format!("probe write+fdatasync in {} failed", dir.display()))?;
-    removed?;
-    samples_ns.sort_unstable();
+    let (samples_ns, elapsed) = timed_pairs(dir, samples_max, time_max, Duration::ZERO)?;
     let ms = |q: f64| percentile(&samples_ns, q) as f64 / 1e6;
     let probe = DeviceProbe {
         dir: dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()),
@@ -161,16 +95,73 @@ pub fn probe_bounded(
     Ok(probe)
 }
 
-/// Times `pwrite` + `fdatasync` pairs appended to `file`; returns the times (ns) and the total.
+/// `samples` write+fdatasync pairs on a new file in `dir`, one starting every `interval`
+/// (a slow pair delays the next, never two at once), stopping after `time_max`; the file is
+/// removed.
+pub fn probe_paced(
+    dir: &Path,
+    samples: usize,
+    interval: Duration,
+    time_max: Duration,
+) -> anyhow::Result<PacedProbe> {
+    let (samples_ns, _) = timed_pairs(dir, samples, time_max, interval)?;
+    let ms = |q: f64| percentile(&samples_ns, q) as f64 / 1e6;
+    Ok(PacedProbe {
+        interval_us: u64::try_from(interval.as_micros()).unwrap_or(u64::MAX),
+        samples: samples_ns.len(),
+        p50_ms: ms(0.50),
+        p99_ms: ms(0.99),
+    })
+}
+
+/// Appends `PROBE_WRITE_BYTES` blocks with `pwrite` + `fdatasync` to a new file in `dir`, one
+/// pair starting every `interval` (zero: back to back), until `samples_max` (at most
+/// `PROBE_SAMPLES_MAX`) pairs or `time_max` have passed; removes the file, also on error.
+/// Returns the pair times in ns, ascending, and the total time.
+fn timed_pairs(
+    dir: &Path,
+    samples_max: usize,
+    time_max: Duration,
+    interval: Duration,
+) -> anyhow::Result<(Vec<u64>, Duration)> {
+    assert!(samples_max > 0, "a probe needs at least one sample");
+    let samples_max = samples_max.min(PROBE_SAMPLES_MAX);
+    let path = dir.join(format!(
+        ".sluice-device-probe-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("cannot create the probe file {}", path.display()))?;
+    let measured = time_writes(&file, samples_max, time_max, interval);
+    drop(file);
+    let removed = std::fs::remove_file(&path)
+        .with_context(|| format!("cannot remove the probe file {}", path.display()));
+    let (mut samples_ns, elapsed) =
+        measured.with_context(|| format!("probe write+fdatasync in {} failed", dir.display()))?;
+    removed?;
+    samples_ns.sort_unstable();
+    Ok((samples_ns, elapsed))
+}
+
+/// Times `pwrite` + `fdatasync` pairs appended to `file`, one starting every `interval`;
+/// returns the times (ns) and the total.
 fn time_writes(
     file: &std::fs::File,
     samples_max: usize,
     time_max: Duration,
+    interval: Duration,
 ) -> std::io::Result<(Vec<u64>, Duration)> {
     let block = vec![0x5au8; PROBE_WRITE_BYTES];
     let mut samples_ns = Vec::with_capacity(samples_max);
     let started = Instant::now();
     while samples_ns.len() < samples_max && started.elapsed() < time_max {
+        let due = started + interval * samples_ns.len() as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
         let offset = (samples_ns.len() * PROBE_WRITE_BYTES) as u64;
         let t = Instant::now();
         file.write_all_at(&block, offset)?;
