@@ -860,6 +860,29 @@ mod tests {
     }
 
     #[test]
+    fn log_write_inline_takes_auto_true_false_only() {
+        let mut b = BrokerConfig::default();
+        assert_eq!(b.log_write_inline, None);
+        for (v, want) in [
+            (toml::Value::String("true".into()), Some(true)),
+            (toml::Value::Boolean(false), Some(false)),
+            (toml::Value::String("auto".into()), None),
+        ] {
+            b.set("log.write.inline", &v).unwrap();
+            assert_eq!(b.log_write_inline, want, "{v}");
+        }
+        for v in [
+            toml::Value::String("sometimes".into()),
+            toml::Value::String("TRUE ".into()),
+            toml::Value::Integer(1),
+        ] {
+            let e = b.set("log.write.inline", &v).unwrap_err().to_string();
+            assert!(e.contains("log.write.inline") && e.contains("auto, true or false"), "{e}");
+            assert_eq!(b.log_write_inline, None, "a refused value changes nothing");
+        }
+    }
+
+    #[test]
     fn precedence_flag_over_env_over_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sluice.toml");
